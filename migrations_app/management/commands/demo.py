@@ -1,0 +1,91 @@
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from migrations_app import intake, tasks
+from migrations_app.models import ImportBatch
+from migrations_app.sandbox import SandboxServer, seeded_state
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo-console"
+# An id the sandbox does not know, so the demo shows a clear not_found failure too.
+UNKNOWN_THREAD = "thread_DemoUnknownThread0000000"
+
+
+class Command(BaseCommand):
+    help = (
+        "Start the whole console on the embedded default: migrate, a demo login, the sandbox "
+        "with demo data, demo thread ids imported and fetched, a django-q2 cluster and the web "
+        "server on 127.0.0.1:8000. Ctrl-C stops everything."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--threads", type=int, default=200)
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args, threads, port, **options):
+        if settings.OPENAI_API_KEY:
+            raise CommandError("The demo runs on the sandbox only: unset OPENAI_API_KEY.")
+        call_command("migrate", interactive=False, verbosity=0)
+        self._demo_user()
+        state = seeded_state(seed=1, thread_count=threads)
+        sandbox = SandboxServer(port=settings.SANDBOX_PORT, state=state).start()
+        self._import_demo_ids(list(state.threads))
+        children = [
+            subprocess.Popen([sys.executable, "manage.py", "qcluster"]),
+            subprocess.Popen(
+                [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+            ),
+        ]
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nConsole: http://127.0.0.1:{port}/admin/  login {DEMO_USER} / {DEMO_PASSWORD}\n"
+                f"Sandbox API: {sandbox.url} ({len(state.threads)} demo threads)\n"
+                "Ctrl-C stops the web server, the worker and the sandbox.\n"
+            )
+        )
+        stopped = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        try:
+            while not stopped.wait(1):
+                if any(child.poll() is not None for child in children):
+                    self.stderr.write("A child process stopped; shutting down.")
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGINT)
+            for child in children:
+                try:
+                    child.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            sandbox.stop()
+            self.stdout.write("Stopped.")
+
+    def _demo_user(self):
+        user, _ = get_user_model().objects.get_or_create(username=DEMO_USER)
+        user.is_staff = user.is_superuser = True
+        user.set_password(DEMO_PASSWORD)
+        user.save()
+
+    def _import_demo_ids(self, thread_ids):
+        if ImportBatch.objects.filter(filename="demo-thread-ids.csv").exists():
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "demo-thread-ids.csv")
+            with open(path, "w") as handle:
+                handle.write("thread_id\n" + "\n".join([*thread_ids, UNKNOWN_THREAD]) + "\n")
+            batch = intake.import_thread_id_file(path)
+        tasks.queue_fetch([*thread_ids, UNKNOWN_THREAD], group=f"fetch batch {batch.pk}")
+        self.stdout.write(f"Imported {batch.new_count} demo thread ids and queued their fetch.")

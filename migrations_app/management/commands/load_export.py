@@ -1,0 +1,33 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from migrations_app import intake
+
+
+class Command(BaseCommand):
+    help = (
+        "Load an Assistants export into the mirror: a directory (threads/<id>.json, optional "
+        "assistants.json), a .jsonl file (one thread bundle per line) or a .zip holding either."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("path")
+
+    def handle(self, *args, path, verbosity, **options):
+        def progress(batch):
+            if verbosity > 1:
+                self.stdout.write(f"  {batch.new_count + batch.duplicate_count} threads stored")
+
+        try:
+            batch = intake.load_export(path, progress=progress)
+        except intake.IntakeError as error:
+            raise CommandError(str(error)) from None
+        for error in batch.errors[:50]:
+            where = error["file"] + (f":{error['line']}" if error.get("line") else "")
+            self.stderr.write(self.style.WARNING(f"{where}: {error['message']}"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Import batch #{batch.pk}: {batch.new_count} new, {batch.duplicate_count} "
+                f"updated, {batch.skipped_count} kept (upload started), "
+                f"{batch.invalid_count} invalid."
+            )
+        )

@@ -1,0 +1,44 @@
+import contextlib
+import signal
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from migrations_app.sandbox import SandboxServer, seeded_state
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the sandbox API on loopback: an Assistants source seeded with deterministic demo "
+        "data and a Conversations destination, with faults on demand (POST /_sandbox/faults)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=settings.SANDBOX_PORT)
+        parser.add_argument("--threads", type=int, default=200, help="demo threads to seed")
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--latency-ms", type=float, default=0)
+        parser.add_argument("--rpm-cap", type=int, default=0, help="requests per minute, 0 = none")
+        for kind in ("rate-limit", "server-error", "drop-before-write", "drop-after-write"):
+            parser.add_argument(f"--{kind}", type=float, default=0, help="probability 0–1")
+
+    def handle(self, *args, **options):
+        state = seeded_state(seed=options["seed"], thread_count=options["threads"])
+        state.configure_faults(
+            latency_ms=options["latency_ms"],
+            rpm_cap=options["rpm_cap"],
+            rate_limit=options["rate_limit"],
+            server_error=options["server_error"],
+            drop_before_write=options["drop_before_write"],
+            drop_after_write=options["drop_after_write"],
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with SandboxServer(port=options["port"], state=state) as sandbox:
+            self.stdout.write(
+                self.style.SUCCESS(f"Sandbox API on {sandbox.url} ({len(state.threads)} threads)")
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+        self.stdout.write("Sandbox stopped.")

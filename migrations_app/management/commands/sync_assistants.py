@@ -1,0 +1,15 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from migrations_app import intake, openai_client
+
+
+class Command(BaseCommand):
+    help = "Copy every assistant from the source API into the mirror (update, never duplicate)."
+
+    def handle(self, *args, **options):
+        try:
+            count = intake.sync_assistants()
+        except Exception as error:
+            failure = openai_client.classify(error)
+            raise CommandError(f"Syncing assistants failed: {failure.message}") from None
+        self.stdout.write(self.style.SUCCESS(f"Synced {count} assistants."))

@@ -1,0 +1,325 @@
+"""The mirror of the source API, the thread → conversation mapping and the migration's history.
+
+The mirror keeps every source object's JSON whole, so conversion never needs the source again and
+a retry reuses exactly the same input. The few columns beside the JSON are the ones staff filter
+and sort on.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class ImportBatch(models.Model):
+    class Source(models.TextChoices):
+        CSV = "csv", "CSV / id list"
+        PASTE = "paste", "Pasted ids"
+        EXPORT = "export", "Export file"
+        API = "api", "Live API"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    source = models.CharField(max_length=16, choices=Source)
+    filename = models.CharField(max_length=255, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status, default=Status.PENDING)
+    new_count = models.PositiveIntegerField(default=0)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    invalid_count = models.PositiveIntegerField(default=0)
+    skipped_count = models.PositiveIntegerField(default=0)
+    # [{"line": 12, "file": "threads/x.json", "message": "..."}], capped at MAX_ERRORS.
+    errors = models.JSONField(default=list, blank=True)
+
+    MAX_ERRORS = 1000
+
+    class Meta:
+        verbose_name_plural = "import batches"
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        name = self.filename or self.get_source_display()
+        return f"#{self.pk} {name}"
+
+    def add_error(self, message, *, line=None, file=None):
+        self.invalid_count += 1
+        if len(self.errors) < self.MAX_ERRORS:
+            self.errors.append({"file": file, "line": line, "message": message})
+
+
+class Assistant(models.Model):
+    assistant_id = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=256, blank=True)
+    model = models.CharField(max_length=128, blank=True)
+    data = models.JSONField()
+    created_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "assistant_id"]
+
+    def __str__(self):
+        return f"{self.name} ({self.assistant_id})" if self.name else self.assistant_id
+
+
+class ThreadStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ErrorKind(models.TextChoices):
+    NOT_FOUND = "not_found", "Not found at the source"
+    INVALID = "invalid", "Rejected as invalid"
+    AUTH = "auth", "Authentication / permission"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    TRANSIENT = "transient", "Network or server error"
+    CONFLICT = "conflict", "Conversation does not match"
+    INTERNAL = "internal", "Console error"
+
+
+class ThreadQuerySet(models.QuerySet):
+    def with_status(self, *statuses):
+        return self.filter(status__in=statuses)
+
+    def needing_attention(self):
+        return self.filter(status=ThreadStatus.FAILED)
+
+    def retryable(self):
+        return self.filter(status__in=[ThreadStatus.FAILED, ThreadStatus.CANCELLED])
+
+    def fetched(self):
+        return self.filter(fetched_at__isnull=False)
+
+    def lease_expired(self, now=None):
+        return self.filter(status=ThreadStatus.RUNNING, lease_expires_at__lt=now or timezone.now())
+
+
+class Thread(models.Model):
+    thread_id = models.CharField(max_length=64, unique=True)
+    assistant = models.ForeignKey(Assistant, null=True, blank=True, on_delete=models.SET_NULL)
+    import_batch = models.ForeignKey(
+        ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="threads"
+    )
+    # The source Thread object; null until the thread was fetched or loaded from an export.
+    data = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(null=True, blank=True, help_text="Source creation time")
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    message_count = models.PositiveIntegerField(default=0)
+
+    # Migration state: one row per thread, so the console's biggest list needs no join.
+    status = models.CharField(
+        max_length=16, choices=ThreadStatus, default=ThreadStatus.PENDING, db_index=False
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    items_total = models.PositiveIntegerField(default=0)
+    items_committed = models.PositiveIntegerField(default=0)
+    warning_count = models.PositiveIntegerField(default=0)
+    error_kind = models.CharField(max_length=16, choices=ErrorKind, blank=True)
+    error_message = models.TextField(blank=True)
+    error_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_request_id = models.CharField(max_length=128, blank=True)
+    lease_owner = models.CharField(max_length=128, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    task_group = models.CharField(max_length=100, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = ThreadQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated_at"]
+        permissions = [
+            ("fetch_thread", "Can fetch threads from the source"),
+            ("migrate_thread", "Can migrate threads"),
+            ("retry_thread", "Can retry failed threads"),
+            ("cancel_thread", "Can cancel queued threads"),
+            ("remigrate_thread", "Can re-migrate migrated threads"),
+            ("import_threads", "Can import thread ids and exports"),
+        ]
+        indexes = [
+            # The threads changelist filtered by status and sorted by recency.
+            models.Index(fields=["status", "-updated_at"], name="thread_status_updated_idx"),
+            # The default changelist order and the dashboard's "migrated per minute" chart.
+            models.Index(fields=["-updated_at"], name="thread_updated_idx"),
+            # The dashboard's failure groups and the error-kind filter.
+            models.Index(
+                fields=["error_kind"],
+                condition=Q(status="failed"),
+                name="thread_failed_error_idx",
+            ),
+            # The stuck-thread sweeper: running threads whose lease expired.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status="running"),
+                name="thread_running_lease_idx",
+            ),
+        ]
+
+    def __str__(self):
+        return self.thread_id
+
+    def save(self, *args, **kwargs):
+        self.updated_at = timezone.now()
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "updated_at"}
+        super().save(*args, **kwargs)
+
+    @property
+    def metadata(self):
+        return (self.data or {}).get("metadata") or {}
+
+    def lease_is_live(self, now=None):
+        return bool(self.lease_expires_at and self.lease_expires_at > (now or timezone.now()))
+
+    def clear_error(self):
+        self.error_kind = ""
+        self.error_message = ""
+        self.error_http_status = None
+        self.error_request_id = ""
+
+    @staticmethod
+    def lease_deadline(seconds):
+        return timezone.now() + timedelta(seconds=seconds)
+
+
+class Message(models.Model):
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="messages")
+    message_id = models.CharField(max_length=64)
+    # Position in the source's ascending list: the tie-breaker for equal created_at.
+    position = models.PositiveIntegerField()
+    role = models.CharField(max_length=16)
+    created_at = models.BigIntegerField(help_text="Unix seconds, as the source gave it")
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["created_at", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["thread", "message_id"], name="message_unique_per_thread"
+            )
+        ]
+        indexes = [
+            # Loading a thread's messages in conversation order (conversion and the thread page).
+            models.Index(
+                fields=["thread", "created_at", "position"], name="message_thread_order_idx"
+            )
+        ]
+
+    def __str__(self):
+        return self.message_id
+
+
+class RunStep(models.Model):
+    """A run step that carries tool calls (message_creation steps are not kept)."""
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="run_steps")
+    step_id = models.CharField(max_length=64)
+    run_id = models.CharField(max_length=64)
+    created_at = models.BigIntegerField()
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["created_at", "step_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["thread", "step_id"], name="run_step_unique_per_thread")
+        ]
+
+    def __str__(self):
+        return self.step_id
+
+
+class ConversationQuerySet(models.QuerySet):
+    def live(self):
+        return self.filter(replaced_at__isnull=True)
+
+
+class Conversation(models.Model):
+    """The conversation a thread became. At most one live conversation per thread; a re-migration
+    marks the old one replaced (kept as history) before creating the next."""
+
+    thread = models.ForeignKey(Thread, on_delete=models.PROTECT, related_name="conversations")
+    conversation_id = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    items_committed = models.PositiveIntegerField(default=0)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verified_item_count = models.PositiveIntegerField(null=True, blank=True)
+    replaced_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["thread"],
+                condition=Q(replaced_at__isnull=True),
+                name="one_live_conversation_per_thread",
+            )
+        ]
+
+    def __str__(self):
+        return self.conversation_id
+
+
+class Attempt(models.Model):
+    """Who did what to a thread, when, and how it ended: the audit trail and the retry history."""
+
+    class Action(models.TextChoices):
+        IMPORT = "import", "Import"
+        FETCH = "fetch", "Fetch from source"
+        MIGRATE = "migrate", "Migrate"
+        RETRY = "retry", "Retry"
+        REMIGRATE = "remigrate", "Re-migrate"
+        CANCEL = "cancel", "Cancel"
+
+    class Outcome(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        STARTED = "started", "Started"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        SKIPPED = "skipped", "Skipped"
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="history")
+    action = models.CharField(max_length=16, choices=Action)
+    outcome = models.CharField(max_length=16, choices=Outcome)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # "worker host:pid", "cli", "sweeper": who acted when no user did.
+    actor_label = models.CharField(max_length=128, blank=True)
+    attempt_number = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    conversation_id = models.CharField(max_length=64, blank=True)
+    error_kind = models.CharField(max_length=16, choices=ErrorKind, blank=True)
+    error_message = models.TextField(blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            # The thread page's history table, newest first.
+            models.Index(fields=["thread", "-started_at"], name="attempt_thread_recent_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_action_display()} {self.thread_id}: {self.outcome}"
+
+    @property
+    def who(self):
+        return str(self.actor) if self.actor_id else self.actor_label

@@ -1,0 +1,161 @@
+"""The one seam to the outside world: client construction, paging, error classification.
+
+Every OpenAI call the console makes goes through this module. With no OPENAI_API_KEY both the
+source and the destination are the built-in sandbox on loopback.
+"""
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import openai
+from django.conf import settings
+
+from migrations_app.models import ErrorKind
+
+PAGE_SIZE = 100  # the largest page the list endpoints allow
+
+
+def _build(api_key, base_url, max_retries):
+    if not api_key:
+        api_key, base_url = "sandbox", settings.SANDBOX_URL
+    return openai.OpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        max_retries=max_retries,
+        timeout=settings.API_TIMEOUT_SECONDS,
+    )
+
+
+def source_client(max_retries=2):
+    """The Assistants-shaped source. Reads only, so the SDK's own retries are safe here."""
+    return _build(settings.ASSISTANTS_API_KEY, settings.ASSISTANTS_BASE_URL, max_retries)
+
+
+def destination_client():
+    """The Conversations destination. SDK retries are off: a retried POST can duplicate items, so
+    the upload retries in its own code, where it can check what was applied first."""
+    return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0)
+
+
+@contextmanager
+def assistants_api():
+    """Every client.beta.* call warns that the Assistants API is deprecated; we know."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="The Assistants API is deprecated", category=DeprecationWarning
+        )
+        yield
+
+
+def _dump(obj):
+    return obj.model_dump(mode="json", exclude_unset=False)
+
+
+def list_all(list_method, *args, **params):
+    """Every object of an Assistants list endpoint, oldest first, in pages of 100."""
+    page = list_method(*args, order="asc", limit=PAGE_SIZE, **params)
+    while True:
+        yield from (_dump(obj) for obj in page.data)
+        if not page.has_more or not page.data:
+            return
+        page = list_method(*args, order="asc", limit=PAGE_SIZE, after=page.data[-1].id, **params)
+
+
+def fetch_thread_bundle(client, thread_id):
+    """The thread, all its messages and the run steps that carry tool calls, in export shape."""
+    threads = client.beta.threads
+    with assistants_api():
+        thread = _dump(threads.retrieve(thread_id))
+        messages = list(list_all(threads.messages.list, thread_id))
+        runs = list(list_all(threads.runs.list, thread_id))
+        steps = []
+        for run in runs:
+            if not run.get("tools"):
+                continue  # a run without tools cannot have made tool calls
+            steps.extend(
+                step
+                for step in list_all(threads.runs.steps.list, run["id"], thread_id=thread_id)
+                if step.get("type") == "tool_calls"
+            )
+    return {"thread": thread, "messages": messages, "runs": runs, "run_steps": steps}
+
+
+def list_assistants(client):
+    with assistants_api():
+        yield from list_all(client.beta.assistants.list)
+
+
+@dataclass(frozen=True)
+class ApiFailure:
+    kind: str
+    message: str
+    http_status: int | None = None
+    request_id: str = ""
+    retry_after: float | None = None
+
+    @property
+    def is_permanent(self):
+        return self.kind in (ErrorKind.NOT_FOUND, ErrorKind.INVALID, ErrorKind.AUTH)
+
+
+_PERMANENT_BY_STATUS = {
+    400: ErrorKind.INVALID,
+    401: ErrorKind.AUTH,
+    403: ErrorKind.AUTH,
+    404: ErrorKind.NOT_FOUND,
+    410: ErrorKind.NOT_FOUND,
+    422: ErrorKind.INVALID,
+}
+
+_EXPLANATIONS = {
+    ErrorKind.NOT_FOUND: "The API does not know this object (deleted, wrong id, or wrong project)",
+    ErrorKind.INVALID: "The API rejected the request as invalid",
+    ErrorKind.AUTH: "The API key was refused (check OPENAI_API_KEY and its project)",
+    ErrorKind.RATE_LIMITED: "The API asked us to slow down",
+    ErrorKind.TRANSIENT: "A network or server error",
+}
+
+
+def _retry_after(response):
+    if response is None:
+        return None
+    headers = response.headers
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except ValueError:
+        return None
+    return None
+
+
+def _api_message(error):
+    body = getattr(error, "body", None)
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(getattr(error, "message", "") or error)
+
+
+def classify(error):
+    """An exception from the SDK as an ApiFailure a support person can read."""
+    if isinstance(error, openai.APITimeoutError):
+        return ApiFailure(ErrorKind.TRANSIENT, "The API did not answer in time")
+    if isinstance(error, openai.APIConnectionError):
+        return ApiFailure(ErrorKind.TRANSIENT, "The connection to the API failed or was dropped")
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        if status == 429:
+            quota = getattr(error, "code", None) == "insufficient_quota"
+            kind = ErrorKind.AUTH if quota else ErrorKind.RATE_LIMITED
+        else:
+            kind = _PERMANENT_BY_STATUS.get(status, ErrorKind.TRANSIENT)
+        return ApiFailure(
+            kind=kind,
+            message=f"{_EXPLANATIONS[kind]} (HTTP {status}): {_api_message(error)}",
+            http_status=status,
+            request_id=error.request_id or "",
+            retry_after=_retry_after(error.response),
+        )
+    raise error

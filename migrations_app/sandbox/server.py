@@ -1,0 +1,392 @@
+"""The sandbox's HTTP face: the API's wire format on loopback, with faults on demand.
+
+Routes (under /v1): GET assistants, assistants/{id}, threads/{id}, threads/{id}/messages,
+threads/{id}/runs, threads/{id}/runs/{run}/steps; POST conversations, GET/DELETE
+conversations/{id}, POST/GET conversations/{id}/items. Introspection (no /v1, never faulted):
+GET /_sandbox/state, POST /_sandbox/faults, GET /_sandbox/health.
+"""
+
+import json
+import re
+import threading
+import time
+import uuid
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from migrations_app.sandbox.state import SandboxState
+from migrations_app.sandbox.validation import (
+    InvalidRequest,
+    check_known_keys,
+    validate_items,
+    validate_metadata,
+)
+
+ROUTES = []
+
+
+def route(method, pattern):
+    def register(handler):
+        ROUTES.append((method, re.compile(f"^{pattern}$"), handler))
+        return handler
+
+    return register
+
+
+class ApiError(Exception):
+    def __init__(self, status, message, *, type_="invalid_request_error", param=None, code=None):
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def not_found(kind, object_id):
+    return ApiError(404, f"No {kind} found with id '{object_id}'.", code=None)
+
+
+# --- paging ------------------------------------------------------------------------------------
+def _int_param(query, name, default, low, high):
+    raw = query.get(name, [str(default)])[0]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"Invalid '{name}': expected an integer.", param=name) from None
+    if not low <= value <= high:
+        raise ApiError(
+            400,
+            f"Invalid '{name}': integer out of range; expected {low} to {high}, got {value}.",
+            param=name,
+            code="integer_out_of_range",
+        )
+    return value
+
+
+def paginate(objects, query, *, allow_before=True):
+    """A cursor page the way the API builds it: order (default desc), after, before, limit."""
+    limit = _int_param(query, "limit", 20, 1, 100)
+    order = query.get("order", ["desc"])[0]
+    if order not in ("asc", "desc"):
+        raise ApiError(400, "Invalid 'order': expected 'asc' or 'desc'.", param="order")
+    ordered = list(objects) if order == "asc" else list(reversed(objects))
+    ids = [obj["id"] for obj in ordered]
+    after = query.get("after", [None])[0]
+    before = query.get("before", [None])[0] if allow_before else None
+    start, end = 0, len(ordered)
+    if after:
+        if after not in ids:
+            raise ApiError(400, f"Invalid 'after': no object with id '{after}'.", param="after")
+        start = ids.index(after) + 1
+    if before:
+        if before not in ids:
+            raise ApiError(400, f"Invalid 'before': no object with id '{before}'.", param="before")
+        end = ids.index(before)
+        start = max(start, end - limit) if not after else start
+    page = ordered[start:end][:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": start + len(page) < end,
+    }
+
+
+# --- source endpoints --------------------------------------------------------------------------
+def _require_beta(request):
+    if "assistants=v2" not in (request.headers.get("OpenAI-Beta") or ""):
+        raise ApiError(
+            400,
+            "You must provide the 'OpenAI-Beta' header to access the Assistants API. "
+            "Please try again by setting the header 'OpenAI-Beta: assistants=v2'.",
+            code="invalid_beta",
+        )
+
+
+@route("GET", r"/v1/assistants")
+def list_assistants(state, request, query):
+    _require_beta(request)
+    with state.lock:
+        objects = sorted(state.assistants.values(), key=lambda a: (a["created_at"], a["id"]))
+    return 200, paginate(objects, query)
+
+
+@route("GET", r"/v1/assistants/(?P<assistant_id>[^/]+)")
+def retrieve_assistant(state, request, query, assistant_id):
+    _require_beta(request)
+    if assistant_id not in state.assistants:
+        raise not_found("assistant", assistant_id)
+    return 200, state.assistants[assistant_id]
+
+
+def _thread_or_404(state, thread_id):
+    if thread_id not in state.threads:
+        raise not_found("thread", thread_id)
+    return state.threads[thread_id]
+
+
+@route("GET", r"/v1/threads/(?P<thread_id>[^/]+)")
+def retrieve_thread(state, request, query, thread_id):
+    _require_beta(request)
+    return 200, _thread_or_404(state, thread_id)
+
+
+@route("GET", r"/v1/threads/(?P<thread_id>[^/]+)/messages")
+def list_messages(state, request, query, thread_id):
+    _require_beta(request)
+    _thread_or_404(state, thread_id)
+    return 200, paginate(state.messages.get(thread_id, []), query)
+
+
+@route("GET", r"/v1/threads/(?P<thread_id>[^/]+)/runs")
+def list_runs(state, request, query, thread_id):
+    _require_beta(request)
+    _thread_or_404(state, thread_id)
+    return 200, paginate(state.runs.get(thread_id, []), query)
+
+
+@route("GET", r"/v1/threads/(?P<thread_id>[^/]+)/runs/(?P<run_id>[^/]+)/steps")
+def list_run_steps(state, request, query, thread_id, run_id):
+    _require_beta(request)
+    _thread_or_404(state, thread_id)
+    if run_id not in {run["id"] for run in state.runs.get(thread_id, [])}:
+        raise not_found("run", run_id)
+    return 200, paginate(state.steps.get(run_id, []), query)
+
+
+# --- conversations -----------------------------------------------------------------------------
+def _invalid(error):
+    return ApiError(400, error.message, param=error.param, code=error.code)
+
+
+def _conversation_or_404(state, conversation_id):
+    if conversation_id not in state.conversations:
+        raise not_found("conversation", conversation_id)
+    return state.conversations[conversation_id]
+
+
+@route("POST", r"/v1/conversations")
+def create_conversation(state, request, query):
+    body = request.json_body()
+    try:
+        check_known_keys(body, {"items", "metadata"})
+        validate_metadata(body.get("metadata"))
+        validate_items(body.get("items"), required=False)
+    except InvalidRequest as error:
+        raise _invalid(error) from None
+    return 200, state.create_conversation(body.get("metadata"), body.get("items"))
+
+
+@route("GET", r"/v1/conversations/(?P<conversation_id>[^/]+)")
+def retrieve_conversation(state, request, query, conversation_id):
+    return 200, _conversation_or_404(state, conversation_id)["object"]
+
+
+@route("DELETE", r"/v1/conversations/(?P<conversation_id>[^/]+)")
+def delete_conversation(state, request, query, conversation_id):
+    with state.lock:
+        _conversation_or_404(state, conversation_id)
+        del state.conversations[conversation_id]
+        state.deleted_conversations.add(conversation_id)
+    return 200, {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+
+@route("POST", r"/v1/conversations/(?P<conversation_id>[^/]+)/items")
+def create_items(state, request, query, conversation_id):
+    body = request.json_body()
+    _conversation_or_404(state, conversation_id)
+    try:
+        check_known_keys(body, {"items"})
+        validate_items(body.get("items"), required=True)
+    except InvalidRequest as error:
+        raise _invalid(error) from None
+    stored = state.add_items(conversation_id, body["items"])
+    return 200, {
+        "object": "list",
+        "data": stored,
+        "first_id": stored[0]["id"],
+        "last_id": stored[-1]["id"],
+        "has_more": False,
+    }
+
+
+@route("GET", r"/v1/conversations/(?P<conversation_id>[^/]+)/items")
+def list_items(state, request, query, conversation_id):
+    with state.lock:
+        items = list(_conversation_or_404(state, conversation_id)["items"])
+    return 200, paginate(items, query, allow_before=False)
+
+
+# --- the server --------------------------------------------------------------------------------
+class SandboxHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ConsoleSandbox/1"
+    state: SandboxState  # set on the subclass made by SandboxServer
+
+    def log_message(self, format, *args):  # quiet: tests read the state instead
+        pass
+
+    def json_body(self):
+        raw = self._body
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "We could not parse the JSON body of your request.") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "The JSON body of your request must be an object.")
+        return body
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method):
+        length = int(self.headers.get("Content-Length") or 0)
+        self._body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        if url.path.startswith("/_sandbox/"):
+            return self._introspect(method, url)
+        match = self._match(method, url.path)
+        route_name = match[0].__name__ if match else "unknown"
+        fault = self._pre_fault(method, url.path)
+        if fault in ("drop", "drop_before_write"):
+            self.state.record(method, route_name, 0, fault)
+            return self._drop()
+        status, body, error_headers = self._handle(method, url, match)
+        if fault == "drop_after_write" and status == 200:
+            self.state.record(method, route_name, 0, fault)
+            return self._drop()
+        self.state.record(method, route_name, status, fault if status >= 400 else None)
+        self._send(status, body, error_headers)
+
+    def _match(self, method, path):
+        for route_method, pattern, handler in ROUTES:
+            found = pattern.match(path)
+            if found and route_method == method:
+                return handler, found.groupdict()
+        return None
+
+    def _pre_fault(self, method, path):
+        """Latency, cap and injected faults that answer before the handler runs."""
+        faults = self.state.faults
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)
+        capped, wait = self.state.over_rpm_cap()
+        if capped:
+            self._pending = self._rate_limited(wait, "Rate limit reached for requests")
+            return "rpm_cap"
+        fault = self.state.choose_fault(method, path)
+        if fault == "rate_limit":
+            self._pending = self._rate_limited(
+                faults.retry_after_seconds, "Rate limit reached (injected)"
+            )
+        elif fault == "server_error":
+            self._pending = (
+                500,
+                {
+                    "error": {
+                        "message": "The server had an error while processing your request.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                {},
+            )
+        return fault
+
+    def _rate_limited(self, wait, message):
+        error = ApiError(429, message, type_="requests", code="rate_limit_exceeded")
+        return 429, error.body, {"retry-after": str(max(1, round(wait))),
+                                 "retry-after-ms": str(int(wait * 1000))}  # fmt: skip
+
+    def _handle(self, method, url, match):
+        pending = getattr(self, "_pending", None)
+        if pending:
+            self._pending = None
+            return pending
+        if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+            error = ApiError(401, "You didn't provide an API key.", code="missing_api_key")
+            return 401, error.body, {}
+        if not match:
+            error = ApiError(404, f"Invalid URL ({method} {url.path})", code="unknown_url")
+            return 404, error.body, {}
+        handler, params = match
+        try:
+            status, body = handler(self.state, self, parse_qs(url.query), **params)
+        except ApiError as error:
+            return error.status, error.body, {}
+        return status, body, {}
+
+    def _send(self, status, body, extra_headers):
+        payload = json.dumps(body).encode()
+        self.send_response(status, HTTPStatus(status).phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
+        limit, remaining = self.state.remaining_requests()
+        self.send_header("x-ratelimit-limit-requests", str(limit))
+        self.send_header("x-ratelimit-remaining-requests", str(remaining))
+        self.send_header("x-ratelimit-reset-requests", "60s" if remaining == 0 else "1s")
+        for name, value in extra_headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _drop(self):
+        self.close_connection = True
+        self.connection.close()
+
+    def _introspect(self, method, url):
+        if method == "GET" and url.path == "/_sandbox/health":
+            return self._send(200, {"ok": True}, {})
+        if method == "GET" and url.path == "/_sandbox/state":
+            items = parse_qs(url.query).get("items", ["1"])[0] != "0"
+            return self._send(200, self.state.snapshot(include_items=items), {})
+        if method == "POST" and url.path == "/_sandbox/faults":
+            try:
+                self.state.configure_faults(**self.json_body())
+            except (ValueError, TypeError) as error:
+                return self._send(400, {"error": {"message": str(error)}}, {})
+            return self._send(200, {"ok": True}, {})
+        return self._send(404, {"error": {"message": "unknown sandbox endpoint"}}, {})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class SandboxServer:
+    """Start with `with SandboxServer(port=0) as sandbox:`; `sandbox.url` is the /v1 base URL."""
+
+    def __init__(self, host="127.0.0.1", port=0, state=None):
+        self.state = state or SandboxState()
+        handler = type("Handler", (SandboxHandler,), {"state": self.state})
+        self.httpd = _Server((host, port), handler)
+        self.host, self.port = self.httpd.server_address[:2]
+        self.url = f"http://{self.host}:{self.port}/v1"
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,187 @@
+"""The sandbox's in-memory world: source objects (read-only), conversations (written), and the
+faults to inject. One lock guards it all; the HTTP layer holds it only for state changes."""
+
+import itertools
+import random
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class FaultConfig:
+    """Probabilities are per request (0–1). `rpm_cap` limits requests per rolling minute."""
+
+    latency_ms: float = 0
+    rate_limit: float = 0  # answer 429 with retry-after and x-ratelimit-* headers
+    retry_after_seconds: float = 1
+    server_error: float = 0  # answer 500
+    drop_before_write: float = 0  # POST/DELETE: close the connection, apply nothing
+    drop_after_write: float = 0  # POST/DELETE: apply, then close without answering
+    rpm_cap: int = 0
+    seed: int = 0
+    # Scripted faults for deterministic tests: [{"kind", "method", "path_contains", "times"}].
+    scripted: list = field(default_factory=list)
+
+    KINDS = ("rate_limit", "server_error", "drop_before_write", "drop_after_write", "drop")
+
+
+class SandboxState:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.assistants = {}
+        self.threads = {}
+        self.messages = {}  # thread_id -> [message], ascending
+        self.runs = {}  # thread_id -> [run], ascending
+        self.steps = {}  # run_id -> [step], ascending
+        self.conversations = {}  # conv id -> {"object": conversation, "items": [item]}
+        self.deleted_conversations = set()
+        self.faults = FaultConfig()
+        self._rng = random.Random(0)
+        self._ids = itertools.count(1)
+        self._recent = deque()  # request times for the rpm cap
+        self.request_counts = Counter()  # "METHOD route" -> count
+        self.fault_counts = Counter()
+        self.requests_log = deque(maxlen=5000)
+
+    # --- seeding ------------------------------------------------------------------------------
+    def load_assistants(self, assistants):
+        with self.lock:
+            for assistant in assistants:
+                self.assistants[assistant["id"]] = assistant
+
+    def load_bundle(self, bundle):
+        thread = bundle["thread"]
+        with self.lock:
+            self.threads[thread["id"]] = thread
+            self.messages[thread["id"]] = list(bundle.get("messages") or [])
+            self.runs[thread["id"]] = list(bundle.get("runs") or [])
+            for step in bundle.get("run_steps") or []:
+                self.steps.setdefault(step["run_id"], []).append(step)
+
+    def new_id(self, prefix):
+        return f"{prefix}{next(self._ids):08d}{self._rng.getrandbits(64):016x}"
+
+    # --- faults -------------------------------------------------------------------------------
+    def configure_faults(self, **values):
+        with self.lock:
+            config = asdict(self.faults)
+            unknown = set(values) - set(config)
+            if unknown:
+                raise ValueError(f"unknown fault settings: {sorted(unknown)}")
+            config.update(values)
+            self.faults = FaultConfig(**config)
+            self._rng = random.Random(self.faults.seed)
+
+    def choose_fault(self, method, path):
+        """The fault to inject for this request, or None. Scripted faults come first."""
+        with self.lock:
+            for script in self.faults.scripted:
+                if script.get("times", 1) <= 0:
+                    continue
+                if script.get("method", method) != method:
+                    continue
+                if script.get("path_contains", "") not in path:
+                    continue
+                script["times"] = script.get("times", 1) - 1
+                return script["kind"]
+            faults = self.faults
+            is_write = method in ("POST", "DELETE")
+            roll = self._rng.random()
+            for kind, chance in (
+                ("rate_limit", faults.rate_limit),
+                ("server_error", faults.server_error),
+                ("drop_before_write" if is_write else "drop", faults.drop_before_write),
+                ("drop_after_write" if is_write else None, faults.drop_after_write),
+            ):
+                if kind and roll < chance:
+                    return kind
+                roll -= chance
+            return None
+
+    def over_rpm_cap(self, now=None):
+        """True if this request exceeds the rolling-minute cap (then it is not counted)."""
+        with self.lock:
+            cap = self.faults.rpm_cap
+            if not cap:
+                return False, 0
+            now = now or time.monotonic()
+            while self._recent and self._recent[0] <= now - 60:
+                self._recent.popleft()
+            if len(self._recent) >= cap:
+                return True, max(0.05, self._recent[0] + 60 - now)
+            self._recent.append(now)
+            return False, 0
+
+    def remaining_requests(self):
+        cap = self.faults.rpm_cap or 10_000
+        return cap, max(0, cap - len(self._recent))
+
+    # --- conversations ------------------------------------------------------------------------
+    def create_conversation(self, metadata, items):
+        with self.lock:
+            conversation = {
+                "id": self.new_id("conv_"),
+                "object": "conversation",
+                "created_at": int(time.time()),
+                "metadata": metadata or {},
+            }
+            self.conversations[conversation["id"]] = {"object": conversation, "items": []}
+            self.add_items(conversation["id"], items or [])
+            return conversation
+
+    def add_items(self, conversation_id, items):
+        with self.lock:
+            stored = [self._stored_item(item) for item in items]
+            self.conversations[conversation_id]["items"].extend(stored)
+            return stored
+
+    def _stored_item(self, item):
+        """An input item as the API stores and lists it: a server id and a status."""
+        kind = item.get("type", "message")
+        stored = {**item, "type": kind}
+        if kind == "message":
+            content = item["content"]
+            if isinstance(content, str):
+                part = "output_text" if item["role"] == "assistant" else "input_text"
+                content = [{"type": part, "text": content}]
+            stored["content"] = [
+                {**p, "annotations": p.get("annotations", [])} if p["type"] == "output_text" else p
+                for p in content
+            ]
+            prefix = "msg_"
+        elif kind == "function_call":
+            prefix = "fc_"
+        else:
+            prefix = "item_"
+        stored["id"] = self.new_id(prefix)
+        stored["status"] = "completed"
+        return stored
+
+    # --- introspection ------------------------------------------------------------------------
+    def snapshot(self, include_items=True):
+        with self.lock:
+            return {
+                "conversations": {
+                    cid: {
+                        "metadata": conv["object"]["metadata"],
+                        "item_count": len(conv["items"]),
+                        **({"items": list(conv["items"])} if include_items else {}),
+                    }
+                    for cid, conv in self.conversations.items()
+                },
+                "deleted_conversations": sorted(self.deleted_conversations),
+                "request_counts": dict(self.request_counts),
+                "fault_counts": dict(self.fault_counts),
+                "faults": asdict(self.faults),
+                "threads": len(self.threads),
+                "assistants": len(self.assistants),
+            }
+
+    def record(self, method, route, status, fault):
+        with self.lock:
+            self.request_counts[f"{method} {route}"] += 1
+            if fault:
+                self.fault_counts[fault] += 1
+            self.requests_log.append((time.time(), method, route, status, fault))

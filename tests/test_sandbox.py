@@ -1,0 +1,435 @@
+"""The sandbox speaks the API's wire format, validates like the API, and injects every fault."""
+
+import json
+import warnings
+
+import httpx2
+import openai
+import pytest
+
+from migrations_app.sandbox import SandboxServer, SandboxState, generate_dataset, seeded_state
+from migrations_app.sandbox import server as sandbox_server
+from migrations_app.sandbox.validation import is_guide_assistant_message
+from tests import spec
+
+USER_ITEM = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+
+
+@pytest.fixture
+def http(sandbox):
+    with httpx2.Client(
+        base_url=sandbox.url,
+        headers={"Authorization": "Bearer test", "OpenAI-Beta": "assistants=v2"},
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def api(client_for):
+    return client_for()
+
+
+def quiet(call, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        return call(*args, **kwargs)
+
+
+def a_thread_with(sandbox, minimum_messages):
+    return next(t for t, m in sandbox.state.messages.items() if len(m) >= minimum_messages)
+
+
+# --- data -----------------------------------------------------------------------------------------
+def test_the_generator_is_deterministic():
+    first = generate_dataset(seed=3, thread_count=20)
+    second = generate_dataset(seed=3, thread_count=20)
+    assert first[0] == second[0]
+    assert json.dumps(list(first[1])) == json.dumps(list(second[1]))
+
+
+def test_the_generator_covers_every_content_kind():
+    _, bundles = generate_dataset(seed=1, thread_count=200)
+    kinds, annotations, attachment_tools, call_kinds, outputs = set(), set(), set(), set(), set()
+    longest, empty_messages = 0, 0
+    for bundle in bundles:
+        longest = max(longest, len(bundle["messages"]))
+        for message in bundle["messages"]:
+            empty_messages += not message["content"]
+            for block in message["content"]:
+                kinds.add((message["role"], block["type"]))
+                if block["type"] == "text":
+                    annotations |= {a["type"] for a in block["text"]["annotations"]}
+            for attachment in message["attachments"]:
+                attachment_tools |= {tool["type"] for tool in attachment["tools"]}
+        for step in bundle["run_steps"]:
+            for call in step["step_details"]["tool_calls"]:
+                call_kinds.add(call["type"])
+                if call["type"] == "function":
+                    outputs.add(call["function"]["output"] is None)
+    assert {("user", "text"), ("user", "image_url"), ("user", "image_file"),
+            ("assistant", "text"), ("assistant", "refusal"), ("assistant", "image_file")} <= kinds  # fmt: skip
+    assert annotations == {"file_citation", "file_path"}
+    assert attachment_tools == {"file_search", "code_interpreter"}
+    assert call_kinds == {"function", "code_interpreter", "file_search"}
+    assert outputs == {True, False}
+    assert longest >= 200
+    assert empty_messages > 0
+
+
+def test_generated_source_objects_carry_every_key_the_spec_requires(demo_state):
+    thread_id = a_thread_with_state(demo_state, 2)
+    for message in demo_state.messages[thread_id]:
+        assert not spec.errors(message, "MessageObject")
+    assert not spec.errors(demo_state.threads[thread_id], "ThreadObject")
+    for assistant in demo_state.assistants.values():
+        assert not spec.errors(assistant, "AssistantObject")
+
+
+def a_thread_with_state(state, minimum_messages):
+    return next(t for t, m in state.messages.items() if len(m) >= minimum_messages)
+
+
+# --- source endpoints -----------------------------------------------------------------------------
+def test_messages_page_in_both_orders_with_after_and_before(sandbox, http):
+    thread_id = a_thread_with(sandbox, 30)
+    all_ids = [m["id"] for m in sandbox.state.messages[thread_id]]
+    page = http.get(f"/threads/{thread_id}/messages", params={"order": "asc", "limit": 10}).json()
+    assert [m["id"] for m in page["data"]] == all_ids[:10]
+    assert page["has_more"] is True
+    assert (page["first_id"], page["last_id"]) == (all_ids[0], all_ids[9])
+    after = http.get(
+        f"/threads/{thread_id}/messages", params={"order": "asc", "after": all_ids[9], "limit": 5}
+    ).json()
+    assert [m["id"] for m in after["data"]] == all_ids[10:15]
+    before = http.get(
+        f"/threads/{thread_id}/messages",
+        params={"order": "asc", "before": all_ids[9], "limit": 3},
+    ).json()
+    assert [m["id"] for m in before["data"]] == all_ids[6:9]
+    default = http.get(f"/threads/{thread_id}/messages").json()
+    assert [m["id"] for m in default["data"]] == list(reversed(all_ids))[:20]
+
+
+@pytest.mark.parametrize("limit", [0, 101, "x"])
+def test_messages_reject_a_limit_outside_1_to_100(sandbox, http, limit):
+    thread_id = a_thread_with(sandbox, 1)
+    response = http.get(f"/threads/{thread_id}/messages", params={"limit": limit})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "limit"
+
+
+def test_the_sdk_reads_every_message_of_a_long_thread_through_the_sandbox(sandbox, api):
+    thread_id = max(sandbox.state.messages, key=lambda t: len(sandbox.state.messages[t]))
+    listed = quiet(lambda: list(api.beta.threads.messages.list(thread_id, order="asc", limit=100)))
+    assert [m.id for m in listed] == [m["id"] for m in sandbox.state.messages[thread_id]]
+
+
+def test_assistants_threads_runs_and_steps_are_served(sandbox, api):
+    assistants = quiet(lambda: list(api.beta.assistants.list(limit=2)))
+    assert len(assistants) == len(sandbox.state.assistants)
+    assert quiet(api.beta.assistants.retrieve, assistants[0].id).id == assistants[0].id
+    run_id, steps = next(iter(sandbox.state.steps.items()))
+    thread_id = steps[0]["thread_id"]
+    assert quiet(api.beta.threads.retrieve, thread_id).id == thread_id
+    runs = quiet(lambda: list(api.beta.threads.runs.list(thread_id, limit=100)))
+    assert run_id in {run.id for run in runs}
+    listed = quiet(lambda: list(api.beta.threads.runs.steps.list(run_id, thread_id=thread_id)))
+    assert [s.id for s in listed] == [s["id"] for s in steps]
+
+
+def test_an_unknown_thread_is_a_404_with_the_error_envelope(http):
+    response = http.get("/threads/thread_nope")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "message": "No thread found with id 'thread_nope'.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+def test_assistants_endpoints_need_the_beta_header(sandbox):
+    response = httpx2.get(f"{sandbox.url}/assistants", headers={"Authorization": "Bearer t"})
+    assert response.status_code == 400
+    assert "OpenAI-Beta" in response.json()["error"]["message"]
+
+
+def test_requests_without_a_key_get_401(sandbox):
+    response = httpx2.post(f"{sandbox.url}/conversations", json={})
+    assert response.status_code == 401
+
+
+# --- conversations --------------------------------------------------------------------------------
+def test_a_conversation_is_created_listed_and_deleted(sandbox, api):
+    conversation = api.conversations.create(metadata={"source_thread_id": "thread_x"})
+    added = api.conversations.items.create(conversation.id, items=[USER_ITEM] * 3)
+    assert [item.id for item in added.data][0].startswith("msg_")
+    listed = list(api.conversations.items.list(conversation.id, order="asc", limit=2))
+    assert [i.id for i in listed] == [i.id for i in added.data]
+    assert api.conversations.retrieve(conversation.id).metadata == {"source_thread_id": "thread_x"}
+    assert api.conversations.delete(conversation.id).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        api.conversations.retrieve(conversation.id)
+
+
+def test_items_list_defaults_to_newest_first_and_pages_with_after(sandbox, api):
+    conversation = api.conversations.create()
+    texts = [f"m{i}" for i in range(5)]
+    api.conversations.items.create(
+        conversation.id,
+        items=[{**USER_ITEM, "content": [{"type": "input_text", "text": t}]} for t in texts],
+    )
+    page = api.conversations.items.list(conversation.id, limit=2)
+    assert [i.content[0].text for i in page.data] == ["m4", "m3"]
+    assert page.has_more
+    every = list(api.conversations.items.list(conversation.id, limit=2))
+    assert [i.content[0].text for i in every] == list(reversed(texts))
+
+
+def test_more_than_20_items_in_one_call_is_a_400_naming_items(api):
+    conversation = api.conversations.create()
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.conversations.items.create(conversation.id, items=[USER_ITEM] * 21)
+    assert caught.value.param == "items"
+    assert "maximum length 20" in caught.value.message
+    with pytest.raises(openai.BadRequestError):
+        api.conversations.create(items=[USER_ITEM] * 21)
+
+
+def test_an_image_without_detail_is_rejected_naming_the_param(api):
+    bad = {**USER_ITEM, "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}
+    conversation = api.conversations.create()
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.conversations.items.create(conversation.id, items=[USER_ITEM, bad])
+    assert caught.value.param == "items[1].content[0].detail"
+
+
+def test_unknown_keys_are_rejected(api):
+    conversation = api.conversations.create()
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.conversations.items.create(conversation.id, items=[{**USER_ITEM, "created_at": 1}])
+    assert caught.value.param == "items[0].created_at"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "param"),
+    [
+        ({f"k{i}": "v" for i in range(17)}, "metadata"),
+        ({"k" * 65: "v"}, "metadata." + "k" * 65),
+        ({"k": "v" * 513}, "metadata.k"),
+        ({"k": 5}, "metadata.k"),
+    ],
+)
+def test_metadata_beyond_the_documented_limits_is_rejected(api, metadata, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        api.conversations.create(metadata=metadata)
+    assert caught.value.param == param
+
+
+def test_a_failed_write_changes_nothing(sandbox, api):
+    conversation = api.conversations.create()
+    with pytest.raises(openai.BadRequestError):
+        api.conversations.items.create(conversation.id, items=[USER_ITEM, {"type": "nonsense"}])
+    assert sandbox.state.conversations[conversation.id]["items"] == []
+
+
+def test_malformed_json_is_a_400(sandbox, http):
+    response = http.post(
+        "/conversations", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "parse the JSON body" in response.json()["error"]["message"]
+
+
+GUIDE_FORM = {
+    "role": "assistant",
+    "content": [{"type": "output_text", "text": "x", "annotations": []}],
+}
+
+
+def test_the_guide_assistant_form_is_accepted_as_the_one_documented_exception(api):
+    conversation = api.conversations.create(items=[GUIDE_FORM, {**GUIDE_FORM, "type": "message"}])
+    stored = list(api.conversations.items.list(conversation.id, order="asc"))
+    assert [item.role for item in stored] == ["assistant", "assistant"]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"role": "assistant", "content": [{"type": "output_text", "text": "x"}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "output_text", "text": "x", "annotations": [{"type": "file_path"}]}
+            ],
+        },
+        {"role": "user", "content": [{"type": "output_text", "text": "x", "annotations": []}]},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
+        {**GUIDE_FORM, "id": "msg_1"},
+    ],
+)
+def test_the_exception_is_exactly_that_shape_and_nothing_wider(api, variant):
+    assert not is_guide_assistant_message(variant)
+    with pytest.raises(openai.BadRequestError):
+        api.conversations.create(items=[variant])
+
+
+# --- the sandbox agrees with the published spec ---------------------------------------------------
+SPEC_VALID = [
+    USER_ITEM,
+    {"role": "user", "content": "plain"},
+    {"role": "assistant", "content": "plain"},
+    {
+        "type": "message",
+        "role": "user",
+        "content": [
+            {"type": "input_image", "image_url": "https://x/y.png", "detail": "auto"},
+            {"type": "input_file", "file_id": "file-1"},
+        ],
+    },
+    {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
+    {"type": "function_call_output", "call_id": "call_1", "output": "{}"},
+]
+SPEC_INVALID = [
+    {"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": "u"}]},
+    {"type": "message", "role": "user", "content": [{"type": "input_text"}]},
+    {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
+    {"type": "function_call", "call_id": "c", "name": "f"},
+    {"type": "no_such_item"},
+]
+
+
+@pytest.mark.parametrize("item", SPEC_VALID)
+def test_what_the_spec_accepts_the_sandbox_accepts(api, item):
+    assert not spec.items_body_errors({"items": [item]})
+    api.conversations.create(items=[item])
+
+
+@pytest.mark.parametrize("item", SPEC_INVALID)
+def test_what_the_spec_rejects_the_sandbox_rejects(api, item):
+    assert spec.items_body_errors({"items": [item]})
+    with pytest.raises(openai.BadRequestError):
+        api.conversations.create(items=[item])
+
+
+def test_the_spec_rejects_the_guide_form_which_is_why_it_is_an_exception():
+    assert spec.items_body_errors({"items": [GUIDE_FORM]})
+
+
+def test_the_spec_and_the_sandbox_both_cap_a_call_at_20_items():
+    assert spec.items_body_errors({"items": [USER_ITEM] * 21})
+    assert not spec.items_body_errors({"items": [USER_ITEM] * 20})
+
+
+def test_sandbox_responses_match_the_spec_schemas(api):
+    conversation = api.conversations.create(items=[USER_ITEM])
+    body = api.conversations.with_raw_response.retrieve(conversation.id).http_response.json()
+    assert not spec.errors(body, "ConversationResource")
+    listed = api.conversations.items.with_raw_response.list(conversation.id).http_response.json()
+    assert not spec.errors(listed, "ConversationItemList")
+
+
+# --- faults ---------------------------------------------------------------------------------------
+def script(sandbox, kind, method="POST", path_contains="/conversations", times=1):
+    sandbox.state.configure_faults(
+        scripted=[{"kind": kind, "method": method, "path_contains": path_contains, "times": times}]
+    )
+
+
+def test_rate_limit_fault_answers_429_with_rate_limit_headers(sandbox, http):
+    sandbox.state.configure_faults(rate_limit=1.0, retry_after_seconds=7)
+    response = http.post("/conversations", json={})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    assert response.headers["retry-after-ms"] == "7000"
+    assert "x-ratelimit-remaining-requests" in response.headers
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert sandbox.state.conversations == {}
+
+
+def test_server_error_fault_answers_500_and_writes_nothing(sandbox, api):
+    script(sandbox, "server_error")
+    with pytest.raises(openai.InternalServerError):
+        api.conversations.create()
+    assert sandbox.state.conversations == {}
+    api.conversations.create()
+    assert len(sandbox.state.conversations) == 1
+
+
+def test_drop_before_write_closes_the_connection_and_writes_nothing(sandbox, api):
+    script(sandbox, "drop_before_write")
+    with pytest.raises(openai.APIConnectionError):
+        api.conversations.create(items=[USER_ITEM])
+    assert sandbox.state.conversations == {}
+    assert sandbox.state.fault_counts["drop_before_write"] == 1
+
+
+def test_drop_after_write_applies_the_write_then_closes_the_connection(sandbox, api):
+    conversation = api.conversations.create()
+    script(sandbox, "drop_after_write", path_contains="/items")
+    with pytest.raises(openai.APIConnectionError):
+        api.conversations.items.create(conversation.id, items=[USER_ITEM, USER_ITEM])
+    assert len(sandbox.state.conversations[conversation.id]["items"]) == 2
+
+
+def test_drop_after_write_on_create_leaves_a_conversation_the_client_never_heard_of(sandbox, api):
+    script(sandbox, "drop_after_write")
+    with pytest.raises(openai.APIConnectionError):
+        api.conversations.create(metadata={"a": "b"})
+    assert len(sandbox.state.conversations) == 1
+
+
+def test_a_read_can_be_dropped_too(sandbox, api):
+    script(sandbox, "drop", method="GET", path_contains="/threads/")
+    with pytest.raises(openai.APIConnectionError):
+        quiet(api.beta.threads.retrieve, a_thread_with(sandbox, 1))
+
+
+def test_random_faults_follow_their_probabilities_deterministically(sandbox, http):
+    sandbox.state.configure_faults(server_error=0.5, seed=11)
+    first = [http.post("/conversations", json={}).status_code for _ in range(40)]
+    sandbox.state.configure_faults(server_error=0.5, seed=11)
+    second = [http.post("/conversations", json={}).status_code for _ in range(40)]
+    assert first == second
+    assert 8 < first.count(500) < 32
+
+
+def test_latency_is_applied_to_every_api_request(sandbox, http, monkeypatch):
+    slept = []
+    monkeypatch.setattr(sandbox_server.time, "sleep", slept.append)
+    sandbox.state.configure_faults(latency_ms=120)
+    http.get(f"/threads/{a_thread_with(sandbox, 1)}")
+    http.post("/conversations", json={})
+    assert slept == [0.12, 0.12]
+
+
+def test_the_rpm_cap_answers_429_once_the_minute_is_used_up(sandbox, http):
+    sandbox.state.configure_faults(rpm_cap=3)
+    statuses = [http.post("/conversations", json={}).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    assert len(sandbox.state.conversations) == 3
+
+
+def test_faults_are_configured_and_inspected_over_http(sandbox):
+    base = sandbox.url.removesuffix("/v1")
+    assert httpx2.post(f"{base}/_sandbox/faults", json={"server_error": 0.25}).status_code == 200
+    assert sandbox.state.faults.server_error == 0.25
+    assert httpx2.post(f"{base}/_sandbox/faults", json={"nonsense": 1}).status_code == 400
+    state = httpx2.get(f"{base}/_sandbox/state").json()
+    assert state["faults"]["server_error"] == 0.25
+    assert state["threads"] == len(sandbox.state.threads)
+
+
+def test_introspection_is_never_faulted(sandbox):
+    sandbox.state.configure_faults(server_error=1.0, rate_limit=0)
+    base = sandbox.url.removesuffix("/v1")
+    assert httpx2.get(f"{base}/_sandbox/health").status_code == 200
+
+
+def test_two_servers_keep_separate_state():
+    with SandboxServer(state=SandboxState()) as one, SandboxServer(state=seeded_state(1, 3)) as two:
+        assert one.port != two.port
+        assert not one.state.threads and len(two.state.threads) == 3
