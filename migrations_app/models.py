@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 
@@ -118,24 +119,28 @@ class Thread(models.Model):
     data = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(null=True, blank=True, help_text="Source creation time")
     fetched_at = models.DateTimeField(null=True, blank=True)
-    message_count = models.PositiveIntegerField(default=0)
+    message_count = models.PositiveIntegerField(default=0, db_default=0)
 
     # Migration state: one row per thread, so the console's biggest list needs no join.
+    # Database defaults too, so bulk intake can insert bare ids in plain SQL.
     status = models.CharField(
-        max_length=16, choices=ThreadStatus, default=ThreadStatus.PENDING, db_index=False
+        max_length=16,
+        choices=ThreadStatus,
+        default=ThreadStatus.PENDING,
+        db_default=ThreadStatus.PENDING,
     )
-    attempts = models.PositiveIntegerField(default=0)
-    items_total = models.PositiveIntegerField(default=0)
-    items_committed = models.PositiveIntegerField(default=0)
-    warning_count = models.PositiveIntegerField(default=0)
-    error_kind = models.CharField(max_length=16, choices=ErrorKind, blank=True)
-    error_message = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0, db_default=0)
+    items_total = models.PositiveIntegerField(default=0, db_default=0)
+    items_committed = models.PositiveIntegerField(default=0, db_default=0)
+    warning_count = models.PositiveIntegerField(default=0, db_default=0)
+    error_kind = models.CharField(max_length=16, choices=ErrorKind, blank=True, db_default="")
+    error_message = models.TextField(blank=True, db_default="")
     error_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    error_request_id = models.CharField(max_length=128, blank=True)
-    lease_owner = models.CharField(max_length=128, blank=True)
+    error_request_id = models.CharField(max_length=128, blank=True, db_default="")
+    lease_owner = models.CharField(max_length=128, blank=True, db_default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    task_group = models.CharField(max_length=100, blank=True)
-    updated_at = models.DateTimeField(default=timezone.now)
+    task_group = models.CharField(max_length=100, blank=True, db_default="")
+    updated_at = models.DateTimeField(default=timezone.now, db_default=Now())
 
     objects = ThreadQuerySet.as_manager()
 

@@ -43,13 +43,15 @@ def assistants_api():
     """Every client.beta.* call warns that the Assistants API is deprecated; we know."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
-            "ignore", message="The Assistants API is deprecated", category=DeprecationWarning
+            "ignore",
+            message=r"(The Assistants API is deprecated|deprecated$)",
+            category=DeprecationWarning,
         )
         yield
 
 
 def _dump(obj):
-    return obj.model_dump(mode="json", exclude_unset=False)
+    return obj.model_dump(mode="json", exclude_unset=True)
 
 
 def list_all(list_method, *args, **params):

@@ -66,8 +66,11 @@ def test_the_generator_covers_every_content_kind():
                 call_kinds.add(call["type"])
                 if call["type"] == "function":
                     outputs.add(call["function"]["output"] is None)
-    assert {("user", "text"), ("user", "image_url"), ("user", "image_file"),
-            ("assistant", "text"), ("assistant", "refusal"), ("assistant", "image_file")} <= kinds  # fmt: skip
+    expected_kinds = {
+        ("user", "text"), ("user", "image_url"), ("user", "image_file"),
+        ("assistant", "text"), ("assistant", "refusal"), ("assistant", "image_file"),
+    }  # fmt: skip
+    assert expected_kinds <= kinds
     assert annotations == {"file_citation", "file_path"}
     assert attachment_tools == {"file_search", "code_interpreter"}
     assert call_kinds == {"function", "code_interpreter", "file_search"}
@@ -166,7 +169,7 @@ def test_requests_without_a_key_get_401(sandbox):
 def test_a_conversation_is_created_listed_and_deleted(sandbox, api):
     conversation = api.conversations.create(metadata={"source_thread_id": "thread_x"})
     added = api.conversations.items.create(conversation.id, items=[USER_ITEM] * 3)
-    assert [item.id for item in added.data][0].startswith("msg_")
+    assert all(item.id.startswith("msg_") for item in added.data)
     listed = list(api.conversations.items.list(conversation.id, order="asc", limit=2))
     assert [i.id for i in listed] == [i.id for i in added.data]
     assert api.conversations.retrieve(conversation.id).metadata == {"source_thread_id": "thread_x"}
