@@ -64,7 +64,7 @@ class Command(BaseCommand):
         finally:
             for child in children:
                 if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
+                    child.terminate()
             for child in children:
                 try:
                     child.wait(timeout=15)
