@@ -91,6 +91,10 @@ ASSISTANTS_BASE_URL = env_str("ASSISTANTS_BASE_URL", OPENAI_BASE_URL)
 API_TIMEOUT_SECONDS = env_float("API_TIMEOUT_SECONDS", 60.0, minimum=1)
 API_REQUESTS_PER_MINUTE = env_int("API_REQUESTS_PER_MINUTE", 3000, minimum=1)
 
+# --- Conversion (DESIGN.md "Conversion rules") --------------------------------------------------
+MIGRATE_TOOL_CALLS = env_bool("MIGRATE_TOOL_CALLS", True)
+MIGRATE_ATTACHMENTS = env_bool("MIGRATE_ATTACHMENTS", True)
+
 # --- Task queue -----------------------------------------------------------------------------
 Q_CLUSTER = {
     "name": "console",

@@ -1,16 +1,20 @@
+import os
+
 import pytest
-from django.db import connection
 from django.test import override_settings
 
 from migrations_app.sandbox import SandboxServer, seeded_state
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _runs_on_postgresql(django_db_setup, django_db_blocker):
-    """The suite's promise is a real PostgreSQL; fail loudly rather than pass on SQLite."""
-    with django_db_blocker.unblock():
-        assert connection.vendor == "postgresql", (
-            "Run the tests through `make test` (it starts PostgreSQL and sets DATABASE_URL)."
+def pytest_sessionstart(session):
+    """The suite's promise is a real PostgreSQL: refuse to pass on SQLite instead."""
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" not in engine and not os.environ.get("ALLOW_SQLITE_TESTS"):
+        pytest.exit(
+            f"The suite runs on PostgreSQL, not {engine}: use `make test` (it starts one).",
+            returncode=2,
         )
 
 

@@ -1,0 +1,476 @@
+"""Assistants objects → Conversations items and a Responses configuration. Pure: dicts in, dicts
+out, no Django, no I/O. The rules are DESIGN.md's "Conversion rules"; each loss is a warning
+that names its source object, what was lost or changed, and why.
+"""
+
+from dataclasses import dataclass, field
+from itertools import islice
+
+MAX_ITEMS_PER_CALL = 20
+ITEMS_PER_VERIFY_PAGE = 100
+METADATA_MAX_KEYS = 16
+METADATA_MAX_KEY_LENGTH = 64
+METADATA_MAX_VALUE_LENGTH = 512
+CALL_ID_MAX_LENGTH = 64
+CONTAINER_MAX_FILES = 50
+SOURCE_THREAD_KEY = "source_thread_id"
+
+
+@dataclass(frozen=True)
+class Options:
+    tool_calls: bool = True  # function_call + function_call_output pairs from run steps
+    attachments: bool = True  # user attachments as input_file parts
+    source_thread_id: bool = True  # add source_thread_id to the metadata when a slot is free
+
+
+DEFAULT_OPTIONS = Options()
+
+
+@dataclass(frozen=True)
+class ConversionWarning:
+    source: str  # the message, step, thread or assistant id
+    text: str
+
+    def __str__(self):
+        return f"{self.source}: {self.text}"
+
+
+@dataclass
+class Conversion:
+    items: list
+    metadata: dict
+    warnings: list = field(default_factory=list)
+    skipped_messages: int = 0
+
+    @property
+    def batches(self):
+        return batches(self.items)
+
+    @property
+    def write_calls(self):
+        """One create (metadata only, so an ambiguous create can never copy messages) plus
+        one call per batch of 20 items."""
+        return 1 + len(self.batches)
+
+    @property
+    def verify_calls(self):
+        return max(1, -(-len(self.items) // ITEMS_PER_VERIFY_PAGE))
+
+    @property
+    def api_calls(self):
+        return self.write_calls + self.verify_calls
+
+
+def batches(items, size=MAX_ITEMS_PER_CALL):
+    """Items split into API calls of at most `size`, order kept."""
+    iterator = iter(items)
+    return [chunk for chunk in iter(lambda: list(islice(iterator, size)), [])]
+
+
+# --- messages ------------------------------------------------------------------------------------
+def _input_image(source, detail):
+    return {"type": "input_image", **source, "detail": detail or "auto"}
+
+
+def _user_part(block, message_id, warnings):
+    kind = block.get("type")
+    if kind == "text":
+        return {"type": "input_text", "text": block["text"]["value"]}
+    if kind == "image_url":
+        image = block["image_url"]
+        return _input_image({"image_url": image["url"]}, image.get("detail"))
+    if kind == "image_file":
+        image = block["image_file"]
+        return _input_image({"file_id": image["file_id"]}, image.get("detail"))
+    warnings.append(
+        ConversionWarning(message_id, f"content block of unknown type {kind!r} not sent")
+    )
+    return None
+
+
+def _output_text(text):
+    return {"type": "output_text", "text": text, "annotations": []}
+
+
+def _assistant_part(block, message_id, warnings):
+    kind = block.get("type")
+    if kind == "text":
+        annotations = block["text"].get("annotations") or []
+        if annotations:
+            named = ", ".join(_describe_annotation(a) for a in annotations)
+            warnings.append(
+                ConversionWarning(
+                    message_id,
+                    f"{len(annotations)} annotation(s) ({named}) kept in the console only: "
+                    "conversation items carry no annotations; the text and its placeholders "
+                    "are unchanged",
+                )
+            )
+        return _output_text(block["text"]["value"])
+    if kind == "refusal":
+        warnings.append(
+            ConversionWarning(
+                message_id, "refusal sent as assistant text: input items cannot mark a refusal"
+            )
+        )
+        return _output_text(block["refusal"])
+    if kind in ("image_file", "image_url"):
+        target = block[kind].get("file_id") or block[kind].get("url")
+        warnings.append(
+            ConversionWarning(
+                message_id,
+                f"assistant {kind} {target} shown as a text marker: assistant items cannot "
+                "carry images",
+            )
+        )
+        return _output_text(f"[image: {target}]")
+    warnings.append(
+        ConversionWarning(message_id, f"content block of unknown type {kind!r} not sent")
+    )
+    return None
+
+
+def _describe_annotation(annotation):
+    kind = annotation.get("type", "?")
+    file_id = (annotation.get(kind) or {}).get("file_id", "")
+    return f"{kind} {file_id}".strip()
+
+
+def _attachment_parts(message, warnings, options):
+    parts = []
+    for attachment in message.get("attachments") or []:
+        file_id = attachment.get("file_id")
+        tools = sorted({tool.get("type") for tool in attachment.get("tools") or []} - {None})
+        if message["role"] == "assistant":
+            warnings.append(
+                ConversionWarning(
+                    message["id"],
+                    f"attachment {file_id} shown as a text marker: assistant items carry only text",
+                )
+            )
+            parts.append(_output_text(f"[attached file: {file_id}]"))
+            continue
+        if not options.attachments:
+            warnings.append(
+                ConversionWarning(
+                    message["id"], f"attachment {file_id} not sent (attachments are off)"
+                )
+            )
+            continue
+        parts.append({"type": "input_file", "file_id": file_id})
+        if "file_search" in tools:
+            warnings.append(
+                ConversionWarning(
+                    message["id"],
+                    f"attachment {file_id} was bound to file_search: vector stores do not move "
+                    "with the conversation; pass them as file_search tools on each response",
+                )
+            )
+    return parts
+
+
+def message_item(message, warnings, options=DEFAULT_OPTIONS):
+    """The one item a source message becomes, or None (with a warning) when nothing is left."""
+    role = message["role"]
+    convert = _assistant_part if role == "assistant" else _user_part
+    parts = [
+        part
+        for block in message.get("content") or []
+        if (part := convert(block, message["id"], warnings)) is not None
+    ]
+    parts += _attachment_parts(message, warnings, options)
+    if not parts:
+        warnings.append(ConversionWarning(message["id"], "message with no content skipped"))
+        return None
+    return {"type": "message", "role": role, "content": parts}
+
+
+# --- run steps -----------------------------------------------------------------------------------
+def _tool_call_pair(call, step_id, warnings):
+    function = call.get("function") or {}
+    name = function.get("name", "?")
+    if function.get("output") is None:
+        warnings.append(
+            ConversionWarning(
+                step_id,
+                f"function call {call['id']} ({name}) not sent: it has no output, and an "
+                "unanswered call breaks later responses on the conversation",
+            )
+        )
+        return []
+    if len(call["id"]) > CALL_ID_MAX_LENGTH:
+        warnings.append(
+            ConversionWarning(
+                step_id, f"function call {call['id'][:20]}… not sent: call id over 64 chars"
+            )
+        )
+        return []
+    return [
+        {
+            "type": "function_call",
+            "call_id": call["id"],
+            "name": name,
+            "arguments": function.get("arguments") or "",
+        },
+        {"type": "function_call_output", "call_id": call["id"], "output": function["output"]},
+    ]
+
+
+def _step_items(step, warnings, options):
+    items = []
+    for call in (step.get("step_details") or {}).get("tool_calls") or []:
+        kind = call.get("type")
+        if kind != "function":
+            warnings.append(
+                ConversionWarning(
+                    step["id"],
+                    f"{kind} call {call.get('id')} not sent: Conversations has no client-made "
+                    f"{kind} item",
+                )
+            )
+        elif not options.tool_calls:
+            warnings.append(
+                ConversionWarning(
+                    step["id"], f"function call {call['id']} not sent (tool calls are off)"
+                )
+            )
+        else:
+            items += _tool_call_pair(call, step["id"], warnings)
+    return items
+
+
+# --- the thread ----------------------------------------------------------------------------------
+def conversation_metadata(thread, options=DEFAULT_OPTIONS):
+    """Thread metadata as conversation metadata, validated against the API's limits.
+
+    The rule, deterministic whatever order the keys were stored in: keys are taken in sorted
+    order; a key over 64 characters or a value that is not a string of at most 512 characters is
+    left out; past 16 keys the rest are left out. Each omission is a warning; the thread's full
+    metadata stays in the console. `source_thread_id` is added when a slot is free.
+    """
+    warnings, metadata = [], {}
+    source = thread.get("metadata") or {}
+    for key in sorted(source):
+        value = source[key]
+        if len(key) > METADATA_MAX_KEY_LENGTH:
+            reason = f"its key is over {METADATA_MAX_KEY_LENGTH} characters"
+        elif not isinstance(value, str):
+            reason = "its value is not a string"
+        elif len(value) > METADATA_MAX_VALUE_LENGTH:
+            reason = f"its value is {len(value)} characters (limit {METADATA_MAX_VALUE_LENGTH})"
+        elif len(metadata) >= METADATA_MAX_KEYS:
+            reason = f"conversations hold at most {METADATA_MAX_KEYS} keys"
+        else:
+            metadata[key] = value
+            continue
+        shown = key if len(key) <= 40 else key[:40] + "…"
+        warnings.append(
+            ConversionWarning(thread["id"], f"metadata key {shown!r} not carried over: {reason}")
+        )
+    if options.source_thread_id and SOURCE_THREAD_KEY not in metadata:
+        if len(metadata) < METADATA_MAX_KEYS:
+            metadata[SOURCE_THREAD_KEY] = thread["id"]
+        else:
+            warnings.append(
+                ConversionWarning(
+                    thread["id"],
+                    f"no free metadata slot for {SOURCE_THREAD_KEY}: the mapping is in the "
+                    "console only",
+                )
+            )
+    return metadata, warnings
+
+
+def _ordered(objects):
+    """By created_at, ties broken by the order the source listed them in."""
+    indexed = sorted(enumerate(objects), key=lambda pair: (pair[1].get("created_at") or 0, pair[0]))
+    return [obj for _, obj in indexed]
+
+
+def convert_thread(thread, messages, run_steps=(), options=DEFAULT_OPTIONS):
+    """A mirrored thread as the ordered items a new conversation receives.
+
+    One message → one item, in created_at order. A run's function-call pairs go just before the
+    first message that run created; calls of a run that created no message go where their step's
+    time puts them.
+    """
+    metadata, warnings = conversation_metadata(thread, options)
+    calls_by_run = {}
+    for step in _ordered(run_steps):
+        step_items = _step_items(step, warnings, options)
+        if step_items:
+            calls_by_run.setdefault(step.get("run_id"), []).append((step, step_items))
+    message_runs = {m.get("run_id") for m in messages if m.get("run_id")}
+    unplaced = sorted(
+        (pair for run, pairs in calls_by_run.items() if run not in message_runs for pair in pairs),
+        key=lambda pair: pair[0].get("created_at") or 0,
+    )
+    items, skipped = [], 0
+    for message in _ordered(messages):
+        while unplaced and (unplaced[0][0].get("created_at") or 0) < (
+            message.get("created_at") or 0
+        ):
+            items += unplaced.pop(0)[1]
+        for _, step_items in calls_by_run.pop(message.get("run_id"), []):
+            items += step_items
+        item = message_item(message, warnings, options)
+        if item is None:
+            skipped += 1
+        else:
+            items.append(item)
+    for _, step_items in unplaced:
+        items += step_items
+    return Conversion(items=items, metadata=metadata, warnings=warnings, skipped_messages=skipped)
+
+
+# --- the assistant -------------------------------------------------------------------------------
+RANKERS = {"auto": "auto", "default_2024_08_21": "default-2024-11-15"}
+
+
+def _resource_ids(resources, tool, key):
+    return list(((resources or {}).get(tool) or {}).get(key) or [])
+
+
+def _function_tool(tool):
+    function = tool.get("function") or {}
+    config = {
+        "type": "function",
+        "name": function.get("name"),
+        "parameters": function.get("parameters"),
+        # Responses makes functions strict by default; Assistants did not. Say which.
+        "strict": function.get("strict") is True,
+    }
+    if function.get("description"):
+        config["description"] = function["description"]
+    return config
+
+
+def _file_search_tool(tool, vector_store_ids, source, warnings):
+    if not vector_store_ids:
+        warnings.append(
+            ConversionWarning(source, "file_search left out: no vector store is attached to it")
+        )
+        return None
+    options = tool.get("file_search") or {}
+    config = {"type": "file_search", "vector_store_ids": vector_store_ids}
+    if options.get("max_num_results") is not None:
+        config["max_num_results"] = options["max_num_results"]
+    ranking = options.get("ranking_options")
+    if ranking:
+        ranker = ranking.get("ranker", "auto")
+        translated = RANKERS.get(ranker, "auto")
+        if translated != ranker:
+            warnings.append(
+                ConversionWarning(
+                    source,
+                    f"file_search ranker {ranker!r} does not exist in Responses; using "
+                    f"{translated!r}",
+                )
+            )
+        config["ranking_options"] = {"ranker": translated}
+        if ranking.get("score_threshold") is not None:
+            config["ranking_options"]["score_threshold"] = ranking["score_threshold"]
+    return config
+
+
+def _code_interpreter_tool(file_ids, source, warnings):
+    if len(file_ids) > CONTAINER_MAX_FILES:
+        warnings.append(
+            ConversionWarning(
+                source,
+                f"code_interpreter has {len(file_ids)} files; a container takes "
+                f"{CONTAINER_MAX_FILES}, so the first {CONTAINER_MAX_FILES} are used",
+            )
+        )
+    return {
+        "type": "code_interpreter",
+        "container": {"type": "auto", "file_ids": file_ids[:CONTAINER_MAX_FILES]},
+    }
+
+
+def _text_format(response_format):
+    if response_format in (None, "auto"):
+        return None
+    kind = response_format.get("type")
+    if kind in ("text", "json_object"):
+        return {"type": kind}
+    if kind == "json_schema":
+        schema = response_format.get("json_schema") or {}
+        flat = {"type": "json_schema", "name": schema.get("name"), "schema": schema.get("schema")}
+        for key in ("description", "strict"):
+            if schema.get(key) is not None:
+                flat[key] = schema[key]
+        return flat
+    return None
+
+
+def _unique(values):
+    return list(dict.fromkeys(values))
+
+
+def responses_config(assistant, thread=None):
+    """(configuration for responses.create, warnings) for an assistant, optionally merged with
+    one thread's tool resources."""
+    source = assistant["id"]
+    warnings = []
+    config = {"model": assistant.get("model")}
+    if assistant.get("instructions"):
+        config["instructions"] = assistant["instructions"]
+    assistant_resources = assistant.get("tool_resources") or {}
+    thread_resources = (thread or {}).get("tool_resources") or {}
+    tools = []
+    for tool in assistant.get("tools") or []:
+        kind = tool.get("type")
+        if kind == "function":
+            tools.append(_function_tool(tool))
+        elif kind == "file_search":
+            stores = _unique(
+                _resource_ids(assistant_resources, "file_search", "vector_store_ids")
+                + _resource_ids(thread_resources, "file_search", "vector_store_ids")
+            )
+            if _resource_ids(thread_resources, "file_search", "vector_store_ids"):
+                warnings.append(
+                    ConversionWarning(
+                        thread["id"],
+                        "thread vector stores expire 7 days after last use by default; check "
+                        "they still exist",
+                    )
+                )
+            if (built := _file_search_tool(tool, stores, source, warnings)) is not None:
+                tools.append(built)
+        elif kind == "code_interpreter":
+            files = _unique(
+                _resource_ids(assistant_resources, "code_interpreter", "file_ids")
+                + _resource_ids(thread_resources, "code_interpreter", "file_ids")
+            )
+            tools.append(_code_interpreter_tool(files, source, warnings))
+        else:
+            warnings.append(ConversionWarning(source, f"tool of unknown type {kind!r} left out"))
+    if tools:
+        config["tools"] = tools
+    text_format = _text_format(assistant.get("response_format"))
+    if text_format:
+        config["text"] = {"format": text_format}
+    elif assistant.get("response_format") not in (None, "auto"):
+        warnings.append(
+            ConversionWarning(source, f"response_format {assistant['response_format']!r} left out")
+        )
+    if assistant.get("reasoning_effort"):
+        config["reasoning"] = {"effort": assistant["reasoning_effort"]}
+    for key in ("temperature", "top_p"):
+        if assistant.get(key) is not None:
+            config[key] = assistant[key]
+    if assistant.get("metadata"):
+        metadata, metadata_warnings = conversation_metadata(
+            {"id": source, "metadata": assistant["metadata"]}, Options(source_thread_id=False)
+        )
+        config["metadata"] = metadata
+        warnings += metadata_warnings
+    for key in ("name", "description"):
+        if assistant.get(key):
+            warnings.append(
+                ConversionWarning(
+                    source, f"{key} kept in the console only: Responses has no place for it"
+                )
+            )
+    return config, warnings
