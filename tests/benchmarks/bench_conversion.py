@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from migrations_app.conversion import convert_thread  # noqa: E402
-from migrations_app.sandbox.data import generate_dataset  # noqa: E402
+from migrations_app.conversion import convert_thread
+from migrations_app.sandbox.data import generate_dataset
 
 THREADS = 1000
 ROUNDS = 5
