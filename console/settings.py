@@ -95,6 +95,16 @@ API_REQUESTS_PER_MINUTE = env_int("API_REQUESTS_PER_MINUTE", 3000, minimum=1)
 MIGRATE_TOOL_CALLS = env_bool("MIGRATE_TOOL_CALLS", True)
 MIGRATE_ATTACHMENTS = env_bool("MIGRATE_ATTACHMENTS", True)
 
+# --- The migration engine (see README "Workers and tuning") -------------------------------------
+# Threads in flight per worker process: the work waits on the network, not the CPU.
+MIGRATION_THREADS_PER_WORKER = env_int("MIGRATION_THREADS_PER_WORKER", 8, minimum=1)
+# Threads per queued task: one task runs its group with the threads above.
+MIGRATION_TASK_GROUP_SIZE = env_int("MIGRATION_TASK_GROUP_SIZE", 8, minimum=1)
+# A worker silent this long is presumed dead; the sweeper hands its thread to another.
+MIGRATION_LEASE_SECONDS = env_int("MIGRATION_LEASE_SECONDS", 300, minimum=30)
+# Transient errors (network, 5xx) retried per request before the thread fails (resumable).
+MIGRATION_MAX_RETRIES = env_int("MIGRATION_MAX_RETRIES", 6, minimum=0)
+
 # --- Task queue -----------------------------------------------------------------------------
 Q_CLUSTER = {
     "name": "console",

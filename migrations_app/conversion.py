@@ -474,3 +474,27 @@ def responses_config(assistant, thread=None):
                 )
             )
     return config, warnings
+
+
+# --- comparing with what the server holds --------------------------------------------------------
+def _part_fingerprint(part):
+    kind = part.get("type")
+    value = part.get("text") or part.get("file_id") or part.get("image_url") or part.get("file_url")
+    return kind, value
+
+
+def item_fingerprint(item):
+    """What must match between an item we sent and the item the server lists back (the server
+    adds ids and statuses, and spells string content as a list)."""
+    kind = item.get("type", "message")
+    if kind == "message":
+        content = item.get("content")
+        if isinstance(content, str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            content = [{"type": part, "text": content}]
+        return kind, item.get("role"), tuple(_part_fingerprint(p) for p in content or [])
+    if kind == "function_call":
+        return kind, item.get("call_id"), item.get("name"), item.get("arguments")
+    if kind == "function_call_output":
+        return kind, item.get("call_id"), item.get("output")
+    return (kind,)

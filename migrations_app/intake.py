@@ -147,7 +147,7 @@ def _assistant_id_of(bundle):
 
 def _is_frozen(thread):
     """A thread whose upload has started keeps its mirror: a retry must reuse the same input."""
-    return thread.status == ThreadStatus.RUNNING or thread.items_committed > 0
+    return thread.items_committed > 0
 
 
 def store_bundles(bundles, *, batch=None):
@@ -280,9 +280,24 @@ def _link_threads_to_assistants(assistant_ids):
 
 
 # --- the live source ----------------------------------------------------------------------------
+def fetch_into_mirror(thread, client=None):
+    """Copy one thread from the source API into the mirror. Returns None, or the ApiFailure
+    that stopped it (the mirror is then unchanged)."""
+    from migrations_app import openai_client  # the SDK takes a second to import; intake of
+    # ids and exports never needs it
+
+    client = client or openai_client.source_client()
+    try:
+        bundle = openai_client.fetch_thread_bundle(client, thread.thread_id)
+    except Exception as error:
+        return openai_client.classify(error)
+    store_bundles([bundle])
+    return None
+
+
 def fetch_thread(thread_id, *, client=None, actor=None, actor_label="worker"):
-    """Copy one thread from the source API into the mirror. A 404 marks the thread failed
-    (not_found); it does not raise. Returns the Attempt recorded."""
+    """Fetch one thread for staff. A 404 marks the thread failed (not_found); it does not
+    raise. Returns the Attempt recorded."""
     thread = Thread.objects.get(thread_id=thread_id)
     attempt = Attempt(
         thread=thread, action=Attempt.Action.FETCH, actor=actor, actor_label=actor_label
@@ -293,20 +308,14 @@ def fetch_thread(thread_id, *, client=None, actor=None, actor_label="worker"):
         attempt.finished_at = timezone.now()
         attempt.save()
         return attempt
-    from migrations_app import openai_client  # the SDK takes a second to import; intake of
-    # ids and exports never needs it
-
-    client = client or openai_client.source_client()
-    try:
-        bundle = openai_client.fetch_thread_bundle(client, thread_id)
-    except Exception as error:
-        failure = openai_client.classify(error)
+    failure = fetch_into_mirror(thread, client)
+    if failure:
         _record_fetch_failure(thread, attempt, failure)
         return attempt
-    store_bundles([bundle])
+    thread.refresh_from_db()
     attempt.outcome = Attempt.Outcome.SUCCEEDED
     attempt.finished_at = timezone.now()
-    attempt.detail = {"messages": len(bundle["messages"]), "run_steps": len(bundle["run_steps"])}
+    attempt.detail = {"messages": thread.message_count}
     attempt.save()
     return attempt
 

@@ -259,6 +259,9 @@ class Conversation(models.Model):
     conversation_id = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     items_committed = models.PositiveIntegerField(default=0)
+    # The server id of the last item we know is committed: reconciling after an ambiguous write
+    # lists only what came after it (one request) instead of the whole conversation.
+    last_item_id = models.CharField(max_length=64, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     verified_item_count = models.PositiveIntegerField(null=True, blank=True)
     replaced_at = models.DateTimeField(null=True, blank=True)
@@ -328,3 +331,20 @@ class Attempt(models.Model):
     @property
     def who(self):
         return str(self.actor) if self.actor_id else self.actor_label
+
+
+class RateLimit(models.Model):
+    """The request budget shared by every worker on every machine (GCRA).
+
+    `theoretical_arrival` is the Unix time at which the next request may go without exceeding
+    the rate; each request moves it one interval on in a single atomic UPDATE, so workers
+    never need a lock or a second round trip.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    theoretical_arrival = models.FloatField(default=0)
+    requests_total = models.BigIntegerField(default=0)
+    throttled_total = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return self.name

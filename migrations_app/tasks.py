@@ -5,7 +5,7 @@ import socket
 
 from django_q.tasks import async_task
 
-from migrations_app import intake
+from migrations_app import actions, intake, upload
 
 
 def worker_label():
@@ -22,3 +22,13 @@ def queue_fetch(thread_ids, group):
     thread from holding up others in its group."""
     for thread_id in thread_ids:
         async_task("migrations_app.tasks.fetch_thread", thread_id, group=group)
+
+
+def migrate_threads(thread_pks):
+    """A small group of threads, migrated with several in flight (see upload.migrate_many)."""
+    return upload.migrate_many(thread_pks)
+
+
+def sweep_stuck_threads():
+    """Scheduled every minute (migration 0003): resumes threads whose worker died."""
+    return actions.sweep_stuck_threads()

@@ -220,6 +220,7 @@ def list_items(state, request, query, conversation_id):
 # --- the server --------------------------------------------------------------------------------
 class SandboxHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go as two writes; no 40 ms stalls
     server_version = "ConsoleSandbox/1"
     state: SandboxState  # set on the subclass made by SandboxServer
 
@@ -287,6 +288,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self._pending = self._rate_limited(
                 faults.retry_after_seconds, "Rate limit reached (injected)"
             )
+        elif fault == "auth_error":
+            error = ApiError(401, "Incorrect API key provided (injected).", code="invalid_api_key")
+            self._pending = (401, error.body, {})
         elif fault == "server_error":
             self._pending = (
                 500,

@@ -1,0 +1,98 @@
+import json
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from migrations_app import actions, upload
+from migrations_app.models import Thread, ThreadStatus
+from migrations_app.preview import ThreadNotMirrored, preview_thread
+
+
+class Command(BaseCommand):
+    help = (
+        "Migrate threads to conversations: by id, by --status, or --all. Without --inline the "
+        "threads are queued for the django-q2 workers and the command returns at once."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("thread_ids", nargs="*", help="thread ids (thread_…)")
+        parser.add_argument("--status", choices=ThreadStatus.values, help="every thread in it")
+        parser.add_argument("--all", action="store_true", help="every thread")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="print the items and warnings; send nothing"
+        )
+        parser.add_argument("--inline", action="store_true", help="run here, not in the queue")
+        parser.add_argument(
+            "--remigrate",
+            action="store_true",
+            help="migrate succeeded threads again into NEW conversations (old ids kept)",
+        )
+
+    def handle(self, *args, thread_ids, status, all, dry_run, inline, remigrate, **options):
+        threads = self._select(thread_ids, status, all)
+        if dry_run:
+            return self._dry_run(threads)
+        action = "remigrate" if remigrate else ("retry" if status == "failed" else "migrate")
+        plan = actions.plan(action, threads)
+        for reason, count in plan.skipped.items():
+            self.stderr.write(self.style.WARNING(f"Skipped {count}: {reason}"))
+        count, group = actions.apply(action, threads, actor_label="cli", enqueue=not inline)
+        if not inline:
+            self.stdout.write(self.style.SUCCESS(f"Queued {count} threads (task group '{group}')."))
+            return
+        pks = list(Thread.objects.filter(task_group=group).values_list("pk", flat=True))
+        outcomes = upload.migrate_many(pks, on_done=self._progress(len(pks)))
+        self.stdout.write("")
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+        self.stdout.write(self.style.SUCCESS(f"Done: {summary or 'nothing to do'}."))
+
+    def _select(self, thread_ids, status, every):
+        if sum(map(bool, (thread_ids, status, every))) != 1:
+            raise CommandError("Name thread ids, or --status STATUS, or --all (one of them).")
+        if every:
+            return Thread.objects.all()
+        if status:
+            return Thread.objects.filter(status=status)
+        threads = Thread.objects.filter(thread_id__in=thread_ids)
+        unknown = set(thread_ids) - set(threads.values_list("thread_id", flat=True))
+        if unknown:
+            raise CommandError(
+                f"Unknown thread ids (import them first): {', '.join(sorted(unknown)[:10])}"
+            )
+        return threads
+
+    def _dry_run(self, threads):
+        for thread in threads.iterator(chunk_size=200):
+            try:
+                preview = preview_thread(thread)
+            except ThreadNotMirrored as error:
+                self.stdout.write(self.style.WARNING(f"{error}: fetch it first"))
+                continue
+            self.stdout.write(
+                self.style.MIGRATE_HEADING(
+                    f"{thread.thread_id}: {len(preview.items)} items in "
+                    f"{preview.write_calls} writes + {preview.verify_calls} reads, "
+                    f"{len(preview.warnings)} warnings"
+                )
+            )
+            self.stdout.write(json.dumps({"metadata": preview.metadata}, ensure_ascii=False))
+            for item in preview.items:
+                self.stdout.write(json.dumps(item, ensure_ascii=False))
+            for warning in preview.warnings:
+                self.stdout.write(self.style.WARNING(f"  warning {warning}"))
+
+    def _progress(self, total):
+        done = [0]
+        tty = sys.stdout.isatty()
+
+        def report(pk, outcome):
+            done[0] += 1
+            if tty:
+                filled = int(30 * done[0] / max(total, 1))
+                bar = "#" * filled + "-" * (30 - filled)
+                self.stdout.write(f"\r[{bar}] {done[0]}/{total}", ending="")
+                self.stdout.flush()
+            elif done[0] == total or done[0] % 100 == 0:
+                self.stdout.write(f"{done[0]}/{total} threads done")
+
+        return report

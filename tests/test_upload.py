@@ -1,0 +1,425 @@
+"""The migration engine against the sandbox, in-process. Every result is checked against the
+sandbox's own state, not the console's counters."""
+
+import random
+
+import openai
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from migrations_app import actions, intake, upload
+from migrations_app.conversion import item_fingerprint
+from migrations_app.models import Attempt, Conversation, ErrorKind, RateLimit, Thread, ThreadStatus
+from migrations_app.preview import preview_thread
+from migrations_app.ratelimit import SharedRateLimiter
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def slept():
+    return []
+
+
+@pytest.fixture
+def make_worker(sandbox, slept):
+    def make(**overrides):
+        client = openai.OpenAI(api_key="test", base_url=sandbox.url, max_retries=0)
+        options = {
+            "client": client,
+            "source_client": client,
+            "sleeper": slept.append,
+            "rng": random.Random(0),
+            "limiter": SharedRateLimiter(per_minute=10**7, sleeper=slept.append),
+            "max_retries": 3,
+        }
+        options.update(overrides)
+        return upload.Worker(**options)
+
+    return make
+
+
+def register(sandbox, minimum=1, maximum=120, fetched=True, thread_id=None):
+    thread_id = thread_id or next(
+        t
+        for t, m in sandbox.state.messages.items()
+        if minimum <= len(m) <= maximum and not Thread.objects.filter(thread_id=t).exists()
+    )
+    thread = Thread.objects.create(thread_id=thread_id)
+    if fetched:
+        intake.fetch_thread(thread_id)
+        thread.refresh_from_db()
+    sandbox.state.request_counts.clear()
+    return thread
+
+
+def script(sandbox, *faults):
+    sandbox.state.configure_faults(
+        scripted=[{"method": "POST", "times": 1, **fault} for fault in faults]
+    )
+
+
+def assert_migrated_exactly_once(sandbox, thread):
+    """The sandbox holds the thread's items once, in order, in the conversation the mapping
+    names, and no other conversation holds any customer item."""
+    thread.refresh_from_db()
+    assert thread.status == ThreadStatus.SUCCEEDED, thread.error_message
+    live = thread.conversations.live().get()
+    stored = sandbox.state.conversations[live.conversation_id]["items"]
+    expected = preview_thread(thread).items
+    assert [item_fingerprint(i) for i in stored] == [item_fingerprint(i) for i in expected]
+    assert thread.items_committed == thread.items_total == len(expected)
+    assert live.verified_item_count == len(expected)
+    named = set(Conversation.objects.values_list("conversation_id", flat=True))
+    for conversation_id, conversation in sandbox.state.conversations.items():
+        assert conversation_id in named or not conversation["items"], "orphan with items"
+
+
+def test_a_thread_migrates_into_one_verified_conversation(sandbox, make_worker):
+    thread = register(sandbox, minimum=30)
+    assert upload.migrate_thread(thread.pk, make_worker()) == Attempt.Outcome.SUCCEEDED
+    assert_migrated_exactly_once(sandbox, thread)
+    metadata = sandbox.state.conversations[thread.conversations.get().conversation_id]
+    assert metadata["object"]["metadata"]["source_thread_id"] == thread.thread_id
+    attempt = thread.history.get(action=Attempt.Action.MIGRATE)
+    assert attempt.outcome == Attempt.Outcome.SUCCEEDED
+    assert attempt.conversation_id == thread.conversations.get().conversation_id
+
+
+@pytest.mark.parametrize("count", [1, 20, 21, 100, 250])
+def test_requests_per_thread_are_the_minimum_the_endpoints_allow(sandbox, make_worker, count):
+    sandbox.state.threads["thread_sized"] = {
+        "id": "thread_sized",
+        "object": "thread",
+        "created_at": 1,
+        "metadata": {},
+        "tool_resources": None,
+    }
+    sandbox.state.messages["thread_sized"] = [
+        {
+            "id": f"msg_{i:04d}",
+            "object": "thread.message",
+            "created_at": i,
+            "thread_id": "thread_sized",
+            "role": "user",
+            "assistant_id": None,
+            "run_id": None,
+            "attachments": [],
+            "metadata": {},
+            "status": "completed",
+            "content": [{"type": "text", "text": {"value": f"m{i}", "annotations": []}}],
+        }
+        for i in range(count)
+    ]
+    sandbox.state.runs["thread_sized"] = []
+    thread = register(sandbox, thread_id="thread_sized")
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+    counts = sandbox.state.request_counts
+    assert counts["POST create_conversation"] == 1
+    assert counts["POST create_items"] == -(-count // 20)
+    assert counts["GET list_items"] == max(1, -(-count // 100))
+    assert sum(counts.values()) == 1 + -(-count // 20) + max(1, -(-count // 100))
+
+
+def test_a_thread_not_yet_fetched_is_fetched_first(sandbox, make_worker):
+    thread = register(sandbox, minimum=3, fetched=False)
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+
+
+def test_a_429_storm_slows_every_worker_and_loses_nothing(sandbox, make_worker):
+    thread = register(sandbox, minimum=30)
+    script(sandbox, {"kind": "rate_limit", "path_contains": "/items", "times": 5})
+    sandbox.state.configure_faults(retry_after_seconds=3)
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+    assert RateLimit.objects.get().throttled_total == 5
+    assert sandbox.state.fault_counts["rate_limit"] == 5
+
+
+def test_a_5xx_on_a_batch_is_checked_then_sent_again_once(sandbox, make_worker, slept):
+    thread = register(sandbox, minimum=25)
+    script(sandbox, {"kind": "server_error", "path_contains": "/items"})
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+    assert any(wait > 0 for wait in slept), "backed off before sending again"
+
+
+def test_a_dropped_create_before_the_write_leaves_nothing_behind(sandbox, make_worker):
+    thread = register(sandbox, minimum=5)
+    script(sandbox, {"kind": "drop_before_write", "path_contains": "/conversations"})
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+    assert len(sandbox.state.conversations) == 1
+
+
+def test_a_create_applied_then_dropped_leaves_at_most_an_empty_conversation(sandbox, make_worker):
+    thread = register(sandbox, minimum=5)
+    sandbox.state.configure_faults(
+        scripted=[
+            {
+                "kind": "drop_after_write",
+                "method": "POST",
+                "path_contains": "/v1/conversations",
+                "times": 1,
+            }
+        ]
+    )
+    # The scripted fault matches the create (the first POST) only.
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+    empty = [c for c in sandbox.state.conversations.values() if not c["items"]]
+    assert len(sandbox.state.conversations) == 2 and len(empty) == 1
+
+
+def test_items_applied_then_dropped_are_found_and_not_sent_again(sandbox, make_worker):
+    thread = register(sandbox, minimum=30)
+    script(sandbox, {"kind": "drop_after_write", "path_contains": "/items", "times": 2})
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+    assert sandbox.state.fault_counts["drop_after_write"] == 2
+    assert sandbox.state.request_counts["POST create_items"] == -(-thread.items_total // 20)
+
+
+def test_items_dropped_before_the_write_are_sent_again(sandbox, make_worker):
+    thread = register(sandbox, minimum=25)
+    script(sandbox, {"kind": "drop_before_write", "path_contains": "/items"})
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+
+
+def test_a_permanent_error_fails_at_once_and_a_retry_resumes(sandbox, make_worker):
+    thread = register(sandbox, minimum=30)
+    sandbox.state.configure_faults(
+        scripted=[
+            {"kind": "auth_error", "method": "POST", "path_contains": "/items", "times": 0},
+        ]
+    )
+    worker = make_worker()
+    real_create = worker.client.conversations.items.create
+    calls = []
+
+    def create_then_refuse(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            sandbox.state.faults.scripted[0]["times"] = 1  # the key is revoked mid-thread
+        return real_create(*args, **kwargs)
+
+    worker.client.conversations.items.create = create_then_refuse
+    assert upload.migrate_thread(thread.pk, worker) == Attempt.Outcome.FAILED
+    thread.refresh_from_db()
+    assert thread.status == ThreadStatus.FAILED
+    assert thread.error_kind == ErrorKind.AUTH
+    assert thread.error_http_status == 401
+    assert "API key was refused" in thread.error_message
+    assert thread.items_committed == 20
+    assert sandbox.state.request_counts["POST create_items"] == 2, "no retry on a 401"
+    conversation_id = thread.conversations.get().conversation_id
+    # The cause is fixed; staff retry. The upload resumes in the same conversation.
+    actions.apply("retry", Thread.objects.filter(pk=thread.pk), enqueue=False)
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+    assert thread.conversations.get().conversation_id == conversation_id
+    assert sandbox.state.request_counts["POST create_conversation"] == 1
+
+
+def test_transient_errors_beyond_the_limit_fail_the_thread_resumably(sandbox, make_worker):
+    thread = register(sandbox, minimum=25)
+    script(sandbox, {"kind": "server_error", "path_contains": "/items", "times": 99})
+    upload.migrate_thread(thread.pk, make_worker(max_retries=2))
+    thread.refresh_from_db()
+    assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.TRANSIENT)
+    assert "server error (HTTP 500)" in thread.error_message
+    assert thread.error_request_id.startswith("req_")
+    sandbox.state.configure_faults(scripted=[])
+    actions.apply("retry", Thread.objects.filter(pk=thread.pk), enqueue=False)
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+
+
+def test_a_live_lease_keeps_a_second_worker_off(sandbox, make_worker):
+    thread = register(sandbox, minimum=3)
+    first = make_worker(name="first")
+    assert upload.take_lease(thread.pk, first) is not None
+    assert upload.migrate_thread(thread.pk, make_worker(name="second")) == "skipped"
+    assert sum(sandbox.state.request_counts.values()) == 0
+
+
+class WorkerDied(BaseException):
+    """Stands in for SIGKILL: nothing after it runs, no except clause sees it."""
+
+
+def test_a_worker_that_died_mid_thread_is_resumed_without_duplicates(
+    sandbox, make_worker, monkeypatch
+):
+    thread = register(sandbox, minimum=40)
+    real = upload.record_committed
+    recorded = []
+
+    def die_after_the_second_batch_is_applied(*args):
+        recorded.append(1)
+        if len(recorded) == 2:
+            raise WorkerDied  # the server has batch 2; our database never hears of it
+        return real(*args)
+
+    monkeypatch.setattr(upload, "record_committed", die_after_the_second_batch_is_applied)
+    with pytest.raises(WorkerDied):
+        upload.migrate_thread(thread.pk, make_worker(name="dead"))
+    monkeypatch.setattr(upload, "record_committed", real)
+    thread.refresh_from_db()
+    assert (thread.status, thread.items_committed) == (ThreadStatus.RUNNING, 20)
+    assert upload.migrate_thread(thread.pk, make_worker(name="early")) == "skipped"
+    Thread.objects.filter(pk=thread.pk).update(lease_expires_at=timezone.now())
+    assert actions.sweep_stuck_threads() == 1
+    assert upload.migrate_thread(thread.pk, make_worker(name="next")) == "succeeded"
+    assert_migrated_exactly_once(sandbox, thread)
+    assert sandbox.state.request_counts["POST create_conversation"] == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_racing_for_one_thread_upload_it_once(sandbox, make_worker, settings):
+    thread = register(sandbox, minimum=30)
+    outcomes = upload.migrate_many(
+        [thread.pk] * 4, concurrency=4, worker_factory=lambda client: make_worker()
+    )
+    assert outcomes == {"succeeded": 1, "skipped": 3}
+    assert_migrated_exactly_once(sandbox, thread)
+    assert len(sandbox.state.conversations) == 1
+
+
+def test_a_migrated_thread_is_not_uploaded_again_unless_remigrated(sandbox, make_worker):
+    thread = register(sandbox, minimum=3)
+    upload.migrate_thread(thread.pk, make_worker())
+    plan = actions.plan("migrate", Thread.objects.filter(pk=thread.pk))
+    assert plan.eligible == 0
+    assert plan.skipped == {"already migrated (use re-migrate to create a new conversation)": 1}
+    assert upload.migrate_thread(thread.pk, make_worker()) == "skipped"
+    old = thread.conversations.get().conversation_id
+    actions.apply("remigrate", Thread.objects.filter(pk=thread.pk), enqueue=False)
+    upload.migrate_thread(thread.pk, make_worker())
+    assert_migrated_exactly_once(sandbox, thread)
+    new = thread.conversations.live().get().conversation_id
+    assert new != old
+    assert thread.conversations.get(conversation_id=old).replaced_at is not None
+    assert thread.history.get(action=Attempt.Action.REMIGRATE).conversation_id == old
+
+
+def test_a_conversation_changed_outside_the_console_is_a_conflict(
+    sandbox, make_worker, monkeypatch
+):
+    thread = register(sandbox, minimum=30)
+    real = upload.record_committed
+
+    def stop_after_first_batch(*args):
+        real(*args)
+        raise WorkerDied
+
+    monkeypatch.setattr(upload, "record_committed", stop_after_first_batch)
+    with pytest.raises(WorkerDied):
+        upload.migrate_thread(thread.pk, make_worker())
+    monkeypatch.setattr(upload, "record_committed", real)
+    conversation_id = thread.conversations.get().conversation_id
+    sandbox.state.add_items(
+        conversation_id, [{"type": "message", "role": "user", "content": "added by someone else"}]
+    )
+    Thread.objects.filter(pk=thread.pk).update(lease_expires_at=timezone.now())
+    upload.migrate_thread(thread.pk, make_worker())
+    thread.refresh_from_db()
+    assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.CONFLICT)
+    assert "changed outside the console" in thread.error_message
+
+
+# --- queueing -------------------------------------------------------------------------------------
+def test_queueing_groups_threads_into_tasks_named_after_the_batch(sandbox, settings):
+    settings.MIGRATION_TASK_GROUP_SIZE = 3
+    pks = [Thread.objects.create(thread_id=f"thread_q{i}").pk for i in range(7)]
+    count, group = actions.apply("migrate", Thread.objects.filter(pk__in=pks), actor_label="t")
+    assert count == 7
+    tasks = [q.task for q in OrmQ.objects.all()]
+    assert sorted(len(t["args"][0]) for t in tasks) == [1, 3, 3]
+    assert {t["group"] for t in tasks} == {group}
+    assert set(Thread.objects.values_list("status", flat=True)) == {ThreadStatus.QUEUED}
+
+
+def test_cancelled_threads_are_skipped_by_their_task(sandbox, make_worker):
+    thread = register(sandbox, minimum=3)
+    actions.apply("migrate", Thread.objects.filter(pk=thread.pk), enqueue=False)
+    assert actions.apply("cancel", Thread.objects.filter(pk=thread.pk))[0] == 1
+    assert upload.migrate_thread(thread.pk, make_worker()) == "skipped"
+    assert Thread.objects.get(pk=thread.pk).status == ThreadStatus.CANCELLED
+    assert sandbox.state.conversations == {}
+
+
+def test_plan_counts_every_state_with_its_reason():
+    for index, status in enumerate(["pending", "failed", "succeeded", "running", "queued"]):
+        Thread.objects.create(thread_id=f"thread_p{index}", status=status)
+    plan = actions.plan("retry", Thread.objects.all())
+    assert plan.eligible == 1
+    assert plan.skipped == {
+        "not failed (use migrate)": 1,
+        "already migrated": 1,
+        "running now": 1,
+        "already queued": 1,
+    }
+
+
+# --- the shared rate limit ------------------------------------------------------------------------
+def test_the_rate_limit_is_shared_by_every_limiter_instance():
+    clock = [1000.0]
+    waits = []
+    one, two = (
+        SharedRateLimiter(per_minute=60, sleeper=waits.append, clock=lambda: clock[0])
+        for _ in range(2)
+    )
+    for limiter in (one, two, one, two):
+        limiter.acquire()
+    assert waits == [1.0, 2.0, 3.0]  # one request per second between them
+    two.slow_down(10)
+    one.acquire()
+    assert waits[-1] == pytest.approx(10.0)
+    assert RateLimit.objects.get().requests_total == 5
+
+
+# --- the command line -----------------------------------------------------------------------------
+def test_dry_run_prints_items_and_warnings_and_sends_nothing(sandbox, capsys):
+    thread = register(sandbox, minimum=10)
+    call_command("migrate_threads", thread.thread_id, "--dry-run")
+    out = capsys.readouterr().out
+    preview = preview_thread(thread)
+    assert f"{thread.thread_id}: {len(preview.items)} items" in out
+    assert out.count('"type": "message"') == sum(i["type"] == "message" for i in preview.items)
+    assert sandbox.state.conversations == {}
+
+
+def test_migrate_threads_without_inline_queues_and_returns(sandbox, capsys):
+    thread = register(sandbox, minimum=3)
+    call_command("migrate_threads", "--all")
+    assert "Queued 1 threads" in capsys.readouterr().out
+    assert Thread.objects.get(pk=thread.pk).status == ThreadStatus.QUEUED
+    assert OrmQ.objects.count() == 1
+    assert sandbox.state.conversations == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrate_threads_inline_migrates_and_export_mapping_reports_it(sandbox, capsys, tmp_path):
+    threads = [register(sandbox, minimum=2) for _ in range(3)]
+    call_command("migrate_threads", "--all", "--inline")
+    assert "Done: 3 succeeded." in capsys.readouterr().out
+    for thread in threads:
+        assert_migrated_exactly_once(sandbox, thread)
+    out = tmp_path / "map.csv"
+    call_command("export_mapping", "-o", str(out))
+    rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+    for _, conversation_id, status, items, _ in rows:
+        assert status == "succeeded"
+        assert len(sandbox.state.conversations[conversation_id]["items"]) == int(items)
+
+
+def test_migrate_threads_refuses_unknown_ids():
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="Unknown thread ids"):
+        call_command("migrate_threads", "thread_nope")
