@@ -101,7 +101,7 @@ MIGRATION_THREADS_PER_WORKER = env_int("MIGRATION_THREADS_PER_WORKER", 8, minimu
 # Threads per queued task: one task runs its group with the threads above.
 MIGRATION_TASK_GROUP_SIZE = env_int("MIGRATION_TASK_GROUP_SIZE", 8, minimum=1)
 # A worker silent this long is presumed dead; the sweeper hands its thread to another.
-MIGRATION_LEASE_SECONDS = env_int("MIGRATION_LEASE_SECONDS", 300, minimum=30)
+MIGRATION_LEASE_SECONDS = env_int("MIGRATION_LEASE_SECONDS", 300, minimum=5)
 # Transient errors (network, 5xx) retried per request before the thread fails (resumable).
 MIGRATION_MAX_RETRIES = env_int("MIGRATION_MAX_RETRIES", 6, minimum=0)
 

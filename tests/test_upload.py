@@ -10,10 +10,10 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from migrations_app import actions, intake, upload
-from migrations_app.conversion import item_fingerprint
-from migrations_app.models import Attempt, Conversation, ErrorKind, RateLimit, Thread, ThreadStatus
+from migrations_app.models import Attempt, ErrorKind, RateLimit, Thread, ThreadStatus
 from migrations_app.preview import preview_thread
 from migrations_app.ratelimit import SharedRateLimiter
+from tests import checks
 
 pytestmark = pytest.mark.django_db
 
@@ -62,19 +62,8 @@ def script(sandbox, *faults):
 
 
 def assert_migrated_exactly_once(sandbox, thread):
-    """The sandbox holds the thread's items once, in order, in the conversation the mapping
-    names, and no other conversation holds any customer item."""
-    thread.refresh_from_db()
-    assert thread.status == ThreadStatus.SUCCEEDED, thread.error_message
-    live = thread.conversations.live().get()
-    stored = sandbox.state.conversations[live.conversation_id]["items"]
-    expected = preview_thread(thread).items
-    assert [item_fingerprint(i) for i in stored] == [item_fingerprint(i) for i in expected]
-    assert thread.items_committed == thread.items_total == len(expected)
-    assert live.verified_item_count == len(expected)
-    named = set(Conversation.objects.values_list("conversation_id", flat=True))
-    for conversation_id, conversation in sandbox.state.conversations.items():
-        assert conversation_id in named or not conversation["items"], "orphan with items"
+    checks.assert_migrated_exactly_once(sandbox.state, thread)
+    checks.assert_no_orphan_holds_items(sandbox.state)
 
 
 def test_a_thread_migrates_into_one_verified_conversation(sandbox, make_worker):

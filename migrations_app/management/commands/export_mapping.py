@@ -1,5 +1,3 @@
-import sys
-
 from django.core.management.base import BaseCommand
 
 from migrations_app import intake
@@ -25,4 +23,4 @@ class Command(BaseCommand):
                 count = intake.write_mapping(handle, threads)
             self.stderr.write(self.style.SUCCESS(f"Wrote {count} threads to {output}."))
         else:
-            intake.write_mapping(sys.stdout, threads)
+            intake.write_mapping(self.stdout, threads)
