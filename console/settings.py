@@ -141,8 +141,10 @@ STORAGES = {
     },
 }
 
+# Uploaded id lists and exports wait here for the worker that imports them.
+UPLOAD_DIR = env_str("UPLOAD_DIR", str(BASE_DIR / "uploads"))
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 LOGGING = {
     "version": 1,

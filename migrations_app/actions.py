@@ -121,7 +121,7 @@ def _chunks(iterator, size):
         yield chunk
 
 
-def apply(action, threads, *, user=None, actor_label="", enqueue=True):
+def apply(action, threads, *, user=None, actor_label="", enqueue=True, on_chunk=None):
     """Apply an action to every eligible thread in `threads`; returns (count, task group).
 
     Works in chunks, so "all 10 million threads matching this filter" never loads them at once.
@@ -134,6 +134,8 @@ def apply(action, threads, *, user=None, actor_label="", enqueue=True):
     for chunk in _chunks(pks.iterator(chunk_size=CHUNK), CHUNK):
         changed = _apply_chunk(rule, chunk, group, user, actor_label)
         total += len(changed)
+        if on_chunk and changed:
+            on_chunk(changed)
         if enqueue and rule.new_status == S.QUEUED and changed:
             queue_migration(changed, group)
     return total, group

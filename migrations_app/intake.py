@@ -107,10 +107,10 @@ def import_thread_ids(lines, *, batch):
                 batch.new_count += new
                 batch.duplicate_count += len(chunk) - new
     except IntakeError as error:
-        _fail_batch(batch, str(error))
+        fail_batch(batch, str(error))
         raise
     except Exception as error:
-        _fail_batch(batch, f"Import stopped, nothing was imported: {error}")
+        fail_batch(batch, f"Import stopped, nothing was imported: {error}")
         raise
     batch.status = ImportBatch.Status.DONE
     batch.finished_at = timezone.now()
@@ -118,7 +118,7 @@ def import_thread_ids(lines, *, batch):
     return batch
 
 
-def _fail_batch(batch, message):
+def fail_batch(batch, message):
     batch.new_count = batch.duplicate_count = 0
     batch.status = ImportBatch.Status.FAILED
     batch.finished_at = timezone.now()
@@ -145,7 +145,7 @@ def _assistant_id_of(bundle):
     return None
 
 
-def _is_frozen(thread):
+def is_frozen(thread):
     """A thread whose upload has started keeps its mirror: a retry must reuse the same input."""
     return thread.items_committed > 0
 
@@ -166,7 +166,7 @@ def store_bundles(bundles, *, batch=None):
             .filter(thread__thread_id__in=ids)
             .values_list("thread__thread_id", flat=True)
         )
-        frozen |= {tid for tid, t in existing.items() if _is_frozen(t)}
+        frozen |= {tid for tid, t in existing.items() if is_frozen(t)}
         writable = [b for b in bundles if b["thread"]["id"] not in frozen]
         assistant_pks = dict(
             Assistant.objects.filter(
@@ -302,7 +302,7 @@ def fetch_thread(thread_id, *, client=None, actor=None, actor_label="worker"):
     attempt = Attempt(
         thread=thread, action=Attempt.Action.FETCH, actor=actor, actor_label=actor_label
     )
-    if _is_frozen(thread) or thread.conversations.live().exists():
+    if is_frozen(thread) or thread.conversations.live().exists():
         attempt.outcome = Attempt.Outcome.SKIPPED
         attempt.error_message = "Upload already started; the mirror is kept as it was uploaded."
         attempt.finished_at = timezone.now()
@@ -454,15 +454,14 @@ def _from_jsonl_file(path):
         yield from _from_jsonl(handle, path.name)
 
 
-def load_export(path, *, user=None, progress=None):
+def load_export(path, *, user=None, progress=None, batch=None):
     """Load an export into the mirror, streaming: memory stays flat whatever the export's size.
     Invalid objects are reported by file and line; valid ones still load."""
-    batch = ImportBatch.objects.create(
-        source=ImportBatch.Source.EXPORT,
-        filename=Path(path).name,
-        created_by=user,
-        status=ImportBatch.Status.RUNNING,
+    batch = batch or ImportBatch(
+        source=ImportBatch.Source.EXPORT, filename=Path(path).name, created_by=user
     )
+    batch.status = ImportBatch.Status.RUNNING
+    batch.save()
     try:
         with _paused_cyclic_gc():
             _load_objects(read_export(path), batch, progress)

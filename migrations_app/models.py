@@ -5,6 +5,7 @@ a retry reuses exactly the same input. The few columns beside the JSON are the o
 and sort on.
 """
 
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -345,6 +346,15 @@ class RateLimit(models.Model):
     theoretical_arrival = models.FloatField(default=0)
     requests_total = models.BigIntegerField(default=0)
     throttled_total = models.BigIntegerField(default=0)
+    # A tumbling one-minute window, for the dashboard's "current request rate".
+    window_started = models.FloatField(default=0)
+    window_requests = models.PositiveIntegerField(default=0)
+
+    WINDOW_SECONDS = 60
 
     def __str__(self):
         return self.name
+
+    def requests_in_window(self, now=None):
+        now = now or time.time()
+        return self.window_requests if self.window_started > now - self.WINDOW_SECONDS else 0

@@ -49,10 +49,13 @@ class SharedRateLimiter:
     def acquire(self):
         """Wait until one more request fits in the budget; returns the seconds waited."""
         now = self.clock()
+        window_open = now - RateLimit.WINDOW_SECONDS
         arrival = self._move(
             "theoretical_arrival = {greatest}(theoretical_arrival, %s) + %s, "
-            "requests_total = requests_total + 1",
-            [now, self.interval],
+            "requests_total = requests_total + 1, "
+            "window_requests = CASE WHEN window_started > %s THEN window_requests + 1 ELSE 1 END, "
+            "window_started = CASE WHEN window_started > %s THEN window_started ELSE %s END",
+            [now, self.interval, window_open, window_open, now],
         )
         # Strict spacing, no burst allowance: a burst after a pause would overshoot a server
         # that counts over a rolling minute.

@@ -32,3 +32,28 @@ def migrate_threads(thread_pks):
 def sweep_stuck_threads():
     """Scheduled every minute (migration 0003): resumes threads whose worker died."""
     return actions.sweep_stuck_threads()
+
+
+def import_file(kind, path, filename, user_pk=None, batch_pk=None):
+    """An uploaded id list or export, imported by a worker; returns the batch's pk."""
+    from migrations_app.models import ImportBatch
+
+    source = ImportBatch.Source.CSV if kind == "ids" else ImportBatch.Source.EXPORT
+    batch = (
+        ImportBatch.objects.get(pk=batch_pk)
+        if batch_pk
+        else ImportBatch(source=source, filename=filename, created_by_id=user_pk)
+    )
+    try:
+        if kind == "ids":
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                intake.import_thread_ids(handle, batch=batch)
+        else:
+            intake.load_export(path, batch=batch)
+    except UnicodeDecodeError as error:
+        intake.fail_batch(batch, f"{filename} is not UTF-8 text ({error.reason})")
+    except intake.IntakeError:
+        pass  # recorded on the batch
+    finally:
+        os.remove(path)
+    return batch.pk

@@ -9,6 +9,7 @@ folder, whatever the command's outcome. Tuned for tests: no fsync, nothing durab
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,6 +81,8 @@ def create_database(url):
 def main(argv):
     if not argv:
         sys.exit("usage: python -m tests.postgres COMMAND [ARGS…]")
+    # SIGTERM (CI's timeout, kill) must still stop the server and remove its folder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with postgres_server() as url:
         env = {**os.environ, "DATABASE_URL": url}
         create_database(url)

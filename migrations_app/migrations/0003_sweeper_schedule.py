@@ -9,7 +9,7 @@ def create_schedule(apps, schema_editor):
         func=SWEEPER,
         defaults={"name": "Resume threads whose worker died", "schedule_type": "I",
                   "minutes": 1, "repeats": -1},
-    )  # fmt: skip
+    )
 
 
 def remove_schedule(apps, schema_editor):

@@ -1,0 +1,201 @@
+"""Throughput benchmark: OpenAI's sequential backfill loop against the console's real cluster, on
+the same sandbox (run as its own process) at 100 ms API latency, side by side in one run.
+
+    make bench   (or: python -m tests.postgres python tests/benchmarks/bench_throughput.py)
+
+Prints threads/s for the baseline and for each worker configuration, the ratio, the requests the
+sandbox answered, the cluster's CPU seconds per 1,000 threads and its peak memory (all processes).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import httpx2
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import openai  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from migrations_app import actions  # noqa: E402
+from migrations_app.models import Thread, ThreadStatus  # noqa: E402
+
+THREADS = int(os.environ.get("BENCH_THREADS", 300))
+BASELINE_THREADS = int(os.environ.get("BENCH_BASELINE_THREADS", 40))
+LATENCY_MS = 100
+PORT = 8765
+CONFIGS = [(2, 8), (2, 16), (4, 16)]  # (Q_WORKERS, MIGRATION_THREADS_PER_WORKER)
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def sandbox():
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "run_sandbox",
+            "--port",
+            str(PORT),
+            "--threads",
+            str(THREADS),
+            "--latency-ms",
+            str(LATENCY_MS),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    for _ in range(200):
+        try:
+            httpx2.get(f"http://127.0.0.1:{PORT}/_sandbox/health")
+            return process
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError("sandbox did not start")
+
+
+def sandbox_requests():
+    state = httpx2.get(f"http://127.0.0.1:{PORT}/_sandbox/state?items=0").json()
+    return sum(state["request_counts"].values())
+
+
+def guide_item(message):
+    """The migration guide's mapping (V2, with its image_url fix)."""
+    content = []
+    for block in message.content:
+        if block.type == "text":
+            kind = "input_text" if message.role == "user" else "output_text"
+            part = {"type": kind, "text": block.text.value}
+            if kind == "output_text":
+                part["annotations"] = []
+            content.append(part)
+        elif block.type == "image_url":
+            content.append(
+                {
+                    "type": "input_image",
+                    "image_url": block.image_url.url,
+                    "detail": block.image_url.detail or "auto",
+                }
+            )
+    return {"role": message.role, "content": content}
+
+
+def baseline(thread_ids):
+    """The guide's loop, one thread after another, made to work past 20 messages."""
+    client = openai.OpenAI(api_key="bench", base_url=f"http://127.0.0.1:{PORT}/v1")
+    started = time.perf_counter()
+    for thread_id in thread_ids:
+        items = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pages = client.beta.threads.messages.list(thread_id, order="asc", limit=100)
+            for page in pages.iter_pages():
+                items += [guide_item(m) for m in page.data]
+        conversation = client.conversations.create(items=items[:20])
+        for start in range(20, len(items), 20):
+            client.conversations.items.create(conversation.id, items=items[start : start + 20])
+    return time.perf_counter() - started
+
+
+def session_usage(session_id):
+    """(CPU seconds, resident MB) summed over every process of a session."""
+    cpu, rss = 0.0, 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id:
+            cpu += (int(fields[11]) + int(fields[12])) / TICKS
+            rss += int(fields[21]) * PAGE
+    return cpu, rss / 1e6
+
+
+def console(thread_ids, workers, per_worker):
+    Thread.objects.all().delete()
+    Path("/tmp/bench-ids.txt").write_text("\n".join(thread_ids))
+    with open(os.devnull, "w") as quiet:
+        call_command("import_threads", "/tmp/bench-ids.txt", verbosity=0, stdout=quiet)
+    actions.apply("migrate", Thread.objects.all(), actor_label="bench")
+    env = {
+        **os.environ,
+        "SANDBOX_PORT": str(PORT),
+        "Q_WORKERS": str(workers),
+        "MIGRATION_THREADS_PER_WORKER": str(per_worker),
+    }
+    started = time.perf_counter()
+    cluster = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    peak_rss, cpu = 0.0, 0.0
+    open_states = [ThreadStatus.QUEUED, ThreadStatus.RUNNING, ThreadStatus.PENDING]
+    while Thread.objects.filter(status__in=open_states).exists():
+        cpu, rss = session_usage(cluster.pid)
+        peak_rss = max(peak_rss, rss)
+        time.sleep(0.2)
+    elapsed = time.perf_counter() - started
+    cpu, _ = session_usage(cluster.pid)
+    os.killpg(cluster.pid, signal.SIGTERM)
+    cluster.wait()
+    failed = Thread.objects.filter(status=ThreadStatus.FAILED).count()
+    return elapsed, cpu, peak_rss, failed
+
+
+def main():
+    call_command("migrate", verbosity=0)
+    server = sandbox()
+    try:
+        state = httpx2.get(f"http://127.0.0.1:{PORT}/_sandbox/state?items=0").json()
+        assert state["threads"] == THREADS
+        thread_ids = [f"{t}" for t in _thread_ids()]
+        before = sandbox_requests()
+        seconds = baseline(thread_ids[:BASELINE_THREADS])
+        base_rate = BASELINE_THREADS / seconds
+        base_requests = (sandbox_requests() - before) / BASELINE_THREADS
+        print(
+            f"baseline (guide loop, sequential): {BASELINE_THREADS} threads in {seconds:.1f} s "
+            f"= {base_rate:.2f} threads/s, {base_requests:.1f} requests/thread "
+            f"(latency {LATENCY_MS} ms)"
+        )
+        for workers, per_worker in CONFIGS:
+            before = sandbox_requests()
+            elapsed, cpu, rss, failed = console(thread_ids, workers, per_worker)
+            rate = THREADS / elapsed
+            requests = (sandbox_requests() - before) / THREADS
+            print(
+                f"console {workers} workers × {per_worker} in flight: {THREADS} threads in "
+                f"{elapsed:.1f} s = {rate:.2f} threads/s = {rate / base_rate:.1f}× baseline; "
+                f"{requests:.1f} requests/thread (fetch included); "
+                f"cluster CPU {cpu / THREADS * 1000:.0f} s per 1,000 threads; "
+                f"peak cluster RSS {rss:.0f} MB; failed {failed}"
+            )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+
+
+def _thread_ids():
+    from migrations_app.sandbox import generate_dataset
+
+    _, bundles = generate_dataset(seed=1, thread_count=THREADS)
+    return [bundle["thread"]["id"] for bundle in bundles]
+
+
+if __name__ == "__main__":
+    main()
