@@ -69,10 +69,20 @@ def worker_health(now=None):
     machines with the ORM broker, where django-q2's own stats live in a per-process cache."""
     from django_q.models import OrmQ, Task
 
+    from migrations_app.models import Attempt
+
     now = now or timezone.now()
-    last = (
+    sweeper = (
         Task.objects.filter(func=SWEEPER).order_by("-stopped").values_list("stopped", flat=True)
     ).first()
+    # A worker finishing a thread is a sign of life too (between two sweeper runs).
+    worked = (
+        Attempt.objects.filter(actor_label__startswith="worker", finished_at__isnull=False)
+        .order_by("-started_at")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    last = max(filter(None, [sweeper, worked]), default=None)
     return WorkerHealth(
         alive=bool(last and last > now - timedelta(minutes=3)),
         last_seen=last,

@@ -2,17 +2,10 @@
 PostgreSQL. Every check reads the sandbox's own state."""
 
 import io
-import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -20,60 +13,9 @@ from migrations_app import actions, intake
 from migrations_app.models import Thread, ThreadStatus
 from migrations_app.sandbox import SandboxServer, seeded_state
 from tests import checks
+from tests.cluster import Cluster, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def database_url():
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
-class Cluster:
-    """`manage.py qcluster` in its own session, so a SIGKILL takes every process of it."""
-
-    def __init__(self, sandbox, log_dir, **env):
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "SANDBOX_PORT": str(sandbox.port),
-            "Q_WORKERS": "2",
-            "Q_TIMEOUT": "120",
-            "Q_RETRY": "150",
-            "MIGRATION_LEASE_SECONDS": "20",
-            "MIGRATION_THREADS_PER_WORKER": "4",
-            "MIGRATION_TASK_GROUP_SIZE": "4",
-            **{k: str(v) for k, v in env.items()},
-        }
-        self.env.pop("OPENAI_API_KEY", None)
-        self.log = open(log_dir / f"qcluster-{time.monotonic_ns()}.log", "w")  # noqa: SIM115
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
-
-    def kill(self):
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
 
 
 @pytest.fixture
@@ -94,15 +36,6 @@ def clusters(world, tmp_path):
     yield start
     for cluster in started:
         cluster.stop()
-
-
-def wait_until(condition, timeout=180, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def all_settled():

@@ -387,7 +387,7 @@ def thread_page_context(thread, request, model_admin):
         config = responses_config(thread.assistant.data, thread.data)
     return {
         "thread": thread,
-        "messages": [(m, calls_by_run.get(m.data.get("run_id"), [])) for m in messages_],
+        "thread_messages": [(m, calls_by_run.get(m.data.get("run_id"), [])) for m in messages_],
         "preview": preview,
         "preview_error": preview_error,
         "conversations": list(thread.conversations.order_by("-created_at")),

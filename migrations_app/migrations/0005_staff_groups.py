@@ -3,10 +3,7 @@
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-ACTING = ["fetch_thread", "migrate_thread", "retry_thread", "cancel_thread",
-          "remigrate_thread", "import_threads"]
-VIEWABLE_APPS = ["migrations_app", "django_q"]
-
+from migrations_app.staff_groups import create_staff_groups
 
 def create_groups(apps, schema_editor):
     # Permissions are normally created after every migration has run; make ours exist now.
@@ -14,17 +11,7 @@ def create_groups(apps, schema_editor):
         app_config.models_module = True
         create_permissions(app_config, verbosity=0)
         app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    viewing = Permission.objects.filter(
-        content_type__app_label__in=VIEWABLE_APPS, codename__startswith="view_"
-    )
-    acting = Permission.objects.filter(content_type__app_label="migrations_app",
-                                       codename__in=ACTING)
-    operators, _ = Group.objects.get_or_create(name="operators")
-    operators.permissions.add(*viewing, *acting)
-    auditors, _ = Group.objects.get_or_create(name="auditors")
-    auditors.permissions.add(*viewing)
+    create_staff_groups(apps)
 
 
 def remove_groups(apps, schema_editor):
