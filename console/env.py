@@ -25,30 +25,25 @@ def env_bool(name, default, environ=os.environ):
     raise ImproperlyConfigured(f"{name} must be true/false/1/0 (any case), got {raw!r}")
 
 
-def env_int(name, default, *, minimum=None, environ=os.environ):
+def _env_number(name, default, parse, kind, minimum, environ):
     raw = env_str(name, environ=environ)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}") from None
+        raise ImproperlyConfigured(f"{name} must be {kind}, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def env_int(name, default, *, minimum=None, environ=os.environ):
+    return _env_number(name, default, int, "a whole number", minimum, environ)
 
 
 def env_float(name, default, *, minimum=None, environ=os.environ):
-    raw = env_str(name, environ=environ)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
-    return value
+    return _env_number(name, default, float, "a number", minimum, environ)
 
 
 def env_list(name, default, environ=os.environ):

@@ -77,8 +77,10 @@ def worker_health(now=None):
     ).first()
     # A worker finishing a thread is a sign of life too (between two sweeper runs).
     worked = (
-        Attempt.objects.filter(actor_label__startswith="worker", finished_at__isnull=False)
-        .order_by("-started_at")
+        Attempt.objects.filter(
+            actor_label__startswith="worker", finished_at__gte=now - timedelta(minutes=3)
+        )
+        .order_by("-finished_at")
         .values_list("finished_at", flat=True)
         .first()
     )

@@ -324,6 +324,8 @@ class Attempt(models.Model):
         indexes = [
             # The thread page's history table, newest first.
             models.Index(fields=["thread", "-started_at"], name="attempt_thread_recent_idx"),
+            # The dashboard's worker health: the latest finished attempt.
+            models.Index(fields=["-finished_at"], name="attempt_finished_idx"),
         ]
 
     def __str__(self):

@@ -67,6 +67,9 @@ class Worker:
     lease_seconds: int = None
     max_retries: int = None
     name: str = field(default_factory=worker_name)
+    clock: object = time.monotonic
+    # thread pk -> when this worker last extended its lease (by its own clock)
+    renewed: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.client = self.client or openai_client.destination_client()
@@ -99,15 +102,24 @@ def take_lease(thread_pk, worker):
             updated_at=now,
         )
     )
-    return Thread.objects.get(pk=thread_pk) if taken else None
+    if not taken:
+        return None
+    worker.renewed[thread_pk] = worker.clock()
+    return Thread.objects.get(pk=thread_pk)
 
 
 def renew_lease(thread, worker):
+    """Extend the lease before a request. While the last extension is fresh (under a third of
+    the lease ago) nobody else can hold the thread: a lease is only taken once it expired, so
+    the database write is skipped."""
+    if worker.clock() - worker.renewed.get(thread.pk, float("-inf")) < worker.lease_seconds / 3:
+        return
     renewed = Thread.objects.filter(
         pk=thread.pk, lease_owner=worker.name, status=ThreadStatus.RUNNING
     ).update(lease_expires_at=Thread.lease_deadline(worker.lease_seconds))
     if not renewed:
         raise LeaseLost(f"{thread.thread_id}: lease taken over by another worker")
+    worker.renewed[thread.pk] = worker.clock()
 
 
 # --- calls with retries -------------------------------------------------------------------------
@@ -152,15 +164,17 @@ def list_items_after(thread, worker, conversation_id, after):
         params = {"order": "asc", "limit": 100, "include": ITEM_INCLUDE}
         if cursor:
             params["after"] = cursor
-        return worker.client.conversations.items.list(conversation_id, **params)
+        return openai_client.raw_json(
+            worker.client.conversations.items, "list", conversation_id, **params
+        )
 
     items, cursor = [], after
     while True:
         current = call_api(thread, worker, lambda c=cursor: page(c))
-        items += [item.model_dump(mode="json", exclude_unset=True) for item in current.data]
-        if not current.has_more or not current.data:
+        items += current["data"]
+        if not current.get("has_more") or not current["data"]:
             return items
-        cursor = current.data[-1].id
+        cursor = current["data"][-1]["id"]
 
 
 # --- the steps ----------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from migrations_app.models import (
     ThreadStatus,
 )
 from migrations_app.sandbox import generate_dataset
+from tests.factories import HOSTILE, hostile_bundle
 
 pytestmark = pytest.mark.django_db
-HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2"> {{ 7|add:1 }}'
 
 
 @pytest.fixture
@@ -50,32 +50,7 @@ def mirrored():
 
 
 def hostile_thread():
-    bundle = {
-        "thread": {
-            "id": "thread_hostile",
-            "object": "thread",
-            "created_at": 1,
-            "metadata": {"note": HOSTILE},
-            "tool_resources": None,
-        },
-        "messages": [
-            {
-                "id": "msg_hostile",
-                "object": "thread.message",
-                "created_at": 1,
-                "thread_id": "thread_hostile",
-                "role": "user",
-                "assistant_id": None,
-                "run_id": None,
-                "attachments": [],
-                "metadata": {},
-                "status": "completed",
-                "content": [{"type": "text", "text": {"value": HOSTILE, "annotations": []}}],
-            }
-        ],
-        "runs": [],
-        "run_steps": [],
-    }
+    bundle = hostile_bundle()
     intake.store_bundles([bundle])
     thread = Thread.objects.get(thread_id="thread_hostile")
     thread.status, thread.error_kind, thread.error_message = "failed", "invalid", HOSTILE

@@ -14,11 +14,11 @@ from migrations_app.models import Thread, ThreadStatus
 from migrations_app.sandbox import SandboxServer, seeded_state
 from migrations_app.staff_groups import create_staff_groups
 from tests.cluster import Cluster, wait_until
+from tests.factories import HOSTILE, hostile_bundle
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2"> {{ 7|add:1 }}'
 # The flags this machine needs: no sandbox as root, and no background calls to the internet.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -187,30 +187,7 @@ def test_an_auditor_sees_no_action_buttons_and_a_forged_post_is_refused(page, li
 def test_hostile_content_is_shown_as_text_and_never_runs(page, live_server):
     admin = User.objects.create_superuser("root", password="console-pw")
     assert admin.is_staff
-    bundle = {
-        "thread": {
-            "id": "thread_hostile",
-            "object": "thread",
-            "created_at": 1,
-            "metadata": {"note": HOSTILE},
-            "tool_resources": None,
-        },
-        "messages": [
-            {
-                "id": "msg_hostile",
-                "object": "thread.message",
-                "created_at": 1,
-                "thread_id": "thread_hostile",
-                "role": "user",
-                "assistant_id": None,
-                "run_id": None,
-                "attachments": [],
-                "metadata": {},
-                "status": "completed",
-                "content": [{"type": "text", "text": {"value": HOSTILE, "annotations": []}}],
-            }
-        ],
-    }
+    bundle = hostile_bundle()
     intake.store_bundles([bundle])
     Thread.objects.update(status="failed", error_kind="invalid", error_message=HOSTILE)
     thread = Thread.objects.get()

@@ -14,6 +14,7 @@ from migrations_app.models import Attempt, ErrorKind, RateLimit, Thread, ThreadS
 from migrations_app.preview import preview_thread
 from migrations_app.ratelimit import SharedRateLimiter
 from tests import checks
+from tests.factories import source_message, source_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -79,28 +80,9 @@ def test_a_thread_migrates_into_one_verified_conversation(sandbox, make_worker):
 
 @pytest.mark.parametrize("count", [1, 20, 21, 100, 250])
 def test_requests_per_thread_are_the_minimum_the_endpoints_allow(sandbox, make_worker, count):
-    sandbox.state.threads["thread_sized"] = {
-        "id": "thread_sized",
-        "object": "thread",
-        "created_at": 1,
-        "metadata": {},
-        "tool_resources": None,
-    }
+    sandbox.state.threads["thread_sized"] = source_thread("thread_sized")
     sandbox.state.messages["thread_sized"] = [
-        {
-            "id": f"msg_{i:04d}",
-            "object": "thread.message",
-            "created_at": i,
-            "thread_id": "thread_sized",
-            "role": "user",
-            "assistant_id": None,
-            "run_id": None,
-            "attachments": [],
-            "metadata": {},
-            "status": "completed",
-            "content": [{"type": "text", "text": {"value": f"m{i}", "annotations": []}}],
-        }
-        for i in range(count)
+        source_message(f"msg_{i:04d}", "thread_sized", f"m{i}", created_at=i) for i in range(count)
     ]
     sandbox.state.runs["thread_sized"] = []
     thread = register(sandbox, thread_id="thread_sized")

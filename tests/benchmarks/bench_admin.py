@@ -1,0 +1,125 @@
+"""Admin page benchmark: 1,000,000 threads in PostgreSQL (loaded with generate_series), then the
+server-side time of the thread list, the dashboard and a 250-message thread page.
+
+    make bench   (or: python -m tests.postgres python tests/benchmarks/bench_admin.py)
+
+Server-side time = Django's test client calling the view in-process (queries, template,
+rendering; no network). Median of 7 after one warm-up. Targets (issue 5): list < 300 ms,
+dashboard < 300 ms, thread page < 500 ms.
+"""
+
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+
+from migrations_app import intake  # noqa: E402
+from migrations_app.models import Thread  # noqa: E402
+from migrations_app.sandbox.data import IdMaker, generate_assistants, generate_thread  # noqa: E402
+
+THREADS = int(os.environ.get("BENCH_ADMIN_THREADS", 1_000_000))
+RUNS = 7
+
+LOAD_THREADS = """
+INSERT INTO migrations_app_thread (thread_id, status, updated_at, created_at, message_count,
+    items_total, items_committed, attempts, warning_count, error_kind, error_message)
+SELECT 'thread_' || lpad(g::text, 24, '0'),
+       (ARRAY['pending','queued','running','succeeded','succeeded','succeeded','failed',
+              'cancelled'])[1 + g %% 8],
+       now() - (g %% 7200) * interval '1 second',
+       now() - g * interval '1 minute',
+       g %% 60, g %% 70, g %% 70, 1 + g %% 3, g %% 4,
+       CASE WHEN g %% 8 = 6 THEN (ARRAY['transient','auth','not_found'])[1 + g %% 3] ELSE '' END,
+       CASE WHEN g %% 8 = 6 THEN 'The API failed in way ' || (g %% 12) ELSE '' END
+FROM generate_series(1, %s) g
+"""
+LOAD_CONVERSATIONS = """
+INSERT INTO migrations_app_conversation (thread_id, conversation_id, created_at, items_committed,
+    last_item_id, verified_item_count, verified_at)
+SELECT id, 'conv_' || lpad(id::text, 24, '0'), now(), items_committed, '', items_committed, now()
+FROM migrations_app_thread WHERE status = 'succeeded'
+"""
+
+
+def load():
+    if Thread.objects.count() >= THREADS:
+        return
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(LOAD_THREADS, [THREADS])
+        cursor.execute(LOAD_CONVERSATIONS)
+    rng = random.Random(4)
+    ids = IdMaker(rng)
+    assistants = generate_assistants(rng, ids)
+    intake.upsert_assistants(assistants)
+    intake.store_bundles([generate_thread(rng, ids, assistants, 1, message_count=250)])
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    print(
+        f"loaded {THREADS:,} threads (+ conversations for the succeeded) in "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+
+
+def timed(client, url):
+    assert client.get(url).status_code == 200, url
+    samples = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        response = client.get(url)
+        if hasattr(response, "streaming_content"):
+            b"".join(response.streaming_content)
+        samples.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, url
+    return statistics.median(samples), max(samples)
+
+
+def main():
+    call_command("migrate", verbosity=0)
+    load()
+    settings.ALLOWED_HOSTS = ["testserver"]
+    user, _ = User.objects.get_or_create(username="bench", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(user)
+    long_thread = Thread.objects.exclude(data=None).order_by("-message_count").first()
+    pages = [
+        ("thread list", "/admin/migrations_app/thread/", 300),
+        ("thread list, failed filter", "/admin/migrations_app/thread/?status__exact=failed", 300),
+        (
+            "thread list, search by id",
+            "/admin/migrations_app/thread/?q=thread_" + "0" * 18 + "123456",
+            300,
+        ),
+        ("dashboard", "/admin/migrations_app/thread/dashboard/", 300),
+        (
+            f"thread page ({long_thread.message_count} messages)",
+            f"/admin/migrations_app/thread/{long_thread.pk}/change/",
+            500,
+        ),
+    ]
+    total = Thread.objects.count()
+    print(f"{total:,} threads in PostgreSQL; median of {RUNS} (max) server-side:")
+    for name, url, target in pages:
+        median, worst = timed(client, url)
+        verdict = "ok" if median < target else "OVER TARGET"
+        print(f"  {name}: {median:.0f} ms (max {worst:.0f}) — target < {target} ms: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
