@@ -97,7 +97,7 @@ MIGRATE_ATTACHMENTS = env_bool("MIGRATE_ATTACHMENTS", True)
 
 # --- The migration engine (see README "Workers and tuning") -------------------------------------
 # Threads in flight per worker process: the work waits on the network, not the CPU.
-MIGRATION_THREADS_PER_WORKER = env_int("MIGRATION_THREADS_PER_WORKER", 8, minimum=1)
+MIGRATION_THREADS_PER_WORKER = env_int("MIGRATION_THREADS_PER_WORKER", 16, minimum=1)
 # Threads per queued task: one task runs its group with the threads above.
 MIGRATION_TASK_GROUP_SIZE = env_int("MIGRATION_TASK_GROUP_SIZE", 8, minimum=1)
 # A worker silent this long is presumed dead; the sweeper hands its thread to another.
@@ -109,7 +109,7 @@ MIGRATION_MAX_RETRIES = env_int("MIGRATION_MAX_RETRIES", 6, minimum=0)
 Q_CLUSTER = {
     "name": "console",
     "orm": "default",
-    "workers": env_int("Q_WORKERS", 4, minimum=1),
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
     "timeout": env_int("Q_TIMEOUT", 600, minimum=10),
     "retry": env_int("Q_RETRY", 720, minimum=20),
     "max_attempts": 1,

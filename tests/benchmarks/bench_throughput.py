@@ -20,6 +20,8 @@ import httpx2
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+# Tasks are signed: the process that queues them and the cluster must share the key.
+os.environ.setdefault("SECRET_KEY", "bench-only-key")
 
 import django  # noqa: E402
 
@@ -28,14 +30,15 @@ django.setup()
 import openai  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from migrations_app import actions  # noqa: E402
-from migrations_app.models import Thread, ThreadStatus  # noqa: E402
+from migrations_app import actions, intake  # noqa: E402
+from migrations_app.models import Conversation, Thread, ThreadStatus  # noqa: E402
 
 THREADS = int(os.environ.get("BENCH_THREADS", 300))
 BASELINE_THREADS = int(os.environ.get("BENCH_BASELINE_THREADS", 40))
 LATENCY_MS = 100
 PORT = 8765
-CONFIGS = [(2, 16), (4, 16)]  # (Q_WORKERS, MIGRATION_THREADS_PER_WORKER)
+# (Q_WORKERS, MIGRATION_THREADS_PER_WORKER, mirror loaded beforehand)
+CONFIGS = [(2, 16, True), (4, 16, True), (2, 32, True), (2, 16, False)]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -123,11 +126,15 @@ def session_usage(session_id):
     return cpu, rss / 1e6
 
 
-def console(thread_ids, workers, per_worker):
+def console(thread_ids, workers, per_worker, mirrored):
+    Conversation.objects.all().delete()
     Thread.objects.all().delete()
-    Path("/tmp/bench-ids.txt").write_text("\n".join(thread_ids))
-    with open(os.devnull, "w") as quiet:
-        call_command("import_threads", "/tmp/bench-ids.txt", verbosity=0, stdout=quiet)
+    if mirrored:  # as after `load_export`: the upload alone is measured
+        intake.store_bundles(list(_dataset()[1]))
+    else:  # ids only: every thread is fetched from the source first
+        Path("/tmp/bench-ids.txt").write_text("\n".join(thread_ids))
+        with open(os.devnull, "w") as quiet:
+            call_command("import_threads", "/tmp/bench-ids.txt", verbosity=0, stdout=quiet)
     actions.apply("migrate", Thread.objects.all(), actor_label="bench")
     env = {
         **os.environ,
@@ -136,7 +143,6 @@ def console(thread_ids, workers, per_worker):
         "MIGRATION_THREADS_PER_WORKER": str(per_worker),
         # As in production: no query log. The sandbox has no cap, and neither does the baseline.
         "DEBUG": "false",
-        "SECRET_KEY": "bench",
         "API_REQUESTS_PER_MINUTE": "100000",
     }
     started = time.perf_counter()
@@ -183,15 +189,17 @@ def main():
             f"= {base_rate:.2f} threads/s, {base_requests:.1f} requests/thread "
             f"(latency {LATENCY_MS} ms)"
         )
-        for workers, per_worker in CONFIGS:
+        for workers, per_worker, mirrored in CONFIGS:
             before = sandbox_requests()
-            elapsed, cpu, rss, failed = console(thread_ids, workers, per_worker)
+            elapsed, cpu, rss, failed = console(thread_ids, workers, per_worker, mirrored)
             rate = THREADS / elapsed
             requests = (sandbox_requests() - before) / THREADS
+            source = "from the mirror (export loaded)" if mirrored else "fetch included"
             print(
-                f"console {workers} workers × {per_worker} in flight: {THREADS} threads in "
-                f"{elapsed:.1f} s = {rate:.2f} threads/s = {rate / base_rate:.1f}× baseline; "
-                f"{requests:.1f} requests/thread (fetch included); "
+                f"console, {source}, {workers} workers × {per_worker} in flight: "
+                f"{THREADS} threads in {elapsed:.1f} s = {rate:.2f} threads/s "
+                f"= {rate / base_rate:.1f}× baseline; "
+                f"{requests:.1f} requests/thread; "
                 f"cluster CPU {cpu / THREADS * 1000:.0f} s per 1,000 threads; "
                 f"peak cluster RSS {rss:.0f} MB; failed {failed}"
             )
@@ -199,11 +207,14 @@ def main():
         os.killpg(server.pid, signal.SIGTERM)
 
 
-def _thread_ids():
+def _dataset():
     from migrations_app.sandbox import generate_dataset
 
-    _, bundles = generate_dataset(seed=1, thread_count=THREADS)
-    return [bundle["thread"]["id"] for bundle in bundles]
+    return generate_dataset(seed=1, thread_count=THREADS)  # what run_sandbox serves
+
+
+def _thread_ids():
+    return [bundle["thread"]["id"] for bundle in _dataset()[1]]
 
 
 if __name__ == "__main__":
