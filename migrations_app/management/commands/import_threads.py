@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from migrations_app import intake, tasks
+from migrations_app import intake
 from migrations_app.models import Thread
 
 
@@ -38,6 +38,8 @@ class Command(BaseCommand):
             )
         )
         if fetch:
+            from migrations_app import tasks  # imports the SDK: only when fetching
+
             ids = Thread.objects.filter(import_batch=batch).values_list("thread_id", flat=True)
             tasks.queue_fetch(ids.iterator(), group=f"fetch batch {batch.pk}")
             self.stdout.write(f"Queued {batch.new_count} fetches (group 'fetch batch {batch.pk}').")
