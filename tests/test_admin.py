@@ -24,20 +24,21 @@ from tests.factories import HOSTILE, hostile_bundle
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator(client):
-    user = User.objects.create_user("olga", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name="operators"))
+def logged_in(client, username, group):
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
     client.force_login(user)
     return user
+
+
+@pytest.fixture
+def operator(client):
+    return logged_in(client, "olga", "operators")
 
 
 @pytest.fixture
 def auditor(client):
-    user = User.objects.create_user("aldo", password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name="auditors"))
-    client.force_login(user)
-    return user
+    return logged_in(client, "aldo", "auditors")
 
 
 @pytest.fixture
