@@ -311,10 +311,10 @@ class ThreadAdmin(admin.ModelAdmin):
     def dashboard_view(self, request):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        counts = dashboard.status_counts()
+        figures = dashboard.figures()
+        counts, per_minute = figures["counts"], figures["per_minute"]
         total = sum(c.count for c in counts)
         by_status = {c.status: c.count for c in counts}
-        per_minute = dashboard.migrated_per_minute()
         peak = max([n for _, n in per_minute] + [1])
         active = by_status[ThreadStatus.QUEUED] + by_status[ThreadStatus.RUNNING]
         context = {
@@ -328,9 +328,9 @@ class ThreadAdmin(admin.ModelAdmin):
             ),
             "bars": [(minute, n, round(100 * n / peak)) for minute, n in per_minute],
             "last_hour": sum(n for _, n in per_minute),
-            "failures": dashboard.failure_groups(),
-            "health": dashboard.worker_health(),
-            "rate": dashboard.request_rate(),
+            "failures": figures["failures"],
+            "health": figures["health"],
+            "rate": figures["rate"],
             "refresh_seconds": 5 if active else None,
             "can_retry": request.user.has_perm("migrations_app.retry_thread"),
             "threads_url": reverse("admin:migrations_app_thread_changelist"),
