@@ -179,19 +179,26 @@ def list_items_after(thread, worker, conversation_id, after):
 
 # --- the steps ----------------------------------------------------------------------------------
 def ensure_mirrored(thread, worker):
-    if thread.data is not None:
-        return
-    failure = intake.fetch_into_mirror(thread, worker.source_client)
-    if failure:
-        raise ThreadFailed(
-            ApiFailure(
-                failure.kind,
-                f"Fetching from the source failed: {failure.message}",
-                failure.http_status,
-                failure.request_id,
+    """Fetch the thread first if the mirror does not hold it. Reads are safe to repeat, so
+    transient failures and rate limits are retried like any other request."""
+    tries = 0
+    while thread.data is None:
+        renew_lease(thread, worker)
+        failure = intake.fetch_into_mirror(thread, worker.source_client)
+        if failure is None:
+            thread.refresh_from_db()
+            return
+        tries += 1
+        if failure.is_permanent or tries > worker.max_retries:
+            raise ThreadFailed(
+                ApiFailure(
+                    failure.kind,
+                    f"Fetching from the source failed: {failure.message}",
+                    failure.http_status,
+                    failure.request_id,
+                )
             )
-        )
-    thread.refresh_from_db()
+        worker.sleeper(failure.retry_after or worker.backoff(tries))
 
 
 def ensure_conversation(thread, conversion, worker):

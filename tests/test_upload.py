@@ -394,3 +394,26 @@ def test_migrate_threads_refuses_unknown_ids():
 
     with pytest.raises(CommandError, match="Unknown thread ids"):
         call_command("migrate_threads", "thread_nope")
+
+
+def test_a_fetch_that_meets_transient_errors_is_retried_not_failed(sandbox, make_worker, slept):
+    thread = register(sandbox, minimum=3, fetched=False)
+    sandbox.state.configure_faults(
+        scripted=[
+            {"kind": "rate_limit", "method": "GET", "path_contains": "/messages", "times": 3},
+            {"kind": "server_error", "method": "GET", "path_contains": "/runs", "times": 3},
+        ]
+    )
+    source = openai.OpenAI(api_key="test", base_url=sandbox.url, max_retries=0)
+    upload.migrate_thread(thread.pk, make_worker(source_client=source, max_retries=8))
+    assert_migrated_exactly_once(sandbox, thread)
+    assert sandbox.state.fault_counts["rate_limit"] == 3
+    assert sandbox.state.fault_counts["server_error"] == 3
+
+
+def test_a_fetch_that_finds_no_thread_fails_at_once(sandbox, make_worker):
+    thread = Thread.objects.create(thread_id="thread_gone")
+    upload.migrate_thread(thread.pk, make_worker())
+    thread.refresh_from_db()
+    assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.NOT_FOUND)
+    assert thread.error_message.startswith("Fetching from the source failed: The API does not")
