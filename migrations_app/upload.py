@@ -35,6 +35,7 @@ from migrations_app.ratelimit import SharedRateLimiter
 log = logging.getLogger(__name__)
 ITEM_INCLUDE = ["message.input_image.image_url"]
 MAX_RATE_LIMITED_RETRIES = 50
+APPLIED = object()  # reconciliation found the batch on the server
 
 
 class LeaseLost(Exception):
@@ -257,19 +258,19 @@ def upload_items(thread, conversation, items, worker):
         def was_applied(start=start, batch=batch):
             reconcile(thread, conversation, items, worker)
             if conversation.items_committed >= start + len(batch):
-                return "applied"
+                return APPLIED
             return None
 
         result = call_api(
             thread,
             worker,
-            lambda batch=batch: worker.client.conversations.items.create(
-                conversation.conversation_id, items=batch
+            lambda batch=batch: openai_client.add_items(
+                worker.client, conversation.conversation_id, batch
             ),
             reconcile=was_applied,
         )
-        if result != "applied":
-            record_committed(thread, conversation, start + len(batch), result.last_id)
+        if result is not APPLIED:
+            record_committed(thread, conversation, start + len(batch), result)
 
 
 def verify(thread, conversation, items, worker):

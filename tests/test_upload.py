@@ -162,7 +162,7 @@ def test_items_dropped_before_the_write_are_sent_again(sandbox, make_worker):
     assert_migrated_exactly_once(sandbox, thread)
 
 
-def test_a_permanent_error_fails_at_once_and_a_retry_resumes(sandbox, make_worker):
+def test_a_permanent_error_fails_at_once_and_a_retry_resumes(sandbox, make_worker, monkeypatch):
     thread = register(sandbox, minimum=30)
     sandbox.state.configure_faults(
         scripted=[
@@ -170,16 +170,16 @@ def test_a_permanent_error_fails_at_once_and_a_retry_resumes(sandbox, make_worke
         ]
     )
     worker = make_worker()
-    real_create = worker.client.conversations.items.create
+    real_add = upload.openai_client.add_items
     calls = []
 
     def create_then_refuse(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             sandbox.state.faults.scripted[0]["times"] = 1  # the key is revoked mid-thread
-        return real_create(*args, **kwargs)
+        return real_add(*args, **kwargs)
 
-    worker.client.conversations.items.create = create_then_refuse
+    monkeypatch.setattr(upload.openai_client, "add_items", create_then_refuse)
     assert upload.migrate_thread(thread.pk, worker) == Attempt.Outcome.FAILED
     thread.refresh_from_db()
     assert thread.status == ThreadStatus.FAILED

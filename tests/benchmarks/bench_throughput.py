@@ -38,7 +38,11 @@ BASELINE_THREADS = int(os.environ.get("BENCH_BASELINE_THREADS", 40))
 LATENCY_MS = 100
 PORT = 8765
 # (Q_WORKERS, MIGRATION_THREADS_PER_WORKER, mirror loaded beforehand)
-CONFIGS = [(2, 16, True), (4, 16, True), (2, 32, True), (2, 16, False)]
+# BENCH_CONFIGS="2x16m,2x16f": workers x in-flight, m = from the mirror, f = fetch included.
+CONFIGS = [
+    (int(spec.split("x")[0]), int(spec.split("x")[1][:-1]), spec.endswith("m"))
+    for spec in os.environ.get("BENCH_CONFIGS", "2x16m,4x16m,2x32m,2x16f").split(",")
+]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
