@@ -94,9 +94,6 @@ class ErrorKind(models.TextChoices):
 
 
 class ThreadQuerySet(models.QuerySet):
-    def with_status(self, *statuses):
-        return self.filter(status__in=statuses)
-
     def needing_attention(self):
         return self.filter(status=ThreadStatus.FAILED)
 

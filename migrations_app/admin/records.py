@@ -40,8 +40,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ThreadRecordAdmin(ReadOnlyAdmin):
+    """Rows that belong to a thread: big tables, so no full count and no thread dropdown."""
+
+    list_select_related = ["thread"]
+    raw_id_fields = ["thread"]
+    show_full_result_count = False
+
+
 @admin.register(Attempt)
-class AttemptAdmin(ReadOnlyAdmin):
+class AttemptAdmin(ThreadRecordAdmin):
     list_display = [
         "started_at",
         "thread",
@@ -58,11 +66,10 @@ class AttemptAdmin(ReadOnlyAdmin):
     list_select_related = ["thread", "actor"]
     raw_id_fields = ["thread", "actor"]
     search_fields = ["=thread__thread_id", "=request_id", "=conversation_id"]
-    show_full_result_count = False
 
 
 @admin.register(Conversation)
-class ConversationAdmin(ReadOnlyAdmin):
+class ConversationAdmin(ThreadRecordAdmin):
     list_display = [
         "conversation_id",
         "thread",
@@ -72,28 +79,19 @@ class ConversationAdmin(ReadOnlyAdmin):
         "replaced_at",
         "created_at",
     ]
-    list_select_related = ["thread"]
-    raw_id_fields = ["thread"]
     search_fields = ["=conversation_id", "=thread__thread_id"]
-    show_full_result_count = False
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyAdmin):
+class MessageAdmin(ThreadRecordAdmin):
     list_display = ["message_id", "thread", "role", "created_at", "position"]
-    list_select_related = ["thread"]
-    raw_id_fields = ["thread"]
     search_fields = ["=message_id", "=thread__thread_id"]
-    show_full_result_count = False
 
 
 @admin.register(RunStep)
-class RunStepAdmin(ReadOnlyAdmin):
+class RunStepAdmin(ThreadRecordAdmin):
     list_display = ["step_id", "run_id", "thread", "created_at"]
-    list_select_related = ["thread"]
-    raw_id_fields = ["thread"]
     search_fields = ["=step_id", "=run_id"]
-    show_full_result_count = False
 
 
 @admin.register(Assistant)

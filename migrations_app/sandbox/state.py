@@ -24,15 +24,6 @@ class FaultConfig:
     # Scripted faults for deterministic tests: [{"kind", "method", "path_contains", "times"}].
     scripted: list = field(default_factory=list)
 
-    KINDS = (
-        "rate_limit",
-        "server_error",
-        "auth_error",
-        "drop_before_write",
-        "drop_after_write",
-        "drop",
-    )
-
 
 class SandboxState:
     def __init__(self):
