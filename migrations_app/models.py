@@ -135,9 +135,19 @@ class Thread(models.Model):
     error_message = models.TextField(blank=True, db_default="")
     error_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error_request_id = models.CharField(max_length=128, blank=True, db_default="")
+    # "host:pid:thread #token": unique per lease taken, so a worker that lost its lease can never
+    # mistake a later lease for its own.
     lease_owner = models.CharField(max_length=128, blank=True, db_default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     task_group = models.CharField(max_length=100, blank=True, db_default="")
+    # The django-q2 task that will run this queued thread: the sweeper re-queues a queued thread
+    # whose task no longer exists.
+    task_id = models.CharField(max_length=64, blank=True, db_default="")
+    # What staff asked for (migrate, retry, re-migrate): the worker's history row names it.
+    requested_action = models.CharField(max_length=16, blank=True, db_default="")
+    # The live conversation's id, kept on the row so the list, the search and the "upload
+    # started" rule need no join. The Conversation table keeps the history.
+    conversation_id = models.CharField(max_length=64, blank=True, db_default="")
     updated_at = models.DateTimeField(default=timezone.now, db_default=Now())
 
     objects = ThreadQuerySet.as_manager()
@@ -263,6 +273,9 @@ class Conversation(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     verified_item_count = models.PositiveIntegerField(null=True, blank=True)
     replaced_at = models.DateTimeField(null=True, blank=True)
+    # The conversion options the items were built with: a resumed upload must build the same
+    # items, whatever the settings say now (a re-migrate uses the current ones).
+    options = models.JSONField(default=dict, blank=True)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -297,6 +310,8 @@ class Attempt(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
         SKIPPED = "skipped", "Skipped"
+        # The worker stopped (killed, or its lease taken over) before it could say how it ended.
+        ABANDONED = "abandoned", "Abandoned"
 
     thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="history")
     action = models.CharField(max_length=16, choices=Action)
@@ -314,6 +329,8 @@ class Attempt(models.Model):
     error_message = models.TextField(blank=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     request_id = models.CharField(max_length=128, blank=True)
+    # The lease the worker held for this attempt: how the sweeper finds attempts of dead workers.
+    lease_owner = models.CharField(max_length=128, blank=True)
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -323,6 +340,10 @@ class Attempt(models.Model):
             models.Index(fields=["thread", "-started_at"], name="attempt_thread_recent_idx"),
             # The dashboard's worker health: the latest finished attempt.
             models.Index(fields=["-finished_at"], name="attempt_finished_idx"),
+            # The sweeper: attempts still open, whose worker may have died.
+            models.Index(
+                fields=["thread"], condition=Q(outcome="started"), name="attempt_open_idx"
+            ),
         ]
 
     def __str__(self):
