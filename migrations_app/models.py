@@ -140,9 +140,12 @@ class Thread(models.Model):
     lease_owner = models.CharField(max_length=128, blank=True, db_default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     task_group = models.CharField(max_length=100, blank=True, db_default="")
-    # The django-q2 task that will run this queued thread: the sweeper re-queues a queued thread
-    # whose task no longer exists.
-    task_id = models.CharField(max_length=64, blank=True, db_default="")
+    # The queued django-q2 task (its broker row, OrmQ.pk) that will run this thread: the sweeper
+    # re-queues a queued thread whose task row is gone. Null for an inline run.
+    queued_task = models.BigIntegerField(null=True, blank=True)
+    # The server id of the last item committed to the live conversation: after an ambiguous write
+    # only what came after it is listed (one request), not the whole conversation.
+    last_item_id = models.CharField(max_length=64, blank=True, db_default="")
     # What staff asked for (migrate, retry, re-migrate): the worker's history row names it.
     requested_action = models.CharField(max_length=16, blank=True, db_default="")
     # The live conversation's id, kept on the row so the list, the search and the "upload

@@ -1,0 +1,505 @@
+"""A thread's migration state, and the only code that changes it.
+
+A thread's status, lease, progress counters, error and queue fields change here and nowhere else,
+each by one conditional UPDATE fenced on the state the caller expects (and, for a worker, on the
+lease it holds), timed by the database's clock, and telling whether it applied. Nothing saves a
+whole thread row: a worker frozen for a minute (GC, SIGSTOP, a long Retry-After) would write back
+what it read before the freeze.
+
+    pending ─queue─▶ queued ─take─▶ running ─▶ succeeded ─re-migrate─▶ queued
+       ▲               │ ▲             │   └─▶ failed ─retry / re-migrate─▶ queued
+     fetch             │ └───sweep─────┘ (lease expired: the next worker resumes it)
+    (found)          cancel
+       │               ▼
+     failed         cancelled ─migrate─▶ queued
+   (not found)
+
+Every failure names its remedy: not found at the source → fetch again; a conversation that does
+not match → re-migrate into a new conversation; anything else → retry (it resumes).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, Exists, F, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from migrations_app.models import Attempt, Conversation, ErrorKind, Thread, ThreadStatus
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from migrations_app.openai_client import ApiFailure
+
+S = ThreadStatus
+Clock = Callable[[], float]
+ERROR_MESSAGE_LIMIT = 4000
+TASK_FUNCTION = "migrations_app.tasks.migrate_threads"
+RUN_INLINE = 0  # queued_task of threads queued for an inline run (migrate_threads --inline)
+CLEAR_ERROR = {"error_kind": "", "error_message": "", "error_http_status": None,
+               "error_request_id": ""}  # fmt: skip
+RELEASE = {"lease_owner": "", "lease_expires_at": None}
+
+
+class LeaseLost(Exception):
+    """Another worker holds the thread now (or staff changed it): stop, write nothing more."""
+
+
+# --- which action applies to which state: the remedies ------------------------------------------
+# The upload has started once a live conversation exists: from then on the mirror is what the
+# conversation was built from, and a fetch would change the input under it.
+UPLOAD_STARTED = ~Q(conversation_id="")
+DEAD_END_ERRORS = [ErrorKind.NOT_FOUND, ErrorKind.CONFLICT]  # a retry would fail the same way
+RETRYABLE_FAILURE = Q(status=S.FAILED) & ~Q(error_kind__in=DEAD_END_ERRORS)
+
+ELIGIBLE = {
+    "migrate": Q(status__in=[S.PENDING, S.CANCELLED]) | RETRYABLE_FAILURE,
+    "retry": Q(status=S.CANCELLED) | RETRYABLE_FAILURE,
+    "remigrate": Q(status=S.SUCCEEDED) | (Q(status=S.FAILED) & UPLOAD_STARTED),
+    "cancel": Q(status=S.QUEUED),
+    "fetch": ~Q(status=S.RUNNING) & ~UPLOAD_STARTED,
+}
+
+
+def skip_reason(action: str, status: str, error_kind: str, upload_started: bool) -> str:
+    """Why `action` does not apply to a thread in this state, in words for a confirmation page."""
+    if status == S.RUNNING:
+        return "running now" + (" (it will finish)" if action == "cancel" else "")
+    if action == "fetch":
+        return "upload started: the mirror is kept as it was uploaded (use re-migrate)"
+    if status == S.QUEUED:
+        return "already queued"
+    if action == "cancel":
+        return {S.CANCELLED: "already cancelled", S.SUCCEEDED: "already migrated"}.get(
+            status, "not queued"
+        )
+    if status == S.SUCCEEDED:
+        if action == "migrate":
+            return "already migrated (use re-migrate to create a new conversation)"
+        return "already migrated"
+    if error_kind == ErrorKind.NOT_FOUND:
+        return "not found at the source (fetch again once the id or source is fixed)"
+    if error_kind == ErrorKind.CONFLICT:
+        return "its conversation does not match (use re-migrate)"
+    if action == "remigrate":
+        return "never migrated (use migrate)" if status == S.PENDING else "nothing uploaded yet"
+    if status == S.PENDING:
+        return "not failed (use migrate)"
+    return f"status {status}"
+
+
+def remedy(thread: Thread) -> str:
+    """What staff can do about a failed thread, in one sentence."""
+    if thread.status != S.FAILED:
+        return ""
+    if thread.error_kind == ErrorKind.NOT_FOUND:
+        return "Fix the id or the source, then fetch it again."
+    if thread.error_kind == ErrorKind.CONFLICT:
+        return "Re-migrate it into a new conversation (the old one stays in the history)."
+    if thread.conversation_id:
+        return "Retry resumes the upload where it stopped; re-migrate starts a new conversation."
+    return "Retry it once the cause is fixed."
+
+
+# --- a worker's lease ----------------------------------------------------------------------------
+@dataclass
+class Lease:
+    """A worker's hold on one thread. `valid_until` is by the worker's own clock and errs early:
+    it is counted from before the statement that set the lease, which the database timed later."""
+
+    thread_pk: int
+    owner: str
+    seconds: float
+    valid_until: float
+    clock: Clock = time.monotonic
+
+    def remaining(self) -> float:
+        return self.valid_until - self.clock()
+
+
+def _worker_filter(lease: Lease) -> Q:
+    return Q(pk=lease.thread_pk, status=S.RUNNING, lease_owner=lease.owner)
+
+
+def take(thread_pk: int, owner: str, seconds: float, clock: Clock = time.monotonic) -> Lease | None:
+    """The lease on a queued thread, or on a running one whose worker let its lease expire (it
+    resumes from the last committed batch). None if another worker holds it or it is no longer
+    queued (cancelled, done)."""
+    started = clock()
+    with transaction.atomic():
+        taken = (
+            Thread.objects.filter(pk=thread_pk)
+            .filter(Q(status=S.QUEUED) | Q(status=S.RUNNING, lease_expires_at__lt=Now()))
+            .update(
+                status=S.RUNNING,
+                lease_owner=owner,
+                lease_expires_at=Now() + timedelta(seconds=seconds),
+                attempts=F("attempts") + 1,
+                queued_task=None,
+                updated_at=Now(),
+            )
+        )
+        if taken:
+            _close_open_attempts(Q(thread_id=thread_pk), "its lease expired and was taken over")
+    if not taken:
+        return None
+    return Lease(thread_pk, owner, seconds, started + seconds, clock)
+
+
+def hold(lease: Lease, needed: float) -> None:
+    """Make sure the lease outlives the next `needed` seconds (a request's timeout plus any wait
+    before it). Writes only when the lease would not: a lease cannot be taken before it expires,
+    so while enough of it is left nobody else can hold the thread. Raises LeaseLost."""
+    if lease.remaining() >= needed:
+        return
+    seconds = max(
+        lease.seconds, needed * 2
+    )  # twice what is needed: the next requests need no write
+    started = lease.clock()
+    renewed = Thread.objects.filter(_worker_filter(lease)).update(
+        lease_expires_at=Now() + timedelta(seconds=seconds)
+    )
+    if not renewed:
+        raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
+    lease.valid_until = started + seconds
+
+
+def _fenced_update(lease: Lease, **fields: Any) -> None:
+    if not Thread.objects.filter(_worker_filter(lease)).update(**fields, updated_at=Now()):
+        raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
+
+
+def set_totals(lease: Lease, items_total: int, warning_count: int) -> None:
+    _fenced_update(lease, items_total=items_total, warning_count=warning_count)
+
+
+def start_conversation(lease: Lease, conversation_id: str, options: dict[str, Any]) -> Conversation:
+    """Record the conversation just created (empty) as the thread's live one, in the transaction
+    that moves the thread on. Raises LeaseLost: the empty conversation is then left behind."""
+    with transaction.atomic():
+        if not Thread.objects.filter(_worker_filter(lease), conversation_id="").update(
+            conversation_id=conversation_id, items_committed=0, last_item_id="", updated_at=Now()
+        ):
+            raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
+        return Conversation.objects.create(
+            thread_id=lease.thread_pk, conversation_id=conversation_id, options=options
+        )
+
+
+def record_progress(lease: Lease, committed: int, last_item_id: str) -> None:
+    """The items the live conversation holds: stored after every write, before anything else."""
+    _fenced_update(lease, items_committed=committed, last_item_id=last_item_id)
+
+
+def succeed(lease: Lease, attempt_pk: int, verified_count: int, **attempt: Any) -> None:
+    """Verified: the thread is done, its conversation marked verified, its attempt closed."""
+    with transaction.atomic():
+        _fenced_update(lease, status=S.SUCCEEDED, **RELEASE, **CLEAR_ERROR)
+        last_item = Thread.objects.filter(pk=lease.thread_pk).values("last_item_id")[:1]
+        Conversation.objects.live().filter(thread_id=lease.thread_pk).update(
+            verified_at=Now(),
+            verified_item_count=verified_count,
+            items_committed=verified_count,
+            last_item_id=Subquery(last_item),
+        )
+        _close_attempt(attempt_pk, Attempt.Outcome.SUCCEEDED, **attempt)
+
+
+def fail(lease: Lease, attempt_pk: int, failure: ApiFailure, **attempt: Any) -> None:
+    """The thread failed with a reason staff can read; raises LeaseLost (recording nothing) if
+    another worker holds it now."""
+    with transaction.atomic():
+        _fenced_update(lease, status=S.FAILED, **RELEASE, **_error_fields(failure))
+        _close_attempt(attempt_pk, Attempt.Outcome.FAILED, **_attempt_error(failure), **attempt)
+
+
+def _error_fields(failure: ApiFailure) -> dict[str, Any]:
+    return {
+        "error_kind": failure.kind,
+        "error_message": failure.message[:ERROR_MESSAGE_LIMIT],
+        "error_http_status": failure.http_status,
+        "error_request_id": failure.request_id,
+    }
+
+
+def _attempt_error(failure: ApiFailure) -> dict[str, Any]:
+    return {
+        "error_kind": failure.kind,
+        "error_message": failure.message[:ERROR_MESSAGE_LIMIT],
+        "http_status": failure.http_status,
+        "request_id": failure.request_id,
+    }
+
+
+# --- the history rows of workers ----------------------------------------------------------------
+def open_attempt(lease: Lease, action: str, actor_label: str) -> Attempt:
+    attempt_number = Thread.objects.filter(pk=lease.thread_pk).values_list("attempts", flat=True)
+    return Attempt.objects.create(
+        thread_id=lease.thread_pk,
+        action=action,
+        outcome=Attempt.Outcome.STARTED,
+        actor_label=actor_label,
+        attempt_number=attempt_number.first() or 0,
+        lease_owner=lease.owner,
+    )
+
+
+def _close_attempt(attempt_pk: int, outcome: str, **fields: Any) -> bool:
+    return bool(
+        Attempt.objects.filter(pk=attempt_pk, outcome=Attempt.Outcome.STARTED).update(
+            outcome=outcome, finished_at=Now(), **fields
+        )
+    )
+
+
+def abandon_attempt(attempt_pk: int, reason: str) -> bool:
+    return _close_attempt(attempt_pk, Attempt.Outcome.ABANDONED, error_message=reason)
+
+
+def _close_open_attempts(threads: Q, reason: str) -> int:
+    """Attempts still "started" whose worker no longer holds the thread: it died, or froze and
+    lost its lease. Their threads are resumed by someone else."""
+    holder = Thread.objects.filter(
+        pk=OuterRef("thread_id"), status=S.RUNNING, lease_owner=OuterRef("lease_owner")
+    )
+    return (
+        Attempt.objects.filter(threads, outcome=Attempt.Outcome.STARTED)
+        .exclude(lease_owner="")
+        .exclude(Exists(holder))
+        .update(outcome=Attempt.Outcome.ABANDONED, finished_at=Now(), error_message=reason)
+    )
+
+
+# --- staff actions: queue, cancel ---------------------------------------------------------------
+def queue(
+    pks: Sequence[int],
+    action: str,
+    *,
+    group: str,
+    user: AbstractBaseUser | None = None,
+    actor_label: str = "",
+    enqueue: bool = True,
+) -> list[int]:
+    """Queue the threads among `pks` that `action` still applies to, with one history row each
+    and (unless the caller runs them itself) their tasks, all in one transaction: a thread is
+    never queued without the task that will run it. Returns the pks queued."""
+    with transaction.atomic():
+        changed = _lock(pks, ELIGIBLE[action])
+        if not changed:
+            return []
+        replaced = _replace_conversations(changed) if action == "remigrate" else {}
+        fields: dict[str, Any] = {
+            "status": S.QUEUED,
+            "task_group": group,
+            "requested_action": action,
+            "queued_task": None,
+            "updated_at": Now(),
+            **RELEASE,
+            **CLEAR_ERROR,
+        }
+        if action == "remigrate":
+            fields.update(conversation_id="", items_committed=0, last_item_id="")
+        Thread.objects.filter(pk__in=changed).update(**fields)
+        if enqueue:
+            _enqueue(changed, group)
+        else:
+            Thread.objects.filter(pk__in=changed).update(queued_task=RUN_INLINE)
+        now = timezone.now()
+        Attempt.objects.bulk_create(
+            Attempt(
+                thread_id=pk,
+                action=action,
+                outcome=Attempt.Outcome.QUEUED,
+                actor=user,
+                actor_label=actor_label,
+                started_at=now,
+                finished_at=now,
+                conversation_id=replaced.get(pk, ""),
+                detail={"group": group, **({"replaced": replaced[pk]} if pk in replaced else {})},
+            )
+            for pk in changed
+        )
+    return changed
+
+
+def cancel(
+    pks: Sequence[int], *, group: str, user: AbstractBaseUser | None = None, actor_label: str = ""
+) -> list[int]:
+    """Cancel queued threads: their task skips them when it runs."""
+    with transaction.atomic():
+        changed = _lock(pks, ELIGIBLE["cancel"])
+        Thread.objects.filter(pk__in=changed, status=S.QUEUED).update(
+            status=S.CANCELLED, queued_task=None, task_group=group, updated_at=Now()
+        )
+        now = timezone.now()
+        Attempt.objects.bulk_create(
+            Attempt(
+                thread_id=pk,
+                action=Attempt.Action.CANCEL,
+                outcome=Attempt.Outcome.CANCELLED,
+                actor=user,
+                actor_label=actor_label,
+                started_at=now,
+                finished_at=now,
+                detail={"group": group},
+            )
+            for pk in changed
+        )
+    return changed
+
+
+def _lock(pks: Iterable[int], condition: Q) -> list[int]:
+    return list(
+        Thread.objects.select_for_update()
+        .filter(condition, pk__in=list(pks))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def _replace_conversations(pks: list[int]) -> dict[int, str]:
+    """The live conversations of `pks`, marked replaced (kept as history); {thread pk: id}."""
+    live = Conversation.objects.live().filter(thread_id__in=pks)
+    replaced = dict(live.values_list("thread_id", "conversation_id"))
+    live.update(replaced_at=Now())
+    return replaced
+
+
+def _enqueue(pks: list[int], group: str) -> None:
+    """One task per small group of threads, in the caller's transaction (the ORM broker writes
+    to the same database), each thread pointing at its task's broker row."""
+    size = settings.MIGRATION_TASK_GROUP_SIZE
+    broker = _recording_broker()
+    rows = []
+    for number, start in enumerate(range(0, len(pks), size), start=1):
+        part = pks[start : start + size]
+        _async_task(part, group, f"{group} #{number}", broker)
+        rows.append((part, broker.last_row if broker else None))
+    Thread.objects.filter(pk__in=pks).update(
+        queued_task=Case(*(When(pk__in=part, then=Value(row)) for part, row in rows))
+    )
+
+
+def _async_task(pks: list[int], group: str, name: str, broker: Any) -> None:
+    from django_q.tasks import async_task
+
+    options = {"broker": broker} if broker else {}
+    async_task(TASK_FUNCTION, pks, group=group, task_name=name, **options)
+
+
+def _recording_broker() -> Any:
+    """django-q2's ORM broker, remembering the row of the last task it queued; None when the
+    cluster uses another broker (its tasks are not rows we can look up)."""
+    from django_q.conf import Conf
+
+    if not Conf.ORM or Conf.BROKER_CLASS:
+        return None
+    return _recording_broker_class()(list_key=Conf.CLUSTER_NAME)
+
+
+@functools.cache
+def _recording_broker_class() -> type:
+    from django_q.brokers.orm import ORM
+
+    class RecordingBroker(ORM):
+        last_row: int | None = None
+
+        def enqueue(self, task: str) -> int:
+            self.last_row = super().enqueue(task)
+            return self.last_row
+
+    return RecordingBroker
+
+
+# --- the sweeper --------------------------------------------------------------------------------
+SWEEP_CHUNK = 2000
+
+
+@dataclass
+class Sweep:
+    resumed: int = 0  # running threads whose lease expired, queued again
+    requeued: int = 0  # queued threads whose task no longer exists, queued again
+    abandoned: int = 0  # attempts of workers that stopped without a word
+
+
+def sweep(group: str) -> Sweep:
+    """Nothing stays running, queued or "started" without a worker or task that will finish it."""
+    result = Sweep()
+    with transaction.atomic():
+        expired = _lock_some(Q(status=S.RUNNING, lease_expires_at__lt=Now()))
+        result.resumed = _requeue(expired, group)
+    with transaction.atomic():
+        result.requeued = _requeue(_lock_some(_orphaned_in_queue()), group)
+    result.abandoned = _close_open_attempts(Q(), "the worker stopped without finishing")
+    return result
+
+
+def _lock_some(condition: Q) -> list[int]:
+    return list(
+        Thread.objects.select_for_update(skip_locked=True)
+        .filter(condition)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:SWEEP_CHUNK]
+    )
+
+
+def _orphaned_in_queue() -> Q:
+    """Queued threads whose task is gone (purged, timed out, failed before taking them), and
+    those of an inline run that stopped (no task; queued for longer than two leases)."""
+    inline_grace = timedelta(seconds=2 * settings.MIGRATION_LEASE_SECONDS)
+    queued = Q(status=S.QUEUED)
+    inline = Q(queued_task=RUN_INLINE, updated_at__lt=Now() - inline_grace)
+    if _recording_broker() is None:
+        return queued & inline
+    from django_q.models import OrmQ
+
+    task_row = OrmQ.objects.filter(pk=OuterRef("queued_task"))
+    return queued & (inline | (Q(queued_task__gt=RUN_INLINE) & ~Exists(task_row)))
+
+
+def _requeue(pks: list[int], group: str) -> int:
+    if not pks:
+        return 0
+    Thread.objects.filter(pk__in=pks).update(
+        status=S.QUEUED, task_group=group, queued_task=None, updated_at=Now(), **RELEASE
+    )
+    _close_open_attempts(Q(thread_id__in=pks), "its lease expired: the worker stopped or froze")
+    _enqueue(pks, group)
+    return len(pks)
+
+
+# --- the mirror: fetching from the source -------------------------------------------------------
+def lock_writable_mirrors(thread_pks: Iterable[int], lease_owner: str = "") -> list[int]:
+    """Lock (until the caller's transaction ends) the threads whose mirror may be replaced now:
+    not running and no upload started, or held by the caller's own lease. Call inside a
+    transaction, then write mirror fields only for the pks returned."""
+    writable = ELIGIBLE["fetch"]
+    if lease_owner:
+        writable |= Q(status=S.RUNNING, lease_owner=lease_owner)
+    return _lock(thread_pks, writable)
+
+
+def found_again(thread_pks: Iterable[int]) -> int:
+    """Threads that failed as not found and have now been fetched go back to pending."""
+    return Thread.objects.filter(
+        pk__in=list(thread_pks), status=S.FAILED, error_kind=ErrorKind.NOT_FOUND
+    ).update(status=S.PENDING, updated_at=Now(), **CLEAR_ERROR)
+
+
+def fetch_failed(thread_pk: int, failure: ApiFailure) -> bool:
+    """A staff fetch that failed marks the thread failed, unless it has moved on meanwhile (a
+    worker runs it, its upload started): a stale fetch result never overwrites a live thread."""
+    return bool(
+        Thread.objects.filter(ELIGIBLE["fetch"], pk=thread_pk)
+        .exclude(status=S.QUEUED)
+        .update(status=S.FAILED, updated_at=Now(), **RELEASE, **_error_fields(failure))
+    )
