@@ -53,3 +53,19 @@ def check_cluster_settings(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@register()
+def check_lease_outlives_requests(app_configs, **kwargs):
+    if settings.MIGRATION_LEASE_SECONDS < 2 * settings.API_TIMEOUT_SECONDS:
+        return [
+            Error(
+                f"MIGRATION_LEASE_SECONDS ({settings.MIGRATION_LEASE_SECONDS}) is shorter than "
+                f"twice API_TIMEOUT_SECONDS ({settings.API_TIMEOUT_SECONDS}): a worker would "
+                "renew its lease before nearly every request, and one that stalls could lose it "
+                "mid-request.",
+                hint="Raise MIGRATION_LEASE_SECONDS or lower API_TIMEOUT_SECONDS.",
+                id="migrations_app.E004",
+            )
+        ]
+    return []

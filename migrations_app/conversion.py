@@ -4,9 +4,12 @@ that names its source object, what was lost or changed, and why.
 """
 
 from dataclasses import dataclass, field
-from itertools import islice
+
+import orjson
 
 MAX_ITEMS_PER_CALL = 20
+# JSON per write call: well under any request-body limit; a 413 halves a batch further.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 ITEMS_PER_VERIFY_PAGE = 100
 METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_LENGTH = 64
@@ -61,10 +64,20 @@ class Conversion:
         return self.write_calls + self.verify_calls
 
 
-def batches(items, size=MAX_ITEMS_PER_CALL):
-    """Items split into API calls of at most `size`, order kept."""
-    iterator = iter(items)
-    return [chunk for chunk in iter(lambda: list(islice(iterator, size)), [])]
+def batches(items, size=MAX_ITEMS_PER_CALL, max_bytes=MAX_BATCH_BYTES):
+    """Items split into API calls of at most `size` items and `max_bytes` of JSON, order kept;
+    an item bigger than `max_bytes` goes alone (the API then says whether it takes it)."""
+    chunks, current, weight = [], [], 0
+    for item in items:
+        item_bytes = len(orjson.dumps(item))
+        if current and (len(current) >= size or weight + item_bytes > max_bytes):
+            chunks.append(current)
+            current, weight = [], 0
+        current.append(item)
+        weight += item_bytes
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 # --- messages ------------------------------------------------------------------------------------
@@ -498,3 +511,25 @@ def item_fingerprint(item):
     if kind == "function_call_output":
         return kind, item.get("call_id"), item.get("output")
     return (kind,)
+
+
+def match_listing(listed, expected, start=0):
+    """Line up what a conversation lists with the items we meant it to hold from `start` on.
+
+    Our writes go in order, so a listing is the next expected items, possibly with copies of
+    expected items among them (a write that a worker sent after losing its lease). Returns
+    (how many expected items from `start` on the listing holds, the indexes of the copies to take
+    back), or None if it holds anything else: then someone else changed the conversation.
+    """
+    wanted = [item_fingerprint(item) for item in expected]
+    known = set(wanted)
+    position, copies = start, []
+    for index, item in enumerate(listed):
+        fingerprint = item_fingerprint(item)
+        if position < len(wanted) and fingerprint == wanted[position]:
+            position += 1
+        elif fingerprint in known:
+            copies.append(index)
+        else:
+            return None
+    return position - start, copies

@@ -280,7 +280,7 @@ def _link_threads_to_assistants(assistant_ids):
 
 
 # --- the live source ----------------------------------------------------------------------------
-def fetch_into_mirror(thread, client=None):
+def fetch_into_mirror(thread, client=None, *, lease_owner=""):
     """Copy one thread from the source API into the mirror. Returns None, or the ApiFailure
     that stopped it (the mirror is then unchanged)."""
     from migrations_app import openai_client  # the SDK takes a second to import; intake of
@@ -539,13 +539,8 @@ MAPPING_HEADER = ["thread_id", "conversation_id", "status", "items", "warnings"]
 
 def mapping_rows(threads):
     """CSV rows of the thread → conversation mapping, streamed from the database."""
-    from django.db.models import OuterRef, Subquery
-
-    live = Conversation.objects.live().filter(thread=OuterRef("pk")).values("conversation_id")[:1]
-    rows = (
-        threads.order_by("pk")
-        .annotate(conversation_id=Subquery(live))
-        .values_list("thread_id", "conversation_id", "status", "items_committed", "warning_count")
+    rows = threads.order_by("pk").values_list(
+        "thread_id", "conversation_id", "status", "items_committed", "warning_count"
     )
     yield MAPPING_HEADER
     for thread_id, conversation_id, status, items, warnings in rows.iterator(chunk_size=5000):

@@ -87,6 +87,7 @@ class ErrorKind(models.TextChoices):
     NOT_FOUND = "not_found", "Not found at the source"
     INVALID = "invalid", "Rejected as invalid"
     AUTH = "auth", "Authentication / permission"
+    TOO_LARGE = "too_large", "Too large for the API"
     RATE_LIMITED = "rate_limited", "Rate limited"
     TRANSIENT = "transient", "Network or server error"
     CONFLICT = "conflict", "Conversation does not match"

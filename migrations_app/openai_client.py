@@ -5,8 +5,10 @@ source and the destination are the built-in sandbox on loopback.
 """
 
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import httpx2
@@ -20,7 +22,31 @@ PAGE_SIZE = 100  # the largest page the list endpoints allow
 STEP_READS_IN_FLIGHT = 4
 
 
-def _build(api_key, base_url, max_retries):
+# The check a write must pass just before its bytes leave (set per request by the upload): a
+# worker frozen after its last lease check finds out here, not after the server applied it.
+_write_guard: ContextVar[Callable[[], None] | None] = ContextVar("write_guard", default=None)
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+@contextmanager
+def guarded_writes(check):
+    """Run `check` right before any write this thread sends, inside the HTTP client; an
+    exception from it stops the request before it is sent (the SDK then raises
+    APIConnectionError from it)."""
+    token = _write_guard.set(check)
+    try:
+        yield
+    finally:
+        _write_guard.reset(token)
+
+
+def _check_write(request):
+    check = _write_guard.get()
+    if check is not None and request.method in WRITE_METHODS:
+        check()
+
+
+def _build(api_key, base_url, max_retries, event_hooks=None):
     if not api_key:
         api_key, base_url = "sandbox", settings.SANDBOX_URL
     return openai.OpenAI(
@@ -28,6 +54,7 @@ def _build(api_key, base_url, max_retries):
         base_url=base_url,
         max_retries=max_retries,
         timeout=settings.API_TIMEOUT_SECONDS,
+        http_client=openai.DefaultHttpxClient(event_hooks=event_hooks) if event_hooks else None,
     )
 
 
@@ -39,7 +66,7 @@ def source_client(max_retries=2):
 def destination_client():
     """The Conversations destination. SDK retries are off: a retried POST can duplicate items, so
     the upload retries in its own code, where it can check what was applied first."""
-    return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0)
+    return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0, {"request": [_check_write]})
 
 
 @contextmanager
@@ -61,17 +88,26 @@ def raw_json(resource, method, *args, **params):
     return orjson.loads(response.http_response.content)
 
 
-def list_all(resource, *args, **params):
-    """Every object of an Assistants list endpoint, oldest first, in pages of 100."""
-    page = raw_json(resource, "list", *args, order="asc", limit=PAGE_SIZE, **params)
+def paginate(fetch_page, after=None):
+    """Every object of a cursor-paged list, oldest first: `fetch_page(after)` returns one page
+    (the API's list envelope) of the objects after the id `after` (None: from the start)."""
     while True:
+        page = fetch_page(after)
         yield from page["data"]
         if not page.get("has_more") or not page["data"]:
             return
         after = page["data"][-1]["id"]
-        page = raw_json(
-            resource, "list", *args, order="asc", limit=PAGE_SIZE, after=after, **params
-        )
+
+
+def list_page(resource, *args, after=None, **params):
+    """One page of up to 100 objects, oldest first, after the id `after`."""
+    cursor = {"after": after} if after else {}
+    return raw_json(resource, "list", *args, order="asc", limit=PAGE_SIZE, **cursor, **params)
+
+
+def list_all(resource, *args, **params):
+    """Every object of a list endpoint, oldest first, in pages of 100."""
+    return paginate(lambda after: list_page(resource, *args, after=after, **params))
 
 
 def fetch_thread_bundle(client, thread_id):
@@ -102,7 +138,7 @@ def _tool_call_steps(threads, thread_id, run_id):
 
 
 def add_items(client, conversation_id, items):
-    """POST /conversations/{id}/items; returns the last new item's server id.
+    """POST /conversations/{id}/items; returns the new items' server ids, in order.
 
     Sent through the client's documented generic `post`, not `conversations.items.create`: the
     items are already in wire shape (the conversion's tests validate them against the SDK's
@@ -112,7 +148,16 @@ def add_items(client, conversation_id, items):
     response = client.post(
         f"/conversations/{conversation_id}/items", body={"items": items}, cast_to=httpx2.Response
     )
-    return orjson.loads(response.content)["last_id"]
+    return [item["id"] for item in orjson.loads(response.content)["data"]]
+
+
+def delete_item(client, conversation_id, item_id):
+    """DELETE /conversations/{id}/items/{item_id}: take back an item written by mistake."""
+    client.conversations.items.delete(item_id, conversation_id=conversation_id)
+
+
+def delete_conversation(client, conversation_id):
+    client.conversations.delete(conversation_id)
 
 
 def list_assistants(client):
@@ -130,7 +175,12 @@ class ApiFailure:
 
     @property
     def is_permanent(self):
-        return self.kind in (ErrorKind.NOT_FOUND, ErrorKind.INVALID, ErrorKind.AUTH)
+        return self.kind in (
+            ErrorKind.NOT_FOUND,
+            ErrorKind.INVALID,
+            ErrorKind.AUTH,
+            ErrorKind.TOO_LARGE,
+        )
 
 
 _PERMANENT_BY_STATUS = {
@@ -139,6 +189,7 @@ _PERMANENT_BY_STATUS = {
     403: ErrorKind.AUTH,
     404: ErrorKind.NOT_FOUND,
     410: ErrorKind.NOT_FOUND,
+    413: ErrorKind.TOO_LARGE,
     422: ErrorKind.INVALID,
 }
 
@@ -146,6 +197,7 @@ _EXPLANATIONS = {
     ErrorKind.NOT_FOUND: "The API does not know this object (deleted, wrong id, or wrong project)",
     ErrorKind.INVALID: "The API rejected the request as invalid",
     ErrorKind.AUTH: "The API key was refused (check OPENAI_API_KEY and its project)",
+    ErrorKind.TOO_LARGE: "The API refused the request as too large",
     ErrorKind.RATE_LIMITED: "The API asked us to slow down",
     ErrorKind.TRANSIENT: "A network or server error",
 }
@@ -170,6 +222,13 @@ def _api_message(error):
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])
     return str(getattr(error, "message", "") or error)
+
+
+def is_ambiguous(error):
+    """True if a write that raised this may have been applied all the same."""
+    if isinstance(error, openai.APIConnectionError):  # timeouts included
+        return True
+    return isinstance(error, openai.APIStatusError) and error.status_code >= 500
 
 
 def classify(error):

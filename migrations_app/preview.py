@@ -14,10 +14,11 @@ def conversion_options():
     return Options(tool_calls=settings.MIGRATE_TOOL_CALLS, attachments=settings.MIGRATE_ATTACHMENTS)
 
 
-def preview_thread(thread):
+def preview_thread(thread, options=None):
+    """The thread's conversion with `options` (default: the current settings)."""
     if thread.data is None:
         raise ThreadNotMirrored(f"{thread.thread_id} has not been fetched from the source yet")
     # Source order; convert_thread sorts by created_at and breaks ties by this order.
     messages = list(thread.messages.order_by("position").values_list("data", flat=True))
     steps = list(thread.run_steps.order_by("created_at", "pk").values_list("data", flat=True))
-    return convert_thread(thread.data, messages, steps, conversion_options())
+    return convert_thread(thread.data, messages, steps, options or conversion_options())

@@ -48,6 +48,14 @@ class SharedRateLimiter:
 
     def acquire(self):
         """Wait until one more request fits in the budget; returns the seconds waited."""
+        wait = self.reserve()
+        if wait > 0:
+            self.sleeper(wait)
+        return wait
+
+    def reserve(self):
+        """Take the next slot in the budget; returns how many seconds from now it starts (the
+        caller waits that long before sending)."""
         now = self.clock()
         window_open = now - RateLimit.WINDOW_SECONDS
         arrival = self._move(
@@ -59,11 +67,7 @@ class SharedRateLimiter:
         )
         # Strict spacing, no burst allowance: a burst after a pause would overshoot a server
         # that counts over a rolling minute.
-        wait = arrival - self.interval - now
-        if wait > 0:
-            self.sleeper(wait)
-            return wait
-        return 0.0
+        return max(0.0, arrival - self.interval - now)
 
     def slow_down(self, seconds):
         """The server said 429: nobody sends before `seconds` from now."""

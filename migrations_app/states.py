@@ -29,7 +29,18 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, Subquery, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -68,6 +79,16 @@ ELIGIBLE = {
     "cancel": Q(status=S.QUEUED),
     "fetch": ~Q(status=S.RUNNING) & ~UPLOAD_STARTED,
 }
+
+
+def applicable_actions(thread_pk: int) -> set[str]:
+    """The actions that apply to this thread now (the thread page's buttons), in one query."""
+    flags = {
+        action: ExpressionWrapper(condition, output_field=BooleanField())
+        for action, condition in ELIGIBLE.items()
+    }
+    row = Thread.objects.filter(pk=thread_pk).annotate(**flags).values(*flags).first() or {}
+    return {action for action, applies in row.items() if applies}
 
 
 def skip_reason(action: str, status: str, error_kind: str, upload_started: bool) -> str:
@@ -418,6 +439,20 @@ def _recording_broker_class() -> type:
             return self.last_row
 
     return RecordingBroker
+
+
+def hand_to_queue(group: str) -> int:
+    """Threads an inline run queued for itself and did not start: to the workers' queue."""
+    with transaction.atomic():
+        pks = list(
+            Thread.objects.select_for_update()
+            .filter(status=S.QUEUED, queued_task=RUN_INLINE, task_group=group)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if pks:
+            _enqueue(pks, group)
+    return len(pks)
 
 
 # --- the sweeper --------------------------------------------------------------------------------

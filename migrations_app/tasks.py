@@ -5,7 +5,7 @@ import socket
 
 from django_q.tasks import async_task
 
-from migrations_app import actions, intake, upload
+from migrations_app import intake, states, upload
 
 
 def worker_label():
@@ -30,8 +30,12 @@ def migrate_threads(thread_pks):
 
 
 def sweep_stuck_threads():
-    """Scheduled every minute (migration 0003): resumes threads whose worker died."""
-    return actions.sweep_stuck_threads()
+    """Scheduled every minute (migration 0003): resumes threads whose worker died or froze past
+    its lease, re-queues queued threads whose task is gone, closes attempts of dead workers."""
+    from django.utils import timezone
+
+    swept = states.sweep(f"resume {timezone.now():%Y-%m-%d %H:%M:%S}")
+    return {"resumed": swept.resumed, "requeued": swept.requeued, "abandoned": swept.abandoned}
 
 
 def import_file(kind, path, filename, user_pk=None, batch_pk=None):

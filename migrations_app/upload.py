@@ -3,56 +3,69 @@
 DESIGN.md "Writing without duplicates or orphans" is the contract:
 - the conversation is created empty (metadata only), and its id is stored in the transaction
   that moves the thread on, so an ambiguous create leaves at most an empty conversation;
-- items go in batches of ≤20; after each, the committed count and the last server item id are
-  stored before anything else happens;
-- after an ambiguous write (dropped connection, timeout, 5xx) the items after the last known
-  one are listed and compared with what we meant to send before sending again;
-- a lease in the database keeps every other worker off the thread; it is renewed before every
-  request, and a worker that lost it stops without writing.
+- items go in batches of ≤20 (and a bounded size); after each, the committed count and the last
+  server item id are stored before anything else happens;
+- after an ambiguous write (dropped connection, timeout, 5xx) the worker backs off, then lists
+  the items after the last known one and compares them with what it meant to send before
+  sending again;
+- every state change goes through `states`, fenced on this worker's lease; before each request
+  the worker makes sure its lease outlives the request's timeout plus any wait ahead of it, and
+  a worker that lost its lease stops without writing anything more.
 """
 
+from __future__ import annotations
+
+import dataclasses
 import logging
 import os
 import random
+import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
-from django.db.models import F, Q
-from django.utils import timezone
+from django.db import connections
 
-from migrations_app import intake, openai_client
-from migrations_app.conversion import MAX_ITEMS_PER_CALL, item_fingerprint
+from migrations_app import intake, openai_client, states
+from migrations_app.conversion import MAX_ITEMS_PER_CALL, Options, batches, match_listing
 from migrations_app.models import Attempt, Conversation, ErrorKind, Thread, ThreadStatus
 from migrations_app.openai_client import ApiFailure
-from migrations_app.preview import preview_thread
+from migrations_app.preview import conversion_options, preview_thread
 from migrations_app.ratelimit import SharedRateLimiter
+from migrations_app.states import Lease, LeaseLost
 
 log = logging.getLogger(__name__)
 ITEM_INCLUDE = ["message.input_image.image_url"]
 MAX_RATE_LIMITED_RETRIES = 50
+# Added to the API timeout when a lease must outlive a request: the request's own overheads.
+REQUEST_MARGIN_SECONDS = 5.0
 APPLIED = object()  # reconciliation found the batch on the server
 
 
-class LeaseLost(Exception):
-    """Another worker holds the thread now; stop without writing."""
-
-
 class ThreadFailed(Exception):
-    def __init__(self, failure):
+    def __init__(self, failure: ApiFailure) -> None:
         super().__init__(failure.message)
         self.failure = failure
 
 
-def _failure(kind, message):
+class TooLarge(Exception):
+    """The API refused a request body as too large (HTTP 413)."""
+
+    def __init__(self, failure: ApiFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def _failure(kind: str, message: str) -> ThreadFailed:
     return ThreadFailed(ApiFailure(kind=kind, message=message))
 
 
-def worker_name():
+def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
 
 
@@ -60,137 +73,149 @@ def worker_name():
 class Worker:
     """What a migration run needs from the outside world, injectable for tests."""
 
-    client: object = None
-    source_client: object = None
-    limiter: SharedRateLimiter = None
-    sleeper: object = time.sleep
+    client: Any = None
+    source_client: Any = None
+    limiter: Any = None
+    sleeper: Callable[[float], Any] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
-    lease_seconds: int = None
-    max_retries: int = None
+    lease_seconds: float = 0
+    max_retries: int | None = None
     name: str = field(default_factory=worker_name)
-    clock: object = time.monotonic
-    # thread pk -> when this worker last extended its lease (by its own clock)
-    renewed: dict = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+    # How long a lease must outlive the start of a request: the timeout plus a margin.
+    request_seconds: float = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.client = self.client or openai_client.destination_client()
         self.limiter = self.limiter or SharedRateLimiter(sleeper=self.sleeper)
         self.lease_seconds = self.lease_seconds or settings.MIGRATION_LEASE_SECONDS
+        timeout = settings.API_TIMEOUT_SECONDS
+        self.request_seconds = self.request_seconds or timeout + min(
+            REQUEST_MARGIN_SECONDS, timeout / 2
+        )
         if self.max_retries is None:
             self.max_retries = settings.MIGRATION_MAX_RETRIES
 
-    def backoff(self, attempt):
+    def backoff(self, attempt: int) -> float:
         """Exponential with full jitter: 0.5 s, 1 s, 2 s … capped at 30 s."""
         return self.rng.uniform(0, min(30.0, 0.5 * 2**attempt))
 
-
-# --- the lease ----------------------------------------------------------------------------------
-def take_lease(thread_pk, worker):
-    """The thread if this worker now holds it, else None. Queued and pending threads can be taken,
-    and running threads whose worker died (lease expired)."""
-    now = timezone.now()
-    taken = (
-        Thread.objects.filter(pk=thread_pk)
-        .filter(
-            Q(status__in=[ThreadStatus.QUEUED, ThreadStatus.PENDING])
-            | Q(status=ThreadStatus.RUNNING, lease_expires_at__lt=now)
-        )
-        .update(
-            status=ThreadStatus.RUNNING,
-            lease_owner=worker.name,
-            lease_expires_at=Thread.lease_deadline(worker.lease_seconds),
-            attempts=F("attempts") + 1,
-            updated_at=now,
-        )
-    )
-    if not taken:
-        return None
-    worker.renewed[thread_pk] = worker.clock()
-    return Thread.objects.get(pk=thread_pk)
+    def lease_owner(self) -> str:
+        """A name for one lease: the worker, plus a token no other lease ever had."""
+        return f"{self.name}#{secrets.token_hex(4)}"
 
 
-def renew_lease(thread, worker):
-    """Extend the lease before a request. While the last extension is fresh (under a third of
-    the lease ago) nobody else can hold the thread: a lease is only taken once it expired, so
-    the database write is skipped."""
-    if worker.clock() - worker.renewed.get(thread.pk, float("-inf")) < worker.lease_seconds / 3:
-        return
-    renewed = Thread.objects.filter(
-        pk=thread.pk, lease_owner=worker.name, status=ThreadStatus.RUNNING
-    ).update(lease_expires_at=Thread.lease_deadline(worker.lease_seconds))
-    if not renewed:
-        raise LeaseLost(f"{thread.thread_id}: lease taken over by another worker")
-    worker.renewed[thread.pk] = worker.clock()
+@dataclass
+class Run:
+    """One worker's attempt at one thread, while it holds the lease."""
+
+    thread: Thread
+    lease: Lease
+    worker: Worker
+    attempt: Attempt
+    committed: int = 0
+    last_item_id: str = ""
+    ambiguous_creates: int = 0
+    taken_back: int = 0  # copies of our items deleted (written by a worker that lost its lease)
+
+    def hold(self, wait: float = 0.0) -> None:
+        states.hold(self.lease, wait + self.worker.request_seconds)
+
+    def record(self, committed: int, last_item_id: str) -> None:
+        states.record_progress(self.lease, committed, last_item_id)
+        self.committed, self.last_item_id = committed, last_item_id
 
 
 # --- calls with retries -------------------------------------------------------------------------
-def call_api(thread, worker, request, *, reconcile=None, paced=True):
+def call_api(
+    run: Run,
+    request: Callable[[], Any],
+    *,
+    reconcile: Callable[[], Any] | None = None,
+    paced: bool = True,
+) -> Any:
     """Run one API request with our own retries (the SDK's are off for writes).
 
-    Permanent errors fail the thread at once. Rate limits push the shared budget back and retry.
-    Transient errors retry with backoff; for a write, `reconcile` is asked first whether the
-    write was applied after all, and its answer returned instead of writing again.
+    Before sending, the lease must outlive the wait for a slot in the budget plus the request's
+    timeout, and still does after the wait (a worker frozen meanwhile stops here). Permanent
+    errors fail the thread at once; rate limits push the shared budget back and retry; transient
+    errors back off, then (for a write) ask `reconcile` whether the write was applied after all,
+    and return its answer instead of writing again.
     """
     transient, limited = 0, 0
     while True:
-        renew_lease(thread, worker)
-        if paced:
-            worker.limiter.acquire()
+        wait = run.worker.limiter.reserve() if paced else 0.0
+        run.hold(wait)
+        if wait > 0:
+            run.worker.sleeper(wait)
         try:
-            return request()
+            with openai_client.guarded_writes(run.hold):
+                return request()
         except Exception as error:
+            if isinstance(error.__cause__, LeaseLost):  # stopped by the guard, before sending
+                raise error.__cause__ from None
             failure = openai_client.classify(error)
+        if failure.kind == ErrorKind.TOO_LARGE:
+            raise TooLarge(failure)
         if failure.is_permanent:
             raise ThreadFailed(failure)
         if failure.kind == ErrorKind.RATE_LIMITED:
             limited += 1
             if limited > MAX_RATE_LIMITED_RETRIES:
                 raise ThreadFailed(failure)
-            worker.limiter.slow_down(failure.retry_after or worker.backoff(limited))
+            run.worker.limiter.slow_down(failure.retry_after or run.worker.backoff(limited))
             continue
         transient += 1
+        if transient > run.worker.max_retries:
+            raise ThreadFailed(failure)
+        # Back off before looking: a write still being applied would otherwise be missed.
+        run.worker.sleeper(run.worker.backoff(transient))
         if reconcile is not None:
             applied = reconcile()
             if applied is not None:
                 return applied
-        if transient > worker.max_retries:
-            raise ThreadFailed(failure)
-        worker.sleeper(worker.backoff(transient))
 
 
-def list_items_after(thread, worker, conversation_id, after):
-    """Every item after `after` (or from the start), oldest first, paced page by page."""
-
-    def page(cursor):
-        params = {"order": "asc", "limit": 100, "include": ITEM_INCLUDE}
-        if cursor:
-            params["after"] = cursor
-        return openai_client.raw_json(
-            worker.client.conversations.items, "list", conversation_id, **params
+def list_items_after(
+    run: Run,
+    conversation_id: str,
+    after: str | None,
+    send: Callable[[Callable[[], Any]], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Every item after `after` (or from the start), oldest first; each page is sent through
+    `send` (by default `call_api`: paced, under the lease, retried)."""
+    send = send or (lambda request: call_api(run, request))
+    items = run.worker.client.conversations.items
+    return list(
+        openai_client.paginate(
+            lambda cursor: send(
+                lambda: openai_client.list_page(
+                    items, conversation_id, after=cursor, include=ITEM_INCLUDE
+                )
+            ),
+            after,
         )
-
-    items, cursor = [], after
-    while True:
-        current = call_api(thread, worker, lambda c=cursor: page(c))
-        items += current["data"]
-        if not current.get("has_more") or not current["data"]:
-            return items
-        cursor = current["data"][-1]["id"]
+    )
 
 
 # --- the steps ----------------------------------------------------------------------------------
-def ensure_mirrored(thread, worker):
+def ensure_mirrored(run: Run) -> None:
     """Fetch the thread first if the mirror does not hold it. Reads are safe to repeat, so
-    transient failures and rate limits are retried like any other request."""
+    transient failures and rate limits are retried like any other request; the mirror is
+    written only while this worker still holds the lease."""
     tries = 0
-    while thread.data is None:
-        renew_lease(thread, worker)
-        failure = intake.fetch_into_mirror(thread, worker.source_client)
+    while run.thread.data is None:
+        run.hold()
+        failure = intake.fetch_into_mirror(
+            run.thread, run.worker.source_client, lease_owner=run.lease.owner
+        )
         if failure is None:
-            thread.refresh_from_db()
+            run.thread.refresh_from_db()
+            if run.thread.data is None:
+                raise LeaseLost(f"{run.thread.thread_id}: the fetched mirror was not stored")
             return
         tries += 1
-        if failure.is_permanent or tries > worker.max_retries:
+        if failure.is_permanent or tries > run.worker.max_retries:
             raise ThreadFailed(
                 ApiFailure(
                     failure.kind,
@@ -199,191 +224,280 @@ def ensure_mirrored(thread, worker):
                     failure.request_id,
                 )
             )
-        worker.sleeper(failure.retry_after or worker.backoff(tries))
+        run.worker.sleeper(failure.retry_after or run.worker.backoff(tries))
 
 
-def ensure_conversation(thread, conversion, worker):
-    """The live conversation, created empty (metadata only) if there is none yet."""
-    live = thread.conversations.live().first()
-    if live:
-        return live, True
-    created = call_api(
-        thread,
-        worker,
-        lambda: worker.client.conversations.create(metadata=conversion.metadata),
-    )
-    with transaction.atomic():
-        conversation = Conversation.objects.create(thread=thread, conversation_id=created.id)
-        thread.items_committed = 0
-        thread.save(update_fields=["items_committed"])
-    return conversation, False
+def conversion_for(thread: Thread) -> tuple[Any, Options]:
+    """The conversion to upload: with the options the live conversation was started with (a
+    resumed upload must build the same items), else with the current settings."""
+    live = Conversation.objects.live().filter(thread=thread).values_list("options", flat=True)
+    stored = live.first()
+    options = Options(**stored) if stored else conversion_options()
+    return preview_thread(thread, options), options
 
 
-def record_committed(thread, conversation, committed, last_item_id):
-    with transaction.atomic():
-        conversation.items_committed = committed
-        conversation.last_item_id = last_item_id
-        conversation.save(update_fields=["items_committed", "last_item_id"])
-        thread.items_committed = committed
-        thread.save(update_fields=["items_committed"])
+def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
+    """Create the conversation, empty, unless the thread has a live one; True if it had."""
+    if run.thread.conversation_id:
+        return True
+
+    def create() -> str:
+        try:
+            return run.worker.client.conversations.create(metadata=conversion.metadata).id
+        except Exception as error:
+            if openai_client.is_ambiguous(error):
+                run.ambiguous_creates += 1
+            raise
+
+    conversation_id = call_api(run, create)
+    try:
+        states.start_conversation(run.lease, conversation_id, dataclasses.asdict(options))
+    except LeaseLost:
+        taken_back = withdraw(
+            run, lambda: openai_client.delete_conversation(run.worker.client, conversation_id)
+        )
+        raise LeaseLost(
+            f"the lease was taken over after conversation {conversation_id} was created; "
+            + ("it was deleted (it was empty)" if taken_back else "it is left empty")
+        ) from None
+    run.thread.conversation_id = conversation_id
+    run.committed, run.last_item_id = 0, ""
+    return False
 
 
-def reconcile(thread, conversation, items, worker):
+def reconcile(run: Run, items: list[dict[str, Any]]) -> int:
     """Catch up with items the server has but we did not record (a write applied whose answer
-    was lost). Anything that is not the next items we meant to send is a conflict."""
-    found = list_items_after(
-        thread, worker, conversation.conversation_id, conversation.last_item_id
+    was lost), taking back copies a worker wrote after losing its lease. Anything else is a
+    conflict: the conversation was changed outside the console."""
+    found = list_items_after(run, run.thread.conversation_id, run.last_item_id or None)
+    matched = match_listing(found, items, run.committed)
+    if matched is None:
+        raise _conflict(run, run.committed + len(found), len(items))
+    adopted, copies = matched
+    take_back(run, [found[index]["id"] for index in copies])
+    if adopted:
+        last = [item for index, item in enumerate(found) if index not in copies][adopted - 1]
+        run.record(run.committed + adopted, last["id"])
+    return adopted
+
+
+def _conflict(run: Run, held: int, expected: int) -> ThreadFailed:
+    return _failure(
+        ErrorKind.CONFLICT,
+        f"Conversation {run.thread.conversation_id} holds {held} items, which do not match the "
+        f"{expected} this thread converts to: it was changed outside the console. Re-migrate "
+        "to start a new conversation.",
     )
-    start = conversation.items_committed
-    expected = items[start : start + len(found)]
-    if len(found) > len(items) - start or [item_fingerprint(i) for i in found] != [
-        item_fingerprint(i) for i in expected
-    ]:
-        raise _failure(
-            ErrorKind.CONFLICT,
-            f"Conversation {conversation.conversation_id} holds {start + len(found)} items, "
-            f"which do not match the {len(items)} this thread converts to; it was changed "
-            "outside the console. Re-migrate to start a new conversation.",
-        )
-    if found:
-        record_committed(thread, conversation, start + len(found), found[-1]["id"])
-    return len(found)
 
 
-def upload_items(thread, conversation, items, worker):
-    while conversation.items_committed < len(items):
-        start = conversation.items_committed
-        batch = items[start : start + MAX_ITEMS_PER_CALL]
+def take_back(run: Run, item_ids: list[str]) -> None:
+    """Delete items that are copies of ours (written by a worker that had lost its lease)."""
+    for item_id in item_ids:
+        try:
+            call_api(
+                run,
+                lambda i=item_id: openai_client.delete_item(
+                    run.worker.client, run.thread.conversation_id, i
+                ),
+            )
+        except ThreadFailed as failed:
+            if failed.failure.kind != ErrorKind.NOT_FOUND:  # already gone is what we wanted
+                raise
+        run.taken_back += 1
 
-        def was_applied(start=start, batch=batch):
-            reconcile(thread, conversation, items, worker)
-            if conversation.items_committed >= start + len(batch):
-                return APPLIED
-            return None
 
-        result = call_api(
-            thread,
-            worker,
-            lambda batch=batch: openai_client.add_items(
-                worker.client, conversation.conversation_id, batch
-            ),
-            reconcile=was_applied,
-        )
+def upload_items(run: Run, items: list[dict[str, Any]]) -> None:
+    """Batches from the last committed item on. A batch the API refuses as too large is halved;
+    a single item it refuses fails the thread with that reason."""
+    size = MAX_ITEMS_PER_CALL
+    while run.committed < len(items):
+        start = run.committed
+        batch = batches(items[start : start + size], size)[0]
+
+        def was_applied(start: int = start, batch: list[dict[str, Any]] = batch) -> Any:
+            reconcile(run, items)
+            return APPLIED if run.committed >= start + len(batch) else None
+
+        try:
+            result = call_api(
+                run,
+                lambda batch=batch: openai_client.add_items(
+                    run.worker.client, run.thread.conversation_id, batch
+                ),
+                reconcile=was_applied,
+            )
+        except TooLarge as refused:
+            if len(batch) > 1:
+                size = len(batch) // 2
+                continue
+            raise _failure(
+                ErrorKind.TOO_LARGE,
+                f"Item {start + 1} of {len(items)} is too large for the API, even alone: "
+                f"{refused.failure.message}",
+            ) from None
         if result is not APPLIED:
-            record_committed(thread, conversation, start + len(batch), result)
+            record_written(run, start + len(batch), result)
+        size = min(MAX_ITEMS_PER_CALL, size * 2)
 
 
-def verify(thread, conversation, items, worker):
-    listed = list_items_after(thread, worker, conversation.conversation_id, None)
-    if [item_fingerprint(i) for i in listed] != [item_fingerprint(i) for i in items]:
-        raise _failure(
-            ErrorKind.CONFLICT,
-            f"Verification failed: conversation {conversation.conversation_id} holds "
-            f"{len(listed)} items, expected {len(items)} in the thread's order.",
+def record_written(run: Run, committed: int, item_ids: list[str]) -> None:
+    """Record a write. If the lease was lost meanwhile (the worker froze while its request was
+    under way and another worker took over), the write may have landed behind the new owner's
+    back: a running owner takes such copies back when it reconciles or verifies; if the owner
+    already finished, this worker takes back its own items that came after the verified ones."""
+    try:
+        run.record(committed, item_ids[-1])
+    except LeaseLost as lost:
+        raise LeaseLost(f"{lost}; {_take_back_late_write(run, item_ids)}") from None
+
+
+def _take_back_late_write(run: Run, item_ids: list[str]) -> str:
+    now = Thread.objects.filter(pk=run.thread.pk).values(
+        "status", "conversation_id", "last_item_id"
+    )
+    thread = now.first()
+    finished = thread and thread["status"] == ThreadStatus.SUCCEEDED
+    if not finished or thread["conversation_id"] != run.thread.conversation_id:
+        return f"its last write ({len(item_ids)} items) is left to the thread's next owner"
+    late: list[str] = []
+
+    def list_late() -> None:
+        listed = list_items_after(
+            run, run.thread.conversation_id, thread["last_item_id"] or None, send=_send_once
         )
-    conversation.verified_at = timezone.now()
-    conversation.verified_item_count = len(listed)
-    conversation.save(update_fields=["verified_at", "verified_item_count"])
+        late.extend(item["id"] for item in listed if item["id"] in item_ids)
+
+    withdraw(run, list_late)
+    kept = [
+        item_id
+        for item_id in late
+        if not withdraw(
+            run,
+            lambda i=item_id: openai_client.delete_item(
+                run.worker.client, run.thread.conversation_id, i
+            ),
+        )
+    ]
+    if kept:
+        log.error("%s: could not delete late items %s", run.thread.thread_id, kept)
+        return f"wrote {len(late)} items after the thread was verified; could not delete {kept}"
+    return f"wrote {len(late)} items after the thread was verified and deleted them"
+
+
+def _send_once(request: Callable[[], Any]) -> Any:
+    return request()
+
+
+def withdraw(run: Run, request: Callable[[], Any]) -> bool:
+    """Undo this worker's own late write, without a lease (it has none any more); transient
+    errors are retried. True if it was done."""
+    for attempt in range(run.worker.max_retries + 1):
+        try:
+            request()
+            return True
+        except Exception as error:
+            failure = openai_client.classify(error)
+            if failure.is_permanent:
+                return failure.kind == ErrorKind.NOT_FOUND
+        run.worker.sleeper(run.worker.backoff(attempt + 1))
+    return False
+
+
+def verify(run: Run, items: list[dict[str, Any]]) -> int:
+    """List the whole conversation: it must hold exactly the thread's items, in order (copies
+    written behind our back are taken back first)."""
+    for _ in range(3):
+        listed = list_items_after(run, run.thread.conversation_id, None)
+        matched = match_listing(listed, items)
+        if matched is None or matched[0] != len(items):
+            raise _failure(
+                ErrorKind.CONFLICT,
+                f"Verification failed: conversation {run.thread.conversation_id} holds "
+                f"{len(listed)} items, expected {len(items)} in the thread's order. Re-migrate "
+                "to start a new conversation.",
+            )
+        if not matched[1]:
+            return len(listed)
+        take_back(run, [listed[index]["id"] for index in matched[1]])
+    raise _conflict(run, len(listed), len(items))
 
 
 # --- one thread, start to end -------------------------------------------------------------------
-def migrate_thread(thread_pk, worker):
+def migrate_thread(thread_pk: int, worker: Worker) -> str:
     """Migrate one thread if this worker can take it; returns the outcome."""
-    thread = take_lease(thread_pk, worker)
-    if thread is None:
+    lease = states.take(thread_pk, worker.lease_owner(), worker.lease_seconds, worker.clock)
+    if lease is None:
         return Attempt.Outcome.SKIPPED
-    attempt = Attempt.objects.create(
-        thread=thread,
-        action=Attempt.Action.MIGRATE if thread.attempts == 1 else Attempt.Action.RETRY,
-        outcome=Attempt.Outcome.STARTED,
-        actor_label=f"worker {worker.name}",
-        attempt_number=thread.attempts,
-    )
+    thread = Thread.objects.get(pk=thread_pk)
+    action = thread.requested_action or Attempt.Action.MIGRATE
+    attempt = states.open_attempt(lease, action, f"worker {worker.name}")
+    run = Run(thread, lease, worker, attempt, thread.items_committed, thread.last_item_id)
     try:
-        ensure_mirrored(thread, worker)
-        conversion = preview_thread(thread)
-        thread.items_total = len(conversion.items)
-        thread.warning_count = len(conversion.warnings)
-        thread.save(update_fields=["items_total", "warning_count"])
-        conversation, resumed = ensure_conversation(thread, conversion, worker)
-        attempt.conversation_id = conversation.conversation_id
-        if resumed:
-            reconcile(thread, conversation, conversion.items, worker)
-        upload_items(thread, conversation, conversion.items, worker)
-        verify(thread, conversation, conversion.items, worker)
+        count = _migrate(run)
+        states.succeed(lease, attempt.pk, count, **_attempt_fields(run, count))
     except LeaseLost as lost:
-        _finish_attempt(attempt, Attempt.Outcome.FAILED, error_message=str(lost))
-        return Attempt.Outcome.SKIPPED
+        states.abandon_attempt(attempt.pk, f"Stopped: {lost}")
+        return Attempt.Outcome.ABANDONED
     except ThreadFailed as failed:
-        _fail(thread, attempt, failed.failure)
-        return Attempt.Outcome.FAILED
+        return _fail(run, failed.failure)
     except Exception as error:
         log.exception("migrating %s failed", thread.thread_id)
-        _fail(thread, attempt, ApiFailure(ErrorKind.INTERNAL, f"Console error: {error!r}"))
-        return Attempt.Outcome.FAILED
-    _succeed(thread, attempt)
+        return _fail(run, ApiFailure(ErrorKind.INTERNAL, f"Console error: {error!r}"))
     return Attempt.Outcome.SUCCEEDED
 
 
-def _finish_attempt(attempt, outcome, **fields):
-    for name, value in fields.items():
-        setattr(attempt, name, value)
-    attempt.outcome = outcome
-    attempt.finished_at = timezone.now()
-    attempt.save()
+def _migrate(run: Run) -> int:
+    ensure_mirrored(run)
+    conversion, options = conversion_for(run.thread)
+    states.set_totals(run.lease, len(conversion.items), len(conversion.warnings))
+    if ensure_conversation(run, conversion, options):
+        reconcile(run, conversion.items)
+    upload_items(run, conversion.items)
+    return verify(run, conversion.items)
 
 
-def _release(thread, status):
-    thread.status = status
-    thread.lease_owner = ""
-    thread.lease_expires_at = None
+def _attempt_fields(run: Run, items: int | None = None) -> dict[str, Any]:
+    detail: dict[str, Any] = {"items_committed": run.committed}
+    if items is not None:
+        detail["items"] = items
+    if run.ambiguous_creates:
+        detail["possible_empty_conversations"] = run.ambiguous_creates
+    if run.taken_back:
+        detail["copies_taken_back"] = run.taken_back
+    return {"conversation_id": run.thread.conversation_id, "detail": detail}
 
 
-def _succeed(thread, attempt):
-    with transaction.atomic():
-        _release(thread, ThreadStatus.SUCCEEDED)
-        thread.clear_error()
-        thread.save()
-        _finish_attempt(
-            attempt,
-            Attempt.Outcome.SUCCEEDED,
-            detail={"items": thread.items_total, "warnings": thread.warning_count},
+def _fail(run: Run, failure: ApiFailure) -> str:
+    if run.ambiguous_creates:
+        failure = dataclasses.replace(
+            failure,
+            message=f"{failure.message} ({run.ambiguous_creates} conversation create(s) got no "
+            "answer: an empty conversation may exist that the console cannot name.)",
         )
-
-
-def _fail(thread, attempt, failure):
-    with transaction.atomic():
-        updated = Thread.objects.filter(pk=thread.pk, lease_owner=thread.lease_owner).update(
-            status=ThreadStatus.FAILED,
-            lease_owner="",
-            lease_expires_at=None,
-            error_kind=failure.kind,
-            error_message=failure.message[:4000],
-            error_http_status=failure.http_status,
-            error_request_id=failure.request_id,
-            updated_at=timezone.now(),
-        )
-        _finish_attempt(
-            attempt,
-            Attempt.Outcome.FAILED,
-            error_kind=failure.kind,
-            error_message=failure.message,
-            http_status=failure.http_status,
-            request_id=failure.request_id,
-            detail={"lease_lost": not updated},
-        )
+    try:
+        states.fail(run.lease, run.attempt.pk, failure, **_attempt_fields(run))
+    except LeaseLost as lost:
+        states.abandon_attempt(run.attempt.pk, f"Stopped: {lost}")
+        return Attempt.Outcome.ABANDONED
+    return Attempt.Outcome.FAILED
 
 
 # --- many threads at once -----------------------------------------------------------------------
-def migrate_many(thread_pks, *, concurrency=None, worker_factory=Worker, on_done=None):
+def migrate_many(
+    thread_pks: Iterable[int],
+    *,
+    concurrency: int | None = None,
+    worker_factory: Callable[..., Worker] = Worker,
+    on_done: Callable[[int, str], Any] | None = None,
+) -> dict[str, int]:
     """Migrate threads with `concurrency` in flight: the work is waiting on the network, so one
     process carries many threads. Returns {outcome: count}."""
     concurrency = concurrency or settings.MIGRATION_THREADS_PER_WORKER
     client = openai_client.destination_client()
-    outcomes = {}
+    outcomes: dict[str, int] = {}
     lock = threading.Lock()
 
-    def run(pk):
+    def run(pk: int) -> None:
         try:
             outcome = migrate_thread(pk, worker_factory(client=client))
         finally:

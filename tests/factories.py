@@ -40,3 +40,13 @@ def hostile_bundle():
         "runs": [],
         "run_steps": [],
     }
+
+
+def give_conversation(thread, conversation_id, **fields):
+    """A live conversation for `thread`, as the state machine records it (the Conversation row
+    and the thread's own copy of its id)."""
+    from migrations_app.models import Conversation, Thread
+
+    Thread.objects.filter(pk=thread.pk).update(conversation_id=conversation_id)
+    thread.conversation_id = conversation_id
+    return Conversation.objects.create(thread=thread, conversation_id=conversation_id, **fields)

@@ -19,7 +19,7 @@ from migrations_app.models import (
     ThreadStatus,
 )
 from migrations_app.sandbox import generate_dataset
-from tests.factories import HOSTILE, hostile_bundle
+from tests.factories import HOSTILE, give_conversation, hostile_bundle
 
 pytestmark = pytest.mark.django_db
 
@@ -66,7 +66,7 @@ def changelist(**params):
 # --- every page answers ---------------------------------------------------------------------------
 def test_every_admin_url_answers_without_error(admin_client, mirrored):
     thread = Thread.objects.first()
-    Conversation.objects.create(thread=thread, conversation_id="conv_smoke")
+    give_conversation(thread, "conv_smoke")
     Attempt.objects.create(thread=thread, action="migrate", outcome="failed", error_message="x")
     batch = ImportBatch.objects.create(source="csv", filename="ids.csv")
     batch.add_error("Line 3: bad", line=3)
@@ -126,14 +126,14 @@ def test_the_list_shows_status_progress_error_and_conversation(admin_client, mir
     thread = Thread.objects.first()
     thread.status, thread.items_total, thread.items_committed = "running", 40, 20
     thread.save()
-    Conversation.objects.create(thread=thread, conversation_id="conv_listed")
+    give_conversation(thread, "conv_listed")
     html = admin_client.get(reverse("admin:migrations_app_thread_changelist")).content.decode()
     assert "20/40" in html and "conv_listed" in html and "status-badge" in html
 
 
 def test_search_finds_threads_by_conversation_id_and_metadata(admin_client, mirrored):
     thread = Thread.objects.get(thread_id=mirrored[0]["thread"]["id"])
-    Conversation.objects.create(thread=thread, conversation_id="conv_found")
+    give_conversation(thread, "conv_found")
     url = reverse("admin:migrations_app_thread_changelist")
     for term in ["conv_found", thread.thread_id, f"customer={thread.metadata['customer']}"]:
         response = admin_client.get(url, {"q": term})
@@ -295,7 +295,7 @@ def test_the_mapping_downloads_for_the_current_filter(admin_client, mirrored):
     done = Thread.objects.first()
     done.status = ThreadStatus.SUCCEEDED
     done.save()
-    Conversation.objects.create(thread=done, conversation_id="conv_done")
+    give_conversation(done, "conv_done")
     url = reverse("admin:migrations_app_thread_mapping") + "?status__exact=succeeded"
     response = admin_client.get(url)
     body = b"".join(response.streaming_content).decode()

@@ -22,6 +22,7 @@ from migrations_app.models import (
 )
 from migrations_app.openai_client import source_client
 from migrations_app.sandbox import generate_dataset
+from tests.factories import give_conversation
 
 pytestmark = pytest.mark.django_db
 
@@ -192,7 +193,7 @@ def test_a_thread_whose_upload_started_keeps_its_mirror(sandbox):
     thread_id = a_thread_with_tool_calls(sandbox)
     thread = register(thread_id)
     intake.fetch_thread(thread_id)
-    Conversation.objects.create(thread=thread, conversation_id="conv_x")
+    give_conversation(thread, "conv_x")
     sandbox.state.messages[thread_id].pop()
     attempt = intake.fetch_thread(thread_id)
     assert attempt.outcome == Attempt.Outcome.SKIPPED
@@ -385,7 +386,7 @@ def test_export_mapping_writes_header_then_one_row_per_thread(tmp_path):
     Conversation.objects.create(
         thread=done, conversation_id="conv_old", replaced_at="2026-01-01T00:00:00Z"
     )
-    Conversation.objects.create(thread=done, conversation_id="conv_live")
+    give_conversation(done, "conv_live")
     Thread.objects.create(thread_id="thread_todo")
     out = tmp_path / "map.csv"
     call_command("export_mapping", "-o", str(out))

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from migrations_app import actions, intake, upload
+from migrations_app import actions, intake, states, upload
 from migrations_app.models import Attempt, ErrorKind, RateLimit, Thread, ThreadStatus
 from migrations_app.preview import preview_thread
 from migrations_app.ratelimit import SharedRateLimiter
@@ -42,7 +42,8 @@ def make_worker(sandbox, slept):
     return make
 
 
-def register(sandbox, minimum=1, maximum=120, fetched=True, thread_id=None):
+def register(sandbox, minimum=1, maximum=120, fetched=True, thread_id=None, queued=True):
+    """A thread of the sandbox's, imported (and fetched), queued for a worker run by the test."""
     thread_id = thread_id or next(
         t
         for t, m in sandbox.state.messages.items()
@@ -51,9 +52,17 @@ def register(sandbox, minimum=1, maximum=120, fetched=True, thread_id=None):
     thread = Thread.objects.create(thread_id=thread_id)
     if fetched:
         intake.fetch_thread(thread_id)
-        thread.refresh_from_db()
+    if queued:
+        queue(thread)
+    thread.refresh_from_db()
     sandbox.state.request_counts.clear()
     return thread
+
+
+def queue(thread, action="migrate"):
+    """Queue as staff would, without a django-q2 task: the test runs the worker itself."""
+    assert actions.apply(action, Thread.objects.filter(pk=thread.pk), enqueue=False)[0] == 1
+    thread.refresh_from_db()
 
 
 def script(sandbox, *faults):
@@ -73,8 +82,7 @@ def test_a_thread_migrates_into_one_verified_conversation(sandbox, make_worker):
     assert_migrated_exactly_once(sandbox, thread)
     metadata = sandbox.state.conversations[thread.conversations.get().conversation_id]
     assert metadata["object"]["metadata"]["source_thread_id"] == thread.thread_id
-    attempt = thread.history.get(action=Attempt.Action.MIGRATE)
-    assert attempt.outcome == Attempt.Outcome.SUCCEEDED
+    attempt = thread.history.get(action=Attempt.Action.MIGRATE, outcome="succeeded")
     assert attempt.conversation_id == thread.conversations.get().conversation_id
 
 
@@ -190,7 +198,7 @@ def test_a_permanent_error_fails_at_once_and_a_retry_resumes(sandbox, make_worke
     assert sandbox.state.request_counts["POST create_items"] == 2, "no retry on a 401"
     conversation_id = thread.conversations.get().conversation_id
     # The cause is fixed; staff retry. The upload resumes in the same conversation.
-    actions.apply("retry", Thread.objects.filter(pk=thread.pk), enqueue=False)
+    queue(thread, "retry")
     upload.migrate_thread(thread.pk, make_worker())
     assert_migrated_exactly_once(sandbox, thread)
     assert thread.conversations.get().conversation_id == conversation_id
@@ -206,15 +214,14 @@ def test_transient_errors_beyond_the_limit_fail_the_thread_resumably(sandbox, ma
     assert "server error (HTTP 500)" in thread.error_message
     assert thread.error_request_id.startswith("req_")
     sandbox.state.configure_faults(scripted=[])
-    actions.apply("retry", Thread.objects.filter(pk=thread.pk), enqueue=False)
+    queue(thread, "retry")
     upload.migrate_thread(thread.pk, make_worker())
     assert_migrated_exactly_once(sandbox, thread)
 
 
 def test_a_live_lease_keeps_a_second_worker_off(sandbox, make_worker):
     thread = register(sandbox, minimum=3)
-    first = make_worker(name="first")
-    assert upload.take_lease(thread.pk, first) is not None
+    assert states.take(thread.pk, "first#1", 60) is not None
     assert upload.migrate_thread(thread.pk, make_worker(name="second")) == "skipped"
     assert sum(sandbox.state.request_counts.values()) == 0
 
@@ -227,7 +234,7 @@ def test_a_worker_that_died_mid_thread_is_resumed_without_duplicates(
     sandbox, make_worker, monkeypatch
 ):
     thread = register(sandbox, minimum=40)
-    real = upload.record_committed
+    real = states.record_progress
     recorded = []
 
     def die_after_the_second_batch_is_applied(*args):
@@ -236,15 +243,15 @@ def test_a_worker_that_died_mid_thread_is_resumed_without_duplicates(
             raise WorkerDied  # the server has batch 2; our database never hears of it
         return real(*args)
 
-    monkeypatch.setattr(upload, "record_committed", die_after_the_second_batch_is_applied)
+    monkeypatch.setattr(states, "record_progress", die_after_the_second_batch_is_applied)
     with pytest.raises(WorkerDied):
         upload.migrate_thread(thread.pk, make_worker(name="dead"))
-    monkeypatch.setattr(upload, "record_committed", real)
+    monkeypatch.setattr(states, "record_progress", real)
     thread.refresh_from_db()
     assert (thread.status, thread.items_committed) == (ThreadStatus.RUNNING, 20)
     assert upload.migrate_thread(thread.pk, make_worker(name="early")) == "skipped"
     Thread.objects.filter(pk=thread.pk).update(lease_expires_at=timezone.now())
-    assert actions.sweep_stuck_threads() == 1
+    assert states.sweep("resume").resumed == 1
     assert upload.migrate_thread(thread.pk, make_worker(name="next")) == "succeeded"
     assert_migrated_exactly_once(sandbox, thread)
     assert sandbox.state.request_counts["POST create_conversation"] == 1
@@ -269,29 +276,32 @@ def test_a_migrated_thread_is_not_uploaded_again_unless_remigrated(sandbox, make
     assert plan.skipped == {"already migrated (use re-migrate to create a new conversation)": 1}
     assert upload.migrate_thread(thread.pk, make_worker()) == "skipped"
     old = thread.conversations.get().conversation_id
-    actions.apply("remigrate", Thread.objects.filter(pk=thread.pk), enqueue=False)
+    queue(thread, "remigrate")
     upload.migrate_thread(thread.pk, make_worker())
     assert_migrated_exactly_once(sandbox, thread)
     new = thread.conversations.live().get().conversation_id
     assert new != old
     assert thread.conversations.get(conversation_id=old).replaced_at is not None
-    assert thread.history.get(action=Attempt.Action.REMIGRATE).conversation_id == old
+    queued = thread.history.get(action=Attempt.Action.REMIGRATE, outcome="queued")
+    assert queued.conversation_id == old
+    ran = thread.history.get(action=Attempt.Action.REMIGRATE, outcome="succeeded")
+    assert ran.conversation_id == new
 
 
 def test_a_conversation_changed_outside_the_console_is_a_conflict(
     sandbox, make_worker, monkeypatch
 ):
     thread = register(sandbox, minimum=30)
-    real = upload.record_committed
+    real = states.record_progress
 
     def stop_after_first_batch(*args):
         real(*args)
         raise WorkerDied
 
-    monkeypatch.setattr(upload, "record_committed", stop_after_first_batch)
+    monkeypatch.setattr(states, "record_progress", stop_after_first_batch)
     with pytest.raises(WorkerDied):
         upload.migrate_thread(thread.pk, make_worker())
-    monkeypatch.setattr(upload, "record_committed", real)
+    monkeypatch.setattr(states, "record_progress", real)
     conversation_id = thread.conversations.get().conversation_id
     sandbox.state.add_items(
         conversation_id, [{"type": "message", "role": "user", "content": "added by someone else"}]
@@ -317,7 +327,6 @@ def test_queueing_groups_threads_into_tasks_named_after_the_batch(sandbox, setti
 
 def test_cancelled_threads_are_skipped_by_their_task(sandbox, make_worker):
     thread = register(sandbox, minimum=3)
-    actions.apply("migrate", Thread.objects.filter(pk=thread.pk), enqueue=False)
     assert actions.apply("cancel", Thread.objects.filter(pk=thread.pk))[0] == 1
     assert upload.migrate_thread(thread.pk, make_worker()) == "skipped"
     assert Thread.objects.get(pk=thread.pk).status == ThreadStatus.CANCELLED
@@ -356,7 +365,7 @@ def test_the_rate_limit_is_shared_by_every_limiter_instance():
 
 # --- the command line -----------------------------------------------------------------------------
 def test_dry_run_prints_items_and_warnings_and_sends_nothing(sandbox, capsys):
-    thread = register(sandbox, minimum=10)
+    thread = register(sandbox, minimum=10, queued=False)
     call_command("migrate_threads", thread.thread_id, "--dry-run")
     out = capsys.readouterr().out
     preview = preview_thread(thread)
@@ -366,7 +375,7 @@ def test_dry_run_prints_items_and_warnings_and_sends_nothing(sandbox, capsys):
 
 
 def test_migrate_threads_without_inline_queues_and_returns(sandbox, capsys):
-    thread = register(sandbox, minimum=3)
+    thread = register(sandbox, minimum=3, queued=False)
     call_command("migrate_threads", "--all")
     assert "Queued 1 threads" in capsys.readouterr().out
     assert Thread.objects.get(pk=thread.pk).status == ThreadStatus.QUEUED
@@ -376,7 +385,7 @@ def test_migrate_threads_without_inline_queues_and_returns(sandbox, capsys):
 
 @pytest.mark.django_db(transaction=True)
 def test_migrate_threads_inline_migrates_and_export_mapping_reports_it(sandbox, capsys, tmp_path):
-    threads = [register(sandbox, minimum=2) for _ in range(3)]
+    threads = [register(sandbox, minimum=2, queued=False) for _ in range(3)]
     call_command("migrate_threads", "--all", "--inline")
     assert "Done: 3 succeeded." in capsys.readouterr().out
     for thread in threads:
@@ -413,6 +422,7 @@ def test_a_fetch_that_meets_transient_errors_is_retried_not_failed(sandbox, make
 
 def test_a_fetch_that_finds_no_thread_fails_at_once(sandbox, make_worker):
     thread = Thread.objects.create(thread_id="thread_gone")
+    queue(thread)
     upload.migrate_thread(thread.pk, make_worker())
     thread.refresh_from_db()
     assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.NOT_FOUND)

@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
-from migrations_app import actions, dashboard, intake, tasks
+from migrations_app import actions, dashboard, intake, states, tasks
 from migrations_app.conversion import responses_config
 from migrations_app.models import Conversation, Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
@@ -196,7 +196,7 @@ class ThreadAdmin(admin.ModelAdmin):
     def confirm_and_apply(self, request, queryset, name):
         if name == "preview":
             return self.preview_response(request, queryset)
-        plan = fetch_plan(queryset) if name == "fetch" else actions.plan(name, queryset)
+        plan = actions.plan(name, queryset)
         if request.POST.get("post") == "yes" and plan.eligible:
             count = self.apply(request, queryset, name)
             self.message_user(
@@ -357,17 +357,12 @@ VALID_BUTTONS = ("fetch", "migrate", "retry", "cancel", "remigrate")
 def buttons_for(thread, request, model_admin):
     """Only the actions valid for this thread's state, and only for staff allowed to act."""
     offered = []
+    applicable = states.applicable_actions(thread.pk)
     for name in VALID_BUTTONS:
         if not getattr(model_admin, f"has_{name}_permission")(request):
             continue
-        if name == "fetch":
-            valid = not intake.is_frozen(thread) and thread.status != ThreadStatus.RUNNING
-            label = "Fetch from source"
-        else:
-            valid = thread.status in actions.RULES[name].eligible
-            label = actions.RULES[name].label
-        if valid:
-            offered.append((name, label))
+        if name in applicable:
+            offered.append((name, actions.RULES[name].label))
     return offered
 
 
@@ -399,29 +394,8 @@ def thread_page_context(thread, request, model_admin):
 
 
 # --- fetch as an action -------------------------------------------------------------------------
-class _FetchRule:
-    name = "fetch"
-    label = "Fetch from source"
-
-
-def fetch_plan(queryset):
-    frozen = queryset.filter(items_committed__gt=0).count()
-    running = queryset.filter(status=ThreadStatus.RUNNING, items_committed=0).count()
-    total = queryset.count()
-    skipped = {}
-    if frozen:
-        skipped["upload started: the mirror is kept as it was uploaded"] = frozen
-    if running:
-        skipped["running now"] = running
-    return actions.Plan(rule=_FetchRule, eligible=total - frozen - running, skipped=skipped)
-
-
 def apply_fetch(queryset, user, log):
-    ids = list(
-        queryset.filter(items_committed=0)
-        .exclude(status=ThreadStatus.RUNNING)
-        .values_list("pk", "thread_id")
-    )
+    ids = list(queryset.filter(states.ELIGIBLE["fetch"]).values_list("pk", "thread_id"))
     log([pk for pk, _ in ids])
     tasks.queue_fetch([thread_id for _, thread_id in ids], group=f"fetch by {user}")
     return len(ids)

@@ -2,7 +2,7 @@
 
 Routes (under /v1): GET assistants, assistants/{id}, threads/{id}, threads/{id}/messages,
 threads/{id}/runs, threads/{id}/runs/{run}/steps; POST conversations, GET/DELETE
-conversations/{id}, POST/GET conversations/{id}/items. Introspection (no /v1, never faulted):
+conversations/{id}, POST/GET conversations/{id}/items, DELETE conversations/{id}/items/{item}. Introspection (no /v1, never faulted):
 GET /_sandbox/state, POST /_sandbox/faults, GET /_sandbox/health.
 """
 
@@ -210,6 +210,17 @@ def create_items(state, request, query, conversation_id):
     }
 
 
+@route("DELETE", r"/v1/conversations/(?P<conversation_id>[^/]+)/items/(?P<item_id>[^/]+)")
+def delete_item(state, request, query, conversation_id, item_id):
+    with state.lock:
+        conversation = _conversation_or_404(state, conversation_id)
+        kept = [item for item in conversation["items"] if item["id"] != item_id]
+        if len(kept) == len(conversation["items"]):
+            raise not_found("item", item_id)
+        conversation["items"] = kept
+        return 200, conversation["object"]
+
+
 @route("GET", r"/v1/conversations/(?P<conversation_id>[^/]+)/items")
 def list_items(state, request, query, conversation_id):
     with state.lock:
@@ -283,6 +294,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if capped:
             self._pending = self._rate_limited(wait, "Rate limit reached for requests")
             return "rpm_cap"
+        if faults.max_body_bytes and len(self._body) > faults.max_body_bytes:
+            error = ApiError(
+                413,
+                f"Request body of {len(self._body)} bytes is larger than the maximum of "
+                f"{faults.max_body_bytes} bytes.",
+                code="request_too_large",
+            )
+            self._pending = (413, error.body, {})
+            return "too_large"
         fault = self.state.choose_fault(method, path)
         if fault == "rate_limit":
             self._pending = self._rate_limited(

@@ -20,6 +20,7 @@ class FaultConfig:
     drop_before_write: float = 0  # POST/DELETE: close the connection, apply nothing
     drop_after_write: float = 0  # POST/DELETE: apply, then close without answering
     rpm_cap: int = 0
+    max_body_bytes: int = 0  # a larger request body is refused with 413 (0: no limit)
     seed: int = 0
     # Scripted faults for deterministic tests: [{"kind", "method", "path_contains", "times"}].
     scripted: list = field(default_factory=list)

@@ -1,9 +1,11 @@
 import json
 import sys
+from collections import Counter
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
-from migrations_app import actions, upload
+from migrations_app import actions, states, upload
 from migrations_app.models import Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
 
@@ -36,12 +38,32 @@ class Command(BaseCommand):
         plan = actions.plan(action, threads)
         for reason, count in plan.skipped.items():
             self.stderr.write(self.style.WARNING(f"Skipped {count}: {reason}"))
-        count, group = actions.apply(action, threads, actor_label="cli", enqueue=not inline)
         if not inline:
+            count, group = actions.apply(action, threads, actor_label="cli")
             self.stdout.write(self.style.SUCCESS(f"Queued {count} threads (task group '{group}')."))
             return
-        pks = list(Thread.objects.filter(task_group=group).values_list("pk", flat=True))
-        outcomes = upload.migrate_many(pks, on_done=self._progress(len(pks)))
+        self._run_inline(action, threads, plan.eligible)
+
+    def _run_inline(self, action, threads, total):
+        """Chunk by chunk: each chunk is queued for this process (no task) and run here. If the
+        run stops early, what it queued and did not start goes to the workers' queue."""
+        group = f"{action} inline {timezone.now():%Y-%m-%d %H:%M:%S}"
+        outcomes = Counter()
+        progress = self._progress(total)
+
+        def run_chunk(pks):
+            outcomes.update(upload.migrate_many(pks, on_done=progress))
+
+        try:
+            actions.apply(
+                action, threads, actor_label="cli", enqueue=False, on_chunk=run_chunk, group=group
+            )
+        finally:
+            handed = states.hand_to_queue(group)
+            if handed:
+                self.stderr.write(
+                    self.style.WARNING(f"\nStopped early: {handed} threads handed to the queue.")
+                )
         self.stdout.write("")
         summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
         self.stdout.write(self.style.SUCCESS(f"Done: {summary or 'nothing to do'}."))
