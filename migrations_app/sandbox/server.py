@@ -2,8 +2,9 @@
 
 Routes (under /v1): GET assistants, assistants/{id}, threads/{id}, threads/{id}/messages,
 threads/{id}/runs, threads/{id}/runs/{run}/steps; POST conversations, GET/DELETE
-conversations/{id}, POST/GET conversations/{id}/items, DELETE conversations/{id}/items/{item}. Introspection (no /v1, never faulted):
-GET /_sandbox/state, POST /_sandbox/faults, GET /_sandbox/health.
+conversations/{id}, POST/GET conversations/{id}/items, DELETE conversations/{id}/items/{item}.
+Introspection (no /v1, never faulted): GET /_sandbox/state, POST /_sandbox/faults,
+GET /_sandbox/health.
 """
 
 import json
