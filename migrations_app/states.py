@@ -283,7 +283,13 @@ def _close_attempt(attempt_pk: int, outcome: str, **fields: Any) -> bool:
 
 
 def abandon_attempt(attempt_pk: int, reason: str) -> bool:
-    return _close_attempt(attempt_pk, Attempt.Outcome.ABANDONED, error_message=reason)
+    """A worker that lost its lease says why it stopped (its own account replaces the
+    sweeper's, which could only say that the lease expired)."""
+    return bool(
+        Attempt.objects.filter(
+            pk=attempt_pk, outcome__in=[Attempt.Outcome.STARTED, Attempt.Outcome.ABANDONED]
+        ).update(outcome=Attempt.Outcome.ABANDONED, finished_at=Now(), error_message=reason)
+    )
 
 
 def _close_open_attempts(threads: Q, reason: str) -> int:

@@ -53,12 +53,8 @@ class ThreadFailed(Exception):
         self.failure = failure
 
 
-class TooLarge(Exception):
-    """The API refused a request body as too large (HTTP 413)."""
-
-    def __init__(self, failure: ApiFailure) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
+class TooLarge(ThreadFailed):
+    """The API refused a request body as too large (HTTP 413): a batch can be split."""
 
 
 def _failure(kind: str, message: str) -> ThreadFailed:

@@ -32,6 +32,7 @@ class Cluster:
             "Q_TIMEOUT": "120",
             "Q_RETRY": "150",
             "MIGRATION_LEASE_SECONDS": "20",
+            "API_TIMEOUT_SECONDS": "5",
             "MIGRATION_THREADS_PER_WORKER": "4",
             "MIGRATION_TASK_GROUP_SIZE": "4",
             **{k: str(v) for k, v in env.items()},
@@ -55,11 +56,19 @@ class Cluster:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
+    def freeze(self):
+        """SIGSTOP every process of the cluster: a worker that is slow, not dead."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self):
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self):
         if self.process and self.process.poll() is None:
+            self.thaw()
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=3)  # django-q2 can hang in its own SIGTERM stop
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()

@@ -1,4 +1,5 @@
 import os
+import random
 
 import pytest
 from django.test import override_settings
@@ -45,5 +46,33 @@ def client_for(sandbox):
 
     def make(max_retries=0):
         return openai.OpenAI(api_key="test", base_url=sandbox.url, max_retries=max_retries)
+
+    return make
+
+
+@pytest.fixture
+def slept():
+    """Every wait the engine asked for (the tests never sleep)."""
+    return []
+
+
+@pytest.fixture
+def make_worker(sandbox, slept):
+    """A migration worker pointed at the sandbox, with the console's own clients (the write
+    guard included), recorded sleeps and a budget that never waits."""
+    from migrations_app import openai_client, upload
+    from migrations_app.ratelimit import SharedRateLimiter
+
+    def make(**overrides):
+        options = {
+            "client": openai_client.destination_client(),
+            "source_client": openai_client.source_client(max_retries=0),
+            "sleeper": slept.append,
+            "rng": random.Random(0),
+            "limiter": SharedRateLimiter(per_minute=10**7, sleeper=slept.append),
+            "max_retries": 3,
+        }
+        options.update(overrides)
+        return upload.Worker(**options)
 
     return make

@@ -8,9 +8,10 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import OrmQ
+from django_q.tasks import async_task
 
-from migrations_app import actions, intake
-from migrations_app.models import Thread, ThreadStatus
+from migrations_app import actions, intake, states
+from migrations_app.models import Attempt, Thread, ThreadStatus
 from migrations_app.sandbox import SandboxServer, seeded_state
 from tests import checks
 from tests.cluster import Cluster, wait_until
@@ -101,7 +102,7 @@ def test_faults_and_a_killed_cluster_lose_and_duplicate_nothing(world, clusters)
     # Time passes for the dead cluster: its leases and its tasks' locks run out.
     Thread.objects.filter(status=ThreadStatus.RUNNING).update(lease_expires_at=timezone.now())
     OrmQ.objects.update(lock=timezone.now() - timedelta(seconds=1))
-    assert actions.sweep_stuck_threads() >= 1
+    assert states.sweep("resume").resumed >= 1
     clusters()
     wait_until(all_settled, timeout=240, what="every thread to settle after the kill")
     assert sum(world.state.fault_counts.values()) > 0
@@ -110,13 +111,65 @@ def test_faults_and_a_killed_cluster_lose_and_duplicate_nothing(world, clusters)
 
 def test_two_clusters_racing_for_the_same_threads_upload_each_once(world, clusters):
     register_all(world, 40)
-    pks = list(Thread.objects.values_list("pk", flat=True))
-    Thread.objects.update(status=ThreadStatus.QUEUED)
-    actions.queue_migration(pks, "race one")
-    actions.queue_migration(pks, "race two")  # every thread is in two tasks
+    actions.apply("migrate", Thread.objects.all(), actor_label="test")
+    for pk in Thread.objects.values_list("pk", flat=True):  # every thread is in a second task
+        async_task(states.TASK_FUNCTION, [pk], group="race two")
     clusters()
     clusters()
     wait_until(all_settled, what="the raced threads to settle")
     wait_until(lambda: not OrmQ.objects.exists(), what="both tasks of every thread to run")
     assert_sandbox_matches_everything(world)
     assert len(world.state.conversations) == 40
+
+
+def test_a_cluster_frozen_past_its_leases_and_thawed_duplicates_nothing(world, clusters):
+    """The issue's measured failure: a slow worker, not a dead one. One cluster is frozen with
+    SIGSTOP mid-thread, a second takes its threads over and finishes them, then the first is
+    thawed with SIGCONT and goes on from wherever it stopped."""
+    register_all(world, 60)
+    world.state.configure_faults(
+        server_error=0.03,
+        rate_limit=0.03,
+        retry_after_seconds=0.2,
+        drop_before_write=0.02,
+        drop_after_write=0.02,
+        latency_ms=20,
+        seed=5,
+    )
+    actions.apply("migrate", Thread.objects.all(), actor_label="test")
+    short_leases = {"MIGRATION_LEASE_SECONDS": 6, "API_TIMEOUT_SECONDS": 2}
+    slow = clusters(**short_leases)
+    wait_until(
+        lambda: (
+            Thread.objects.filter(status=ThreadStatus.RUNNING, items_committed__gt=0).count() >= 2
+        ),
+        what="the first cluster to be mid-thread",
+    )
+    slow.freeze()
+    frozen = list(Thread.objects.filter(status=ThreadStatus.RUNNING).values_list("pk", flat=True))
+    wait_until(
+        lambda: (
+            not Thread.objects.filter(
+                pk__in=frozen, status=ThreadStatus.RUNNING, lease_expires_at__gt=timezone.now()
+            ).exists()
+        ),
+        timeout=30,
+        what="the frozen cluster's leases to expire",
+    )
+    assert states.sweep("resume").resumed == len(frozen)  # the minute's sweeper, now
+    clusters(**short_leases)
+    wait_until(
+        lambda: (
+            Thread.objects.filter(pk__in=frozen, status=ThreadStatus.SUCCEEDED).count()
+            == len(frozen)
+        ),
+        what="the second cluster to finish the frozen cluster's threads",
+    )
+    slow.thaw()
+    wait_until(all_settled, timeout=120, what="every thread to settle after the thaw")
+    wait_until(lambda: not OrmQ.objects.exists(), what="the thawed cluster to finish its tasks")
+    assert sum(world.state.fault_counts.values()) > 0
+    assert_sandbox_matches_everything(world)
+    assert set(Thread.objects.values_list("status", flat=True)) == {ThreadStatus.SUCCEEDED}
+    stopped = Attempt.objects.filter(thread_id__in=frozen, outcome=Attempt.Outcome.ABANDONED)
+    assert stopped.count() >= len(frozen), "each frozen attempt says how it ended"

@@ -1,74 +1,21 @@
 """The migration engine against the sandbox, in-process. Every result is checked against the
 sandbox's own state, not the console's counters."""
 
-import random
-
 import openai
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from migrations_app import actions, intake, states, upload
+from migrations_app import actions, states, upload
 from migrations_app.models import Attempt, ErrorKind, RateLimit, Thread, ThreadStatus
 from migrations_app.preview import preview_thread
 from migrations_app.ratelimit import SharedRateLimiter
 from tests import checks
+from tests.engine import queue, register, script
 from tests.factories import source_message, source_thread
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def slept():
-    return []
-
-
-@pytest.fixture
-def make_worker(sandbox, slept):
-    def make(**overrides):
-        client = openai.OpenAI(api_key="test", base_url=sandbox.url, max_retries=0)
-        options = {
-            "client": client,
-            "source_client": client,
-            "sleeper": slept.append,
-            "rng": random.Random(0),
-            "limiter": SharedRateLimiter(per_minute=10**7, sleeper=slept.append),
-            "max_retries": 3,
-        }
-        options.update(overrides)
-        return upload.Worker(**options)
-
-    return make
-
-
-def register(sandbox, minimum=1, maximum=120, fetched=True, thread_id=None, queued=True):
-    """A thread of the sandbox's, imported (and fetched), queued for a worker run by the test."""
-    thread_id = thread_id or next(
-        t
-        for t, m in sandbox.state.messages.items()
-        if minimum <= len(m) <= maximum and not Thread.objects.filter(thread_id=t).exists()
-    )
-    thread = Thread.objects.create(thread_id=thread_id)
-    if fetched:
-        intake.fetch_thread(thread_id)
-    if queued:
-        queue(thread)
-    thread.refresh_from_db()
-    sandbox.state.request_counts.clear()
-    return thread
-
-
-def queue(thread, action="migrate"):
-    """Queue as staff would, without a django-q2 task: the test runs the worker itself."""
-    assert actions.apply(action, Thread.objects.filter(pk=thread.pk), enqueue=False)[0] == 1
-    thread.refresh_from_db()
-
-
-def script(sandbox, *faults):
-    sandbox.state.configure_faults(
-        scripted=[{"method": "POST", "times": 1, **fault} for fault in faults]
-    )
 
 
 def assert_migrated_exactly_once(sandbox, thread):
