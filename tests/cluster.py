@@ -80,4 +80,20 @@ def wait_until(condition, timeout=180, what="condition"):
         if condition():
             return
         time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    pytest.fail(f"timed out after {timeout}s waiting for {what}\n{snapshot()}")
+
+
+def snapshot():
+    """Where the threads and the database sessions stand: what a timed-out test needs to say."""
+    from django.db.models import Count
+
+    from migrations_app.models import Thread
+
+    statuses = dict(Thread.objects.values_list("status").annotate(n=Count("pk")))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, state, wait_event_type, wait_event, left(query, 160) "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        sessions = "\n".join(str(row) for row in cursor.fetchall())
+    return f"threads by status: {statuses}\nsessions:\n{sessions}"
