@@ -19,8 +19,8 @@ from tests import spec
 SPEC_FILE = spec.configured_path()
 if SPEC_FILE is None:
     pytest.skip(
-        "optional spec layer: OPENAI_SPEC is not set (name a copy of OpenAI's openapi.yaml to "
-        "cross-check items, configurations and sandbox answers against the published spec)",
+        "optional spec layer: OPENAI_SPEC names no copy of OpenAI's openapi.yaml (`make test` "
+        "passes ../shared/openai-spec/openapi.yaml when it exists)",
         allow_module_level=True,
     )
 if not SPEC_FILE.is_file():
