@@ -1,10 +1,11 @@
 """Properties of the conversion over generated threads (hypothesis)."""
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from migrations_app.conversion import convert_thread
-from tests.validity import assert_valid_item, assert_valid_items
+from tests.validity import REJECTED_ITEMS, assert_valid_item, assert_valid_items
 
 texts = st.text(min_size=0, max_size=200)
 file_ids = st.from_regex(r"file-[A-Za-z0-9]{6}", fullmatch=True)
@@ -178,14 +179,15 @@ def test_every_generated_item_is_valid(thread):
     assert_valid_items(convert_thread(*thread).items)
 
 
-def test_the_validity_check_itself_rejects_invalid_items():
-    import pytest
-
-    bad = [
-        {"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": "u"}]},
+@pytest.mark.parametrize(
+    "item",
+    [
+        *REJECTED_ITEMS,
         {"role": "assistant", "content": [{"type": "output_text", "text": "x"}]},
-        {"type": "function_call", "call_id": "c", "name": "f"},
-    ]
-    for item in bad:
-        with pytest.raises((AssertionError, Exception)):
-            assert_valid_item(item)
+        {"role": "assistant", "content": "plain"},  # valid for the API, but not what we send
+    ],
+)
+def test_the_validity_check_itself_rejects_invalid_items(item: dict) -> None:
+    """An AssertionError that says why, not any exception: a validator that crashes must fail."""
+    with pytest.raises(AssertionError, match=r"Invalid '|not the guide's assistant form"):
+        assert_valid_item(item)

@@ -6,13 +6,15 @@ import warnings
 import httpx2
 import openai
 import pytest
+from openai.types.beta import Assistant, Thread
+from openai.types.beta.threads import Message
+from openai.types.conversations import Conversation, ConversationItemList
+from openai.types.conversations import Message as ConversationMessage
 
 from migrations_app.sandbox import SandboxServer, SandboxState, generate_dataset, seeded_state
 from migrations_app.sandbox import server as sandbox_server
 from migrations_app.sandbox.validation import is_guide_assistant_message
-from tests import spec
-
-USER_ITEM = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+from tests.validity import ACCEPTED_ITEMS, GUIDE_FORM, REJECTED_ITEMS, USER_ITEM
 
 
 @pytest.fixture
@@ -79,13 +81,23 @@ def test_the_generator_covers_every_content_kind():
     assert empty_messages > 0
 
 
-def test_generated_source_objects_carry_every_key_the_spec_requires(demo_state):
+def assert_parses_with_every_field(model, body, *, optional_too=True):
+    """Parses as the SDK's model and carries every field the model declares (or, with
+    optional_too=False, every field it requires). The SDK reads a missing field as None, so
+    parsing alone would not notice one."""
+    model.model_validate(body)
+    expected = {n for n, f in model.model_fields.items() if optional_too or f.is_required()}
+    assert expected <= set(body), expected - set(body)
+
+
+def test_generated_source_objects_carry_every_field_of_the_sdk_models(demo_state):
+    """As the API returned them: nullable fields present with null, not left out."""
     thread_id = a_thread_with_state(demo_state, 2)
     for message in demo_state.messages[thread_id]:
-        assert not spec.errors(message, "MessageObject")
-    assert not spec.errors(demo_state.threads[thread_id], "ThreadObject")
+        assert_parses_with_every_field(Message, message)
+    assert_parses_with_every_field(Thread, demo_state.threads[thread_id])
     for assistant in demo_state.assistants.values():
-        assert not spec.errors(assistant, "AssistantObject")
+        assert_parses_with_every_field(Assistant, assistant)
 
 
 def a_thread_with_state(state, minimum_messages):
@@ -247,12 +259,6 @@ def test_malformed_json_is_a_400(sandbox, http):
     assert "parse the JSON body" in response.json()["error"]["message"]
 
 
-GUIDE_FORM = {
-    "role": "assistant",
-    "content": [{"type": "output_text", "text": "x", "annotations": []}],
-}
-
-
 def test_the_guide_assistant_form_is_accepted_as_the_one_documented_exception(api):
     conversation = api.conversations.create(items=[GUIDE_FORM, {**GUIDE_FORM, "type": "message"}])
     stored = list(api.conversations.items.list(conversation.id, order="asc"))
@@ -280,59 +286,25 @@ def test_the_exception_is_exactly_that_shape_and_nothing_wider(api, variant):
         api.conversations.create(items=[variant])
 
 
-# --- the sandbox agrees with the published spec ---------------------------------------------------
-SPEC_VALID = [
-    USER_ITEM,
-    {"role": "user", "content": "plain"},
-    {"role": "assistant", "content": "plain"},
-    {
-        "type": "message",
-        "role": "user",
-        "content": [
-            {"type": "input_image", "image_url": "https://x/y.png", "detail": "auto"},
-            {"type": "input_file", "file_id": "file-1"},
-        ],
-    },
-    {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": "{}"},
-    {"type": "function_call_output", "call_id": "call_1", "output": "{}"},
-]
-SPEC_INVALID = [
-    {"type": "message", "role": "user", "content": [{"type": "input_image", "image_url": "u"}]},
-    {"type": "message", "role": "user", "content": [{"type": "input_text"}]},
-    {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
-    {"type": "function_call", "call_id": "c", "name": "f"},
-    {"type": "no_such_item"},
-]
-
-
-@pytest.mark.parametrize("item", SPEC_VALID)
-def test_what_the_spec_accepts_the_sandbox_accepts(api, item):
-    assert not spec.items_body_errors({"items": [item]})
+# --- the sandbox agrees with the API's contract (the published spec: test_spec.py) ---------------
+@pytest.mark.parametrize("item", ACCEPTED_ITEMS)
+def test_what_the_api_accepts_the_sandbox_accepts(api, item):
     api.conversations.create(items=[item])
 
 
-@pytest.mark.parametrize("item", SPEC_INVALID)
-def test_what_the_spec_rejects_the_sandbox_rejects(api, item):
-    assert spec.items_body_errors({"items": [item]})
+@pytest.mark.parametrize("item", REJECTED_ITEMS)
+def test_what_the_api_rejects_the_sandbox_rejects(api, item):
     with pytest.raises(openai.BadRequestError):
         api.conversations.create(items=[item])
 
 
-def test_the_spec_rejects_the_guide_form_which_is_why_it_is_an_exception():
-    assert spec.items_body_errors({"items": [GUIDE_FORM]})
-
-
-def test_the_spec_and_the_sandbox_both_cap_a_call_at_20_items():
-    assert spec.items_body_errors({"items": [USER_ITEM] * 21})
-    assert not spec.items_body_errors({"items": [USER_ITEM] * 20})
-
-
-def test_sandbox_responses_match_the_spec_schemas(api):
+def test_sandbox_responses_parse_as_the_sdk_models_with_every_required_field(api):
     conversation = api.conversations.create(items=[USER_ITEM])
     body = api.conversations.with_raw_response.retrieve(conversation.id).http_response.json()
-    assert not spec.errors(body, "ConversationResource")
+    assert_parses_with_every_field(Conversation, body, optional_too=False)
     listed = api.conversations.items.with_raw_response.list(conversation.id).http_response.json()
-    assert not spec.errors(listed, "ConversationItemList")
+    assert_parses_with_every_field(ConversationItemList, listed, optional_too=False)
+    assert_parses_with_every_field(ConversationMessage, listed["data"][0], optional_too=False)
 
 
 # --- faults ---------------------------------------------------------------------------------------

@@ -97,15 +97,21 @@ def _drain(value, path):
             raise _LazyElementError(error, path) from None
 
 
-def validate_item(item, param):
-    if is_guide_assistant_message(item):
-        return
+def validate_typed(adapter: TypeAdapter, value: object, param: str) -> None:
+    """Validate `value` with one of the SDK's typed params; an error names the param the way the
+    API does."""
     try:
-        _drain(_item_adapter().validate_python(item), param)
+        _drain(adapter.validate_python(value), param)
     except ValidationError as error:
         raise _closest_error(error, param) from None
     except _LazyElementError as lazy:
         raise _closest_error(lazy.error, lazy.path, labelled=False) from None
+
+
+def validate_item(item: object, param: str) -> None:
+    if is_guide_assistant_message(item):
+        return
+    validate_typed(_item_adapter(), item, param)
 
 
 def validate_items(items, param="items", *, required):
