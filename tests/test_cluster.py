@@ -137,7 +137,12 @@ def test_a_cluster_frozen_past_its_leases_and_thawed_duplicates_nothing(world, c
         seed=5,
     )
     actions.apply("migrate", Thread.objects.all(), actor_label="test")
-    short_leases = {"MIGRATION_LEASE_SECONDS": 8, "API_TIMEOUT_SECONDS": 3, "Q_TIMEOUT": 300}
+    short_leases = {
+        "MIGRATION_LEASE_SECONDS": 8,
+        "API_TIMEOUT_SECONDS": 3,
+        "Q_TIMEOUT": 300,
+        "Q_RETRY": 360,
+    }
     slow = clusters(**short_leases)
     wait_until(
         lambda: (
