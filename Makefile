@@ -14,7 +14,7 @@ demo: $(VENV)/.installed  ## web + worker + sandbox with demo data on SQLite
 	$(PY) manage.py demo
 
 test: $(VENV)/.installed chromium lint  ## the whole suite against a PostgreSQL it starts itself
-	$(PY) -m tests.postgres sh -c '$(PY) manage.py makemigrations --check --dry-run && \
+	$(PY) -m tests.postgres sh -c '$(PY) manage.py makemigrations --check --dry-run --settings=tests.settings && \
 		$(PY) -m pytest $(PYTEST_ARGS)'
 
 lint: $(VENV)/.installed
