@@ -24,7 +24,6 @@ from migrations_app.models import (
     ImportBatch,
     RunStep,
     Thread,
-    ThreadStatus,
 )
 from tests.factories import source_message, source_thread
 
@@ -164,10 +163,10 @@ def build_world() -> World:
     )  # fmt: skip
     for state in ("queued", "failed", "cancelled", "succeeded"):
         Thread.objects.filter(thread_id=f"thread_ladder_{state}").update(status=state)
-    Thread.objects.filter(status=ThreadStatus.FAILED).update(
+    Thread.objects.filter(thread_id="thread_ladder_failed").update(
         error_kind="transient", error_message="The server had an error (HTTP 500)."
     )
-    succeeded = Thread.objects.get(status=ThreadStatus.SUCCEEDED)
+    succeeded = Thread.objects.get(thread_id="thread_ladder_succeeded")
     Conversation.objects.create(thread=succeeded, conversation_id="conv_ladder", items_committed=1)
     Attempt.objects.create(thread=succeeded, action="migrate", outcome="succeeded")
     batch = ImportBatch.objects.create(source="csv", filename="ids.csv", status="done")

@@ -106,3 +106,11 @@ def test_the_thread_page_links_only_http_image_urls(client):
     assert 'href="javascript:' not in html and 'href="data:' not in html
     assert '<span class="unlinked-url">javascript:alert(1)</span>' in html
     assert '<span class="unlinked-url">data:image/png;base64,AA</span>' in html
+
+
+def test_the_csrf_failure_page_has_no_inline_style(client):
+    strict = type(client)(enforce_csrf_checks=True)
+    response = strict.post(reverse("admin:login"), {"username": "x", "password": "y"})
+    assert response.status_code == 403
+    assert b"<style" not in response.content and b"style=" not in response.content
+    assert b"CSRF verification failed" in response.content
