@@ -26,7 +26,7 @@ fmt: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 
 bench: $(VENV)/.installed  ## prints figures; see tests/benchmarks/README.md
-	$(PY) -m tests.postgres sh -c '$(PY) tests/benchmarks/run_all.py'
+	DEBUG=true $(PY) -m tests.postgres sh -c '$(PY) tests/benchmarks/run_all.py'
 
 chromium:  ## Debian's Chromium for the browser tests (Playwright never downloads its own)
 	@command -v chromium >/dev/null || (apt-get update -qq && \
