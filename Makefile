@@ -31,7 +31,7 @@ demo: $(VENV)/.installed  ## web + worker + sandbox with demo data on SQLite
 	$(PY) manage.py demo
 
 test: $(VENV)/.installed chromium postgres lint  ## the whole suite against a PostgreSQL it starts
-	$(PY) -m tests.postgres sh -c '$(PY) manage.py makemigrations --check --dry-run && \
+	$(PY) -m tests.postgres sh -c '$(PY) manage.py makemigrations --check --dry-run --settings=tests.settings && \
 		$(PY) -m pytest $(PYTEST_ARGS)'
 
 lint: $(VENV)/.installed
@@ -43,7 +43,7 @@ fmt: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 
 bench: $(VENV)/.installed postgres  ## prints figures; see tests/benchmarks/README.md
-	$(PY) -m tests.postgres sh -c '$(PY) tests/benchmarks/run_all.py'
+	DEBUG=true $(PY) -m tests.postgres sh -c '$(PY) tests/benchmarks/run_all.py'
 
 chromium:  ## Debian's Chromium for the browser tests (Playwright never downloads its own)
 	@command -v chromium >/dev/null || (apt-get update -qq && \

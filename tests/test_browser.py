@@ -1,6 +1,7 @@
 """The console in a real browser: Debian's Chromium driven by Playwright, against a live server,
 with a real django-q2 cluster doing the work. Screenshots go to test-artifacts/."""
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -46,14 +47,50 @@ def browser():
         launched.close()
 
 
+# Every page reports its Content-Security-Policy violations to the test (an init script runs in
+# every document before the page's own scripts).
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.reportCspViolation({
+    page: document.location.href,
+    directive: event.violatedDirective,
+    blocked: event.blockedURI,
+    source: event.sourceFile + ":" + event.lineNumber,
+    sample: event.sample,
+  });
+});
+"""
+
+
 @pytest.fixture
 def page(browser):
+    """A fresh browser tab. Any Content-Security-Policy violation on any page it opened fails
+    the test: the console must work under a policy without inline script or style."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    violations = []
+    context.expose_binding("reportCspViolation", lambda source, found: violations.append(found))
+    context.add_init_script(CSP_LISTENER)
     opened = context.new_page()
     opened.dialogs = []
+    opened.csp_violations = violations
     opened.on("dialog", lambda dialog: (opened.dialogs.append(dialog.message), dialog.dismiss()))
+    opened.on(
+        "console",
+        lambda message: (
+            violations.append({"console": message.text, "page": opened.url})
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
     yield opened
+    with contextlib.suppress(Exception):  # a page that is gone has nothing more to report
+        opened.evaluate("0")  # a round trip: reports sent before it have arrived
     context.close()
+    if violations:
+        pytest.fail(
+            "Content-Security-Policy violations:\n" + "\n".join(map(str, violations)),
+            pytrace=False,
+        )
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from console.env import env_bool, env_float, env_int, env_list, env_str
+from console.env import env_bool, env_float, env_int, env_list, env_proxy_header, env_str
 
 
 @pytest.mark.parametrize(
@@ -54,36 +54,95 @@ def test_env_str_strips_and_treats_blank_as_unset():
     assert env_str("S", "d", environ={"S": ""}) == "d"
 
 
-def _import_settings(**env):
-    clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY")}
+UNSET = ("DEBUG", "SECRET_KEY", "DATABASE_URL", "HTTPS", "SECURE_PROXY_SSL_HEADER")
+
+
+def _settings_of(code: str = "", *, unset: tuple = UNSET, **env: str):
+    """Run `code` (after `import console.settings as s`) in a fresh interpreter with `env`."""
+    clean = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import console.settings as s; print(s.DATABASES['default']['ENGINE'])",
-        ],
+        [sys.executable, "-c", f"import console.settings as s\n{code}"],
         env={**clean, **env},
         capture_output=True,
         text=True,
     )
 
 
+def _import_settings(**env):
+    return _settings_of("print(s.DATABASES['default']['ENGINE'])", **{"DEBUG": "true", **env})
+
+
+def test_debug_is_off_unless_set():
+    result = _settings_of("print(s.DEBUG)", SECRET_KEY="x" * 50)
+    assert result.stdout.strip() == "False", result.stderr
+
+
 def test_secret_key_is_required_when_debug_is_off():
-    result = _import_settings(DEBUG="false")
+    result = _settings_of(DEBUG="false")
     assert result.returncode != 0
-    assert "SECRET_KEY is required when DEBUG is off" in result.stderr
+    assert "ImproperlyConfigured: SECRET_KEY is required when DEBUG is off" in result.stderr
+    assert _settings_of().returncode != 0, "DEBUG unset is DEBUG off"
+
+
+def test_https_settings_are_on_when_debug_is_off_and_off_for_a_debug_run():
+    show = "print(s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, " \
+        "s.SECURE_HSTS_SECONDS > 0)"  # fmt: skip
+    assert _settings_of(show, SECRET_KEY="x" * 50).stdout.split() == ["True"] * 4
+    assert _settings_of(show, DEBUG="true").stdout.split() == ["False"] * 4
+    rehearsal = _settings_of(show, DEBUG="false", SECRET_KEY="x" * 50, HTTPS="false")
+    assert rehearsal.stdout.split() == ["False"] * 4
+
+
+def test_the_proxy_header_is_read_as_header_colon_value():
+    result = _settings_of(
+        "print(s.SECURE_PROXY_SSL_HEADER)",
+        DEBUG="true",
+        SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto: https",
+    )
+    assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')"
+    assert env_proxy_header("P", environ={}) is None
+    with pytest.raises(ImproperlyConfigured, match="P must look like 'X-Forwarded-Proto: https'"):
+        env_proxy_header("P", environ={"P": "X-Forwarded-Proto"})
 
 
 def test_no_database_url_means_sqlite_and_database_url_means_postgresql():
-    clean = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    sqlite = subprocess.run(
-        [sys.executable, "-c", "import console.settings as s; d=s.DATABASES['default'];"
-         "print(d['ENGINE'], d['OPTIONS']['init_command'])"],
-        env=clean, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    sqlite = _settings_of(
+        "d = s.DATABASES['default']; print(d['ENGINE'], d['OPTIONS']['init_command'])",
+        DEBUG="true",
+    )
     assert "sqlite3" in sqlite.stdout and "journal_mode=WAL" in sqlite.stdout
     postgres = _import_settings(DATABASE_URL="postgres://u:p@db.example:5432/console")
     assert "postgresql" in postgres.stdout
+
+
+SQLITE_PRAGMAS = """
+import django
+django.setup()
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("PRAGMA journal_mode")
+    journal = cursor.fetchone()[0]
+    cursor.execute("PRAGMA busy_timeout")
+    busy = cursor.fetchone()[0]
+print(journal, busy, connection.transaction_mode)
+"""
+
+
+def test_a_sqlite_database_url_gets_the_same_sqlite_options_as_the_default(tmp_path):
+    by_path = _settings_of(
+        SQLITE_PRAGMAS,
+        DEBUG="true",
+        SQLITE_PATH=str(tmp_path / "default.sqlite3"),
+        DJANGO_SETTINGS_MODULE="console.settings",
+    )
+    by_url = _settings_of(
+        SQLITE_PRAGMAS,
+        DEBUG="true",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'url.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="console.settings",
+    )
+    assert by_path.stdout.split() == ["wal", "30000", "IMMEDIATE"], by_path.stderr
+    assert by_url.stdout.split() == by_path.stdout.split(), by_url.stderr
 
 
 def _check_ids(**settings):

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from migrations_app.admin import records, threads  # noqa: F401  (registers the ModelAdmins)
+from migrations_app.admin import queue, records, threads  # noqa: F401  (registers the ModelAdmins)
 
 admin.site.site_header = "Assistants → Conversations migration console"
 admin.site.site_title = "Migration console"

@@ -7,13 +7,14 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from migrations_app import intake
+from migrations_app.admin.pages import viewable_object
 from migrations_app.conversion import responses_config
 from migrations_app.models import (
     Assistant,
@@ -103,10 +104,14 @@ class AssistantAdmin(ReadOnlyAdmin):
     def tool_count(self, obj):
         return len(obj.data.get("tools") or [])
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        assistant = self.get_object(request, object_id)
-        if assistant is None:
-            return self._get_obj_does_not_exist_redirect(request, self.model._meta, object_id)
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        assistant = viewable_object(self, request, object_id)
         config, warnings = responses_config(assistant.data)
         context = {
             **self.admin_site.each_context(request),

@@ -5,19 +5,28 @@ import csv
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import OuterRef, Subquery
-from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
 from migrations_app import actions, dashboard, intake, states, tasks
+from migrations_app.admin.pages import require_view_permission, viewable_object
 from migrations_app.conversion import responses_config
 from migrations_app.models import Conversation, Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
@@ -59,22 +68,10 @@ class HasWarningsFilter(admin.SimpleListFilter):
         return queryset
 
 
-STATUS_COLOURS = {
-    ThreadStatus.PENDING: "#777",
-    ThreadStatus.QUEUED: "#417690",
-    ThreadStatus.RUNNING: "#b58900",
-    ThreadStatus.SUCCEEDED: "#2e7d32",
-    ThreadStatus.FAILED: "#c62828",
-    ThreadStatus.CANCELLED: "#555",
-}
-
-
-def status_badge(status, label):
-    return format_html(
-        '<span class="status-badge" style="background:{}">{}</span>',
-        STATUS_COLOURS.get(status, "#777"),
-        label,
-    )
+def status_badge(status: str, label: str) -> SafeString:
+    """Coloured by console.css (`.status-<status>`): no style attribute, which the
+    Content-Security-Policy forbids."""
+    return format_html('<span class="status-badge status-{}">{}</span>', status, label)
 
 
 def _action(name, description, permission):
@@ -267,9 +264,8 @@ class ThreadAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def mapping_view(self, request):
-        if not self.has_view_permission(request):
-            raise PermissionDenied
+    def mapping_view(self, request: HttpRequest) -> StreamingHttpResponse:
+        require_view_permission(self, request)
         changelist = self.get_changelist_instance(request)
         threads = changelist.get_queryset(request)
         writer = csv.writer(Echo(), lineterminator="\n")
@@ -280,14 +276,16 @@ class ThreadAdmin(admin.ModelAdmin):
         response["Content-Disposition"] = 'attachment; filename="thread-conversation-mapping.csv"'
         return response
 
-    def act_view(self, request, object_id, name):
+    def act_view(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
         """The thread page's buttons: the same confirmation as the bulk actions."""
         if request.method != "POST" or name not in VALID_BUTTONS:
             raise PermissionDenied
-        permission = "fetch" if name == "fetch" else name
-        if not getattr(self, f"has_{permission}_permission")(request):
+        if not getattr(self, f"has_{name}_permission")(request):
             raise PermissionDenied
-        queryset = Thread.objects.filter(pk=object_id)
+        thread = self.get_object(request, unquote(object_id))
+        if thread is None:
+            raise Http404(f"No thread with id “{object_id}”.")
+        queryset = Thread.objects.filter(pk=thread.pk)
         response = self.confirm_and_apply(request, queryset, name)
         if response is None:
             return HttpResponseRedirect(
@@ -295,10 +293,14 @@ class ThreadAdmin(admin.ModelAdmin):
             )
         return response
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        thread = self.get_object(request, object_id)
-        if thread is None or not self.has_view_permission(request, thread):
-            return self._get_obj_does_not_exist_redirect(request, self.model._meta, object_id)
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        thread = viewable_object(self, request, object_id)
         context = {
             **self.admin_site.each_context(request),
             **thread_page_context(thread, request, self),
@@ -308,9 +310,8 @@ class ThreadAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/migrations_app/thread/thread_page.html", context)
 
-    def dashboard_view(self, request):
-        if not self.has_view_permission(request):
-            raise PermissionDenied
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        require_view_permission(self, request)
         figures = dashboard.figures()
         counts, per_minute = figures["counts"], figures["per_minute"]
         total = sum(c.count for c in counts)

@@ -1,7 +1,11 @@
 import json
+import re
 from datetime import UTC, datetime
+from typing import Any
 
 from django import template
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 register = template.Library()
 
@@ -23,3 +27,28 @@ def unix_time(value):
 @register.filter
 def get(mapping, key):
     return (mapping or {}).get(key)
+
+
+# http:// or https://, then no whitespace or control character anywhere: what a browser would
+# read as the same http(s) URL. Anything else (javascript:, data:, vbscript:, a relative path, a
+# scheme hidden behind a tab or a leading control character) is never a link.
+_HTTP_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f]+", flags=re.IGNORECASE)
+
+
+@register.filter
+def http_url(value: Any) -> str:
+    """The value if it is an http(s) URL, else "": the only URLs the console renders as links."""
+    if isinstance(value, str) and _HTTP_URL.fullmatch(value):
+        return value
+    return ""
+
+
+@register.filter
+def external_link(value: Any) -> SafeString:
+    """A URL from the API: a link (new tab, no referrer) if it is http(s), else escaped text."""
+    url = http_url(value)
+    if url:
+        return format_html(
+            '<a href="{}" rel="noreferrer noopener" target="_blank">{}</a>', url, url
+        )
+    return format_html('<span class="unlinked-url">{}</span>', "" if value is None else value)
