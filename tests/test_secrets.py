@@ -24,6 +24,7 @@ from migrations_app.models import Attempt, Thread, ThreadStatus
 from migrations_app.ratelimit import SharedRateLimiter
 from tests import personas
 from tests.admin_pages import admin_patterns, build_world
+from tests.engine import queue
 
 pytestmark = pytest.mark.django_db
 
@@ -109,6 +110,7 @@ def provoke_api_failures(sandbox) -> list[Thread]:
 
     def migrate(*faults: dict, source_client: openai.OpenAI | None = None) -> Thread:
         thread = Thread.objects.create(thread_id=next(thread_ids))
+        queue(thread)
         fail_with(sandbox, *faults)
         run_migration(thread, source_client)
         threads.append(thread)
