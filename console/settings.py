@@ -128,6 +128,14 @@ else:
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A worker frozen inside a transaction (GC, SIGSTOP, a VM pause) holds its row locks and
+    # stalls every other worker; PostgreSQL ends such a session after this long and undoes its
+    # transaction (the frozen worker then finds its connection gone and stops).
+    IDLE_TRANSACTION_SECONDS = env_int("DATABASE_IDLE_TRANSACTION_SECONDS", 60, minimum=1)
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c idle_in_transaction_session_timeout={IDLE_TRANSACTION_SECONDS * 1000}"
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- APIs -----------------------------------------------------------------------------------

@@ -162,3 +162,13 @@ def test_check_flags_retry_not_above_timeout():
 
 def test_default_configuration_passes_every_check():
     assert not {i for i in _check_ids() if i.startswith("migrations_app.E")}
+
+
+@pytest.mark.django_db
+def test_postgresql_ends_a_session_left_idle_inside_a_transaction():
+    """A worker frozen mid-transaction must not hold its row locks for ever."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        assert cursor.fetchone()[0] == "1min"
