@@ -3,6 +3,7 @@ out, no Django, no I/O. The rules are DESIGN.md's "Conversion rules"; each loss 
 that names its source object, what was lost or changed, and why.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -318,7 +319,12 @@ def _ordered(objects):
     return [obj for _, obj in indexed]
 
 
-def convert_thread(thread, messages, run_steps=(), options=DEFAULT_OPTIONS):
+def convert_thread(
+    thread: dict,
+    messages: Sequence[dict],
+    run_steps: Sequence[dict] = (),
+    options: Options = DEFAULT_OPTIONS,
+) -> Conversion:
     """A mirrored thread as the ordered items a new conversation receives.
 
     One message → one item, in created_at order. A run's function-call pairs go just before the
@@ -338,7 +344,7 @@ def convert_thread(thread, messages, run_steps=(), options=DEFAULT_OPTIONS):
     )
     items, origins, skipped = [], [], 0
 
-    def place(kind, source, new_items, message=None):
+    def place(kind: str, source: str, new_items: list, message: str | None = None) -> None:
         origins.append(Origin(kind, source, len(items), len(items) + len(new_items), message))
         items.extend(new_items)
 
