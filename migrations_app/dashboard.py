@@ -1,16 +1,18 @@
 """The figures the dashboard shows, each one query that an index serves."""
 
+import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, connections
-from django.db.models import Count
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from migrations_app.models import RateLimit, Thread, ThreadStatus
+from migrations_app.estimate import Estimate, SizeClass, estimate
+from migrations_app.models import ErrorKind, RateLimit, Thread, ThreadStatus
 
 SWEEPER = "migrations_app.tasks.sweep_stuck_threads"
 
@@ -49,14 +51,50 @@ def migrated_per_minute(now=None, minutes=60):
 
 
 def failure_groups(limit=20):
-    """Failed threads grouped by kind and message, biggest group first."""
-    return list(
+    """Threads failed now, grouped by kind and message, biggest group first. Only the status
+    counts: a thread queued or running again (a retry) is no longer a failure, whatever error
+    fields it still carries."""
+    groups = list(
         Thread.objects.filter(status=ThreadStatus.FAILED)
         .order_by()
         .values("error_kind", "error_message")
         .annotate(count=Count("pk"))
         .order_by("-count", "error_kind")[:limit]
     )
+    labels = dict(ErrorKind.choices)
+    for group in groups:
+        group["kind_label"] = labels.get(group["error_kind"], group["error_kind"] or "unknown")
+    return groups
+
+
+def being_retried() -> int:
+    """Threads staff asked to retry that are queued or running now (at most a few thousand:
+    the queued/running part of the status index)."""
+    return Thread.objects.filter(
+        status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING], requested_action="retry"
+    ).count()
+
+
+def remaining_sizes(threads: QuerySet | None = None) -> list[SizeClass]:
+    """The threads not migrated yet (or `threads`), grouped by size, for the duration estimate.
+    On the whole table, one index-only scan of `thread_remaining_work_idx`."""
+    if threads is None:
+        threads = Thread.objects.exclude(status=ThreadStatus.SUCCEEDED)
+    fetched = ExpressionWrapper(Q(fetched_at__isnull=False), output_field=BooleanField())
+    rows = (
+        threads.order_by()
+        .annotate(fetched=fetched)
+        .values_list("fetched", "message_count", "items_total")
+        .annotate(n=Count("pk"))
+    )
+    return [
+        SizeClass(count=n, messages=messages if was_fetched else None, items=items)
+        for was_fetched, messages, items, n in rows
+    ]
+
+
+def remaining_estimate(threads: QuerySet | None = None) -> Estimate:
+    return estimate(remaining_sizes(threads), settings.API_REQUESTS_PER_MINUTE)
 
 
 @dataclass
@@ -130,6 +168,7 @@ def figures():
         "counts": status_counts,
         "per_minute": migrated_per_minute,
         "failures": failure_groups,
+        "remaining": remaining_estimate,
     }
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         with ThreadPoolExecutor(max_workers=len(parts)) as pool:
@@ -139,4 +178,104 @@ def figures():
         results = {name: fn() for name, fn in parts.items()}
     results["health"] = worker_health()
     results["rate"] = request_rate()
+    results["retrying"] = being_retried()
     return results
+
+
+# --- what the page draws -------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """The share of threads migrated, failed and still to do, for a bar and its legend."""
+
+    total: int
+    succeeded: int
+    failed: int
+
+    @property
+    def done_percent(self) -> float:
+        return _percent(self.succeeded, self.total)
+
+    @property
+    def failed_percent(self) -> float:
+        return _percent(self.failed, self.total)
+
+    @property
+    def todo_percent(self) -> float:
+        return round(max(0.0, 100 - self.done_percent - self.failed_percent), 1)
+
+
+def _percent(part: int, whole: int) -> float:
+    if not whole:
+        return 0.0
+    value = 100 * part / whole
+    # Never show 100 % (or 0 %) while one thread is left (or done).
+    return math.floor(value * 10) / 10 if part < whole else 100.0
+
+
+def progress(counts: list[StatusCount]) -> Progress:
+    by_status = {c.status: c.count for c in counts}
+    return Progress(
+        total=sum(by_status.values()),
+        succeeded=by_status.get(ThreadStatus.SUCCEEDED, 0),
+        failed=by_status.get(ThreadStatus.FAILED, 0),
+    )
+
+
+@dataclass
+class Bar:
+    x: int
+    y: float
+    height: float
+    minute: datetime
+    count: int
+
+
+@dataclass
+class Chart:
+    """Threads per minute as bars in a 0..(60 × BAR_WIDTH) by 0..100 box, with a round top of
+    scale and time ticks every 15 minutes."""
+
+    bars: list[Bar]
+    scale_max: int
+    peak: int
+    total: int
+    ticks: list[datetime] = field(default_factory=list)
+    end: datetime | None = None
+
+    BAR_WIDTH = 10
+    TICK_EVERY = 15
+
+    @property
+    def width(self) -> int:
+        return len(self.bars) * self.BAR_WIDTH
+
+    @property
+    def scale_half(self) -> float:
+        half = self.scale_max / 2
+        return int(half) if half == int(half) else half
+
+
+def nice_ceiling(value: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, … at or above `value`."""
+    if value <= 1:
+        return 1
+    magnitude = 10 ** math.floor(math.log10(value))
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= value)
+
+
+def chart(per_minute: list[tuple[datetime, int]]) -> Chart:
+    peak = max((n for _, n in per_minute), default=0)
+    scale = nice_ceiling(peak)
+    bars = [
+        Bar(
+            x=i * Chart.BAR_WIDTH,
+            y=100 - 100 * n / scale,
+            height=100 * n / scale,
+            minute=minute,
+            count=n,
+        )
+        for i, (minute, n) in enumerate(per_minute)
+    ]
+    ticks = [minute for i, (minute, _) in enumerate(per_minute) if i % Chart.TICK_EVERY == 0]
+    end = per_minute[-1][0] + timedelta(minutes=1) if per_minute else None
+    return Chart(bars, scale, peak, sum(n for _, n in per_minute), ticks, end)
