@@ -3,7 +3,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from migrations_app import actions, upload
+from migrations_app import actions, dashboard, upload
 from migrations_app.models import Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
 
@@ -31,7 +31,7 @@ class Command(BaseCommand):
     def handle(self, *args, thread_ids, status, all, dry_run, inline, remigrate, **options):
         threads = self._select(thread_ids, status, all)
         if dry_run:
-            return self._dry_run(threads)
+            return self._dry_run(threads, remigrate)
         action = "remigrate" if remigrate else ("retry" if status == "failed" else "migrate")
         plan = actions.plan(action, threads)
         for reason, count in plan.skipped.items():
@@ -61,7 +61,7 @@ class Command(BaseCommand):
             )
         return threads
 
-    def _dry_run(self, threads):
+    def _dry_run(self, threads, remigrate=False):
         for thread in threads.iterator(chunk_size=200):
             try:
                 preview = preview_thread(thread)
@@ -80,6 +80,19 @@ class Command(BaseCommand):
                 self.stdout.write(json.dumps(item, ensure_ascii=False))
             for warning in preview.warnings:
                 self.stdout.write(self.style.WARNING(f"  warning {warning}"))
+        self._estimate(threads if remigrate else threads.exclude(status=ThreadStatus.SUCCEEDED))
+
+    def _estimate(self, threads):
+        """How long the selected threads take at the request budget (the dashboard's sum)."""
+        result = dashboard.remaining_estimate(threads)
+        line = f"Estimate for {result.threads} thread{'s' if result.threads != 1 else ''}: {result}"
+        if result.unfetched:
+            their, them = ("its", "it") if result.unfetched == 1 else ("their", "them")
+            line += (
+                f" ({result.unfetched} not fetched yet: {their} size is a guess, and "
+                f"{result.source_requests:,} of the requests read {them} from the source)"
+            )
+        self.stdout.write(self.style.SUCCESS(line + "."))
 
     def _progress(self, total):
         done = [0]
