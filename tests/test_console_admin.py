@@ -85,7 +85,7 @@ def test_the_dashboard_estimates_the_time_for_everything_not_yet_migrated(
     assert expected.threads == len(mirrored) - 10 + 2 and expected.unfetched == 2
     html = admin_client.get(DASHBOARD).content.decode()
     assert f"<strong>{expected}</strong>" in html
-    assert "2 not fetched yet" in html
+    assert "2 of them are not fetched yet: their sizes are estimated" in html
 
 
 def test_the_estimate_reads_sizes_in_one_query(mirrored):

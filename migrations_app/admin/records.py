@@ -52,14 +52,14 @@ class ThreadRecordAdmin(ReadOnlyAdmin):
 @admin.register(Attempt)
 class AttemptAdmin(ThreadRecordAdmin):
     list_display = [
-        "started_at",
+        display.time_column("started_at", "started"),
         "thread",
         "action",
         "outcome",
         "who",
-        "attempt_number",
+        display.count_column("attempt_number", "attempt"),
         "error_kind",
-        "http_status",
+        display.count_column("http_status", "HTTP"),
         "request_id",
         "conversation_id",
     ]

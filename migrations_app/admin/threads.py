@@ -66,22 +66,9 @@ class HasWarningsFilter(admin.SimpleListFilter):
         return queryset
 
 
-STATUS_COLOURS = {
-    ThreadStatus.PENDING: "#777",
-    ThreadStatus.QUEUED: "#417690",
-    ThreadStatus.RUNNING: "#b58900",
-    ThreadStatus.SUCCEEDED: "#2e7d32",
-    ThreadStatus.FAILED: "#c62828",
-    ThreadStatus.CANCELLED: "#555",
-}
-
-
-def status_badge(status, label):
-    return format_html(
-        '<span class="status-badge" style="background:{}">{}</span>',
-        STATUS_COLOURS.get(status, "#777"),
-        label,
-    )
+def status_badge(status: str, label: str) -> str:
+    """The status as a coloured badge (colours: console.css, no style attribute)."""
+    return format_html('<span class="status-badge status-{}">{}</span>', status, label)
 
 
 def _action(name, description, permission):
