@@ -245,6 +245,7 @@ def test_the_dashboard_lets_go_of_a_retried_group_and_shows_its_scale(
         assert page.locator(".chart rect").count() >= 1
         assert contrast(page, "#done-percent") >= 4.5
         expect(page.locator("#estimate")).to_contain_text("Still to migrate: 1 thread, about")
+        shot(page, "console-dashboard-failures")
 
         group.locator("input[value='Retry this group']").click()
         page.click("input[value^='Yes, retry 1']")
