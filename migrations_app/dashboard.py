@@ -50,7 +50,7 @@ def migrated_per_minute(now=None, minutes=60):
             for i in range(minutes)]  # fmt: skip
 
 
-def failure_groups(limit=20):
+def failure_groups(limit: int = 20) -> list[dict]:
     """Threads failed now, grouped by kind and message, biggest group first. Only the status
     counts: a thread queued or running again (a retry) is no longer a failure, whatever error
     fields it still carries."""

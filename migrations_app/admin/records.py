@@ -7,7 +7,8 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -83,7 +84,9 @@ class ConversationAdmin(ThreadRecordAdmin):
     search_fields = ["conversation_id", "thread__thread_id"]
     search_help_text = "A conversation id or a thread id, or the start of one (prefix optional)."
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
         return search.search_conversations(queryset, search_term), False
 
 
@@ -143,7 +146,7 @@ class ImportForm(forms.Form):
         help_text="A .jsonl (one thread per line) or a .zip of a directory or .jsonl export.",
     )
 
-    def clean(self):
+    def clean(self) -> dict:
         data = super().clean()
         if self.errors:  # a field's own error (an empty file) says it better, and only once
             return data
@@ -187,7 +190,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     exclude = ["errors"]
 
     @admin.display(description="errors")
-    def error_lines(self, obj):
+    def error_lines(self, obj: ImportBatch) -> str:
         rows = [format_html("<li>{}</li>", display.import_error_text(e)) for e in obj.errors[:500]]
         if not rows:
             return "—"
@@ -210,7 +213,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         extra = {"can_import": self.has_import_permission(request)}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
-    def import_view(self, request):
+    def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_import_permission(request):
             raise PermissionDenied
         form = ImportForm(request.POST, request.FILES) if request.method == "POST" else ImportForm()

@@ -9,8 +9,8 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import BooleanField, ExpressionWrapper, Q
-from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.functional import cached_property
@@ -47,7 +47,9 @@ class CappedCountPaginator(Paginator):
 class ThreadChangeList(ChangeList):
     """The list never loads the source JSON: whether it is there is all a row shows."""
 
-    def get_queryset(self, request, exclude_parameters=None):
+    def get_queryset(
+        self, request: HttpRequest, exclude_parameters: list | None = None
+    ) -> QuerySet:
         return super().get_queryset(request, exclude_parameters).defer("data")
 
 
@@ -124,14 +126,16 @@ class ThreadAdmin(admin.ModelAdmin):
     ]
 
     # --- the list -------------------------------------------------------------------------------
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
         mirrored = ExpressionWrapper(Q(data__isnull=False), output_field=BooleanField())
         return super().get_queryset(request).annotate(mirrored=mirrored)
 
-    def get_changelist(self, request, **kwargs):
+    def get_changelist(self, request: HttpRequest, **kwargs: object) -> type[ChangeList]:
         return ThreadChangeList
 
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
         return search.search_threads(queryset, search_term), False
 
     @admin.display(description="status", ordering="status")
@@ -139,7 +143,7 @@ class ThreadAdmin(admin.ModelAdmin):
         return status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="messages", ordering="message_count")
-    def source_messages(self, obj):
+    def source_messages(self, obj: Thread) -> int | str:
         if not obj.mirrored:
             return format_html('<span class="quiet">{}</span>', "not fetched")
         return obj.message_count
@@ -151,11 +155,11 @@ class ThreadAdmin(admin.ModelAdmin):
         return f"{obj.items_committed}/{obj.items_total}"
 
     @admin.display(description="last error")
-    def short_error(self, obj):
+    def short_error(self, obj: Thread) -> str:
         return display.one_line(obj.error_message)
 
     @admin.display(description="conversation", ordering="conversation_id")
-    def conversation(self, obj):
+    def conversation(self, obj: Thread) -> str:
         return display.one_line(obj.conversation_id)
 
     def has_add_permission(self, request):
@@ -186,7 +190,9 @@ class ThreadAdmin(admin.ModelAdmin):
         return self._has(request, "remigrate_thread")
 
     # --- actions --------------------------------------------------------------------------------
-    def confirm_and_apply(self, request, queryset, name):
+    def confirm_and_apply(
+        self, request: HttpRequest, queryset: QuerySet, name: str
+    ) -> HttpResponse | None:
         if name == "preview":
             return self.preview_response(request, queryset)
         plan = fetch_plan(queryset) if name == "fetch" else actions.plan(name, queryset)
@@ -284,7 +290,13 @@ class ThreadAdmin(admin.ModelAdmin):
             )
         return response
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
         thread = self.get_object(request, object_id)
         if thread is None or not self.has_view_permission(request, thread):
             return self._get_obj_does_not_exist_redirect(request, self.model._meta, object_id)
@@ -299,7 +311,7 @@ class ThreadAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/migrations_app/thread/thread_page.html", context)
 
-    def dashboard_view(self, request):
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         figures = dashboard.figures()

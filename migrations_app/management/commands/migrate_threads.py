@@ -2,6 +2,7 @@ import json
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import QuerySet
 
 from migrations_app import actions, dashboard, upload
 from migrations_app.models import Thread, ThreadStatus
@@ -28,7 +29,17 @@ class Command(BaseCommand):
             help="migrate succeeded threads again into NEW conversations (old ids kept)",
         )
 
-    def handle(self, *args, thread_ids, status, all, dry_run, inline, remigrate, **options):
+    def handle(
+        self,
+        *args: object,
+        thread_ids: list[str],
+        status: str | None,
+        all: bool,
+        dry_run: bool,
+        inline: bool,
+        remigrate: bool,
+        **options: object,
+    ) -> None:
         threads = self._select(thread_ids, status, all)
         if dry_run:
             return self._dry_run(threads, remigrate)
@@ -61,7 +72,7 @@ class Command(BaseCommand):
             )
         return threads
 
-    def _dry_run(self, threads, remigrate=False):
+    def _dry_run(self, threads: QuerySet, remigrate: bool = False) -> None:
         for thread in threads.iterator(chunk_size=200):
             try:
                 preview = preview_thread(thread)
@@ -82,7 +93,7 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.WARNING(f"  warning {warning}"))
         self._estimate(threads if remigrate else threads.exclude(status=ThreadStatus.SUCCEEDED))
 
-    def _estimate(self, threads):
+    def _estimate(self, threads: QuerySet) -> None:
         """How long the selected threads take at the request budget (the dashboard's sum)."""
         result = dashboard.remaining_estimate(threads)
         line = f"Estimate for {result.threads} thread{'s' if result.threads != 1 else ''}: {result}"
