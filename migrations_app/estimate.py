@@ -76,25 +76,33 @@ class Estimate:
         )
 
 
-def estimate(sizes: Iterable[SizeClass], per_minute: int) -> Estimate:
+def estimate(sizes: Iterable[SizeClass], per_minute: int, threads: int | None = None) -> Estimate:
     """The requests `sizes` need and the time they take at `per_minute` (the budget every worker
-    shares: more workers do not make it shorter)."""
+    shares: more workers do not make it shorter). With `threads`, `sizes` is a sample of that
+    many threads: its counts are scaled up to it."""
     sizes = [size for size in sizes if size.count]
+    sampled = sum(s.count for s in sizes)
+    if threads is None:
+        threads = sampled
+    elif not sampled and threads:
+        sizes, sampled = [SizeClass(threads, messages=None)], threads  # nothing known: guess
+    scale = threads / sampled if sampled else 0
     fetched = [s for s in sizes if s.messages is not None]
     known = sum(s.count for s in fetched)
     average = sum(s.count * s.messages for s in fetched) / known if known else DEFAULT_MESSAGES
-    upload = source = unfetched = 0
+    upload = source = unfetched = 0.0
     for size in sizes:
+        weight = size.count * scale
         if size.messages is None:
-            unfetched += size.count
-            source += size.count * source_requests(average)
-            upload += size.count * upload_requests(average)
+            unfetched += weight
+            source += weight * source_requests(average)
+            upload += weight * upload_requests(average)
         else:
-            upload += size.count * upload_requests(size.items or size.messages)
+            upload += weight * upload_requests(size.items or size.messages)
     return Estimate(
-        threads=sum(s.count for s in sizes),
-        requests=upload + source,
-        source_requests=source,
-        unfetched=unfetched,
+        threads=threads,
+        requests=round(upload + source),
+        source_requests=round(source),
+        unfetched=round(unfetched),
         per_minute=per_minute,
     )

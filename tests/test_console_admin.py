@@ -94,6 +94,28 @@ def test_the_estimate_reads_sizes_in_one_query(mirrored):
     assert len(queries) == 1
 
 
+def test_many_threads_left_are_estimated_from_a_sample_scaled_to_the_exact_count(
+    mirrored, monkeypatch
+):
+    exact = dashboard.remaining_estimate()
+    sampled = []
+    real = dashboard.sampled_remaining_sizes
+    monkeypatch.setattr(dashboard, "SAMPLE_ABOVE", 5)
+    monkeypatch.setattr(dashboard, "SAMPLE_ROWS", 10**9)  # a 100 % sample: the same sizes
+    monkeypatch.setattr(
+        dashboard, "sampled_remaining_sizes", lambda p: sampled.append(p) or real(p)
+    )
+    result = dashboard.remaining_estimate(counts=dashboard.status_counts())
+    assert sampled == [100.0]
+    assert result == exact
+
+
+def test_few_threads_left_are_counted_exactly(mirrored, monkeypatch):
+    monkeypatch.setattr(dashboard, "sampled_remaining_sizes", lambda p: pytest.fail("sampled"))
+    result = dashboard.remaining_estimate(counts=dashboard.status_counts())
+    assert result.threads == len(mirrored)
+
+
 def test_a_thread_queued_for_retry_leaves_the_failure_groups_at_once(admin_client, mirrored):
     Thread.objects.filter(pk__in=list(Thread.objects.values_list("pk", flat=True)[:3])).update(
         status="failed", error_kind="transient", error_message="The server answered 503"

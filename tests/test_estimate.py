@@ -90,3 +90,22 @@ def test_the_time_is_the_requests_at_the_budget_in_hours():
 def test_one_request_reads_in_the_singular():
     one = Estimate(threads=1, requests=1, source_requests=0, unfetched=0, per_minute=1)
     assert str(one) == "about 1 request, about 1 minute at 1/minute"
+
+
+def test_a_sample_is_scaled_up_to_the_threads_it_stands_for():
+    sample = [SizeClass(3, messages=10), SizeClass(1, messages=None)]
+    result = estimate(sample, per_minute=60, threads=1000)
+    average = 10
+    assert result.threads == 1000 and result.unfetched == 250
+    assert result.source_requests == 250 * source_requests(average)
+    assert result.requests == 750 * upload_requests(10) + 250 * (
+        upload_requests(average) + source_requests(average)
+    )
+
+
+def test_an_empty_sample_of_threads_left_guesses_them_at_the_default_size():
+    result = estimate([], per_minute=60, threads=40)
+    assert (result.threads, result.unfetched) == (40, 40)
+    assert result.requests == 40 * (
+        upload_requests(DEFAULT_MESSAGES) + source_requests(DEFAULT_MESSAGES)
+    )
