@@ -271,3 +271,53 @@ def test_an_auditor_meets_a_403_page_with_the_consoles_frame(page, live_server):
     expect(page.locator("#header")).to_contain_text("migration console")
     page.click("text=Back to the console")
     expect(page.locator("#overview")).to_be_visible()
+
+
+# --- no inline script anywhere ----------------------------------------------------------------
+CSP = "default-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; img-src 'self'"
+
+
+def under_csp(page):
+    """Serve every page with a Content-Security-Policy that forbids inline script (and any
+    third-party origin), and record what the browser refuses."""
+
+    def add_policy(route):
+        if route.request.resource_type != "document":
+            return route.continue_()
+        response = route.fetch()
+        route.fulfill(
+            response=response, headers={**response.headers, "content-security-policy": CSP}
+        )
+
+    page.route("**/*", add_policy)
+    page.violations = []
+    page.on(
+        "console",
+        lambda message: (
+            page.violations.append(message.text)
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
+
+
+def test_the_consoles_pages_run_under_a_policy_without_inline_script(page, live_server, mirrored):
+    under_csp(page)
+    log_in(page, live_server, superuser())
+    thread = Thread.objects.get(message_count=315)
+    for path in [
+        "/admin/",
+        "/admin/migrations_app/thread/",
+        f"/admin/migrations_app/thread/{thread.pk}/change/",
+        "/admin/migrations_app/thread/dashboard/",
+        "/admin/migrations_app/importbatch/new/",
+    ]:
+        page.goto(live_server.url + path)
+    page.goto(f"{live_server.url}/admin/migrations_app/thread/")
+    page.check("#action-toggle")
+    page.select_option("select[name=action]", "migrate_selected")
+    page.click("button[name=index]")
+    expect(page.locator("#confirm-summary")).to_be_visible()
+    page.click("text=No, take me back")  # admin/js/cancel.js, not an onclick attribute
+    expect(page.locator("#result_list")).to_be_visible()
+    assert page.violations == []
