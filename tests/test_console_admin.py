@@ -127,6 +127,8 @@ def test_a_thread_queued_for_retry_leaves_the_failure_groups_at_once(admin_clien
     html = admin_client.get(DASHBOARD).content.decode()
     assert "The server answered 503" not in html and "No failures." in html
     assert "Being retried now" in html and ">3 threads</a>" in html
+    listing = admin_client.get(THREADS + "?status__in=queued,running")  # where the link goes
+    assert len(listing.context["cl"].result_list) == 3
 
 
 def test_retry_this_group_comes_back_to_the_dashboard(client, operator, mirrored):
