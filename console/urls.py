@@ -2,7 +2,12 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
+from migrations_app import views
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
+    path("favicon.ico", views.favicon),
     path("admin/", admin.site.urls),
 ]
+
+handler403 = "migrations_app.views.permission_denied"

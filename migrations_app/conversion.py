@@ -3,6 +3,7 @@ out, no Django, no I/O. The rules are DESIGN.md's "Conversion rules"; each loss 
 that names its source object, what was lost or changed, and why.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -38,12 +39,43 @@ class ConversionWarning:
         return f"{self.source}: {self.text}"
 
 
+@dataclass(frozen=True)
+class Origin:
+    """One source object, in the order the conversion placed it, and the items it became:
+    `items[start:stop]` of the conversion (empty when nothing of it was sent)."""
+
+    kind: str  # MESSAGE or STEP
+    source: str  # the message or run step id
+    start: int
+    stop: int
+    # For a step: the message its run created, which its items were placed just before (None
+    # when the run created no message and the step's time placed it).
+    message: str | None = None
+
+    MESSAGE = "message"
+    STEP = "step"
+
+    @property
+    def sent(self) -> bool:
+        return self.stop > self.start
+
+
 @dataclass
 class Conversion:
     items: list
     metadata: dict
     warnings: list = field(default_factory=list)
     skipped_messages: int = 0
+    # Every source message and run step, in conversation order, with the items it became.
+    origins: list = field(default_factory=list)
+
+    @property
+    def item_sources(self) -> list:
+        """The id of the message or run step each item came from, parallel to `items`."""
+        sources = [""] * len(self.items)
+        for origin in self.origins:
+            sources[origin.start : origin.stop] = [origin.source] * (origin.stop - origin.start)
+        return sources
 
     @property
     def batches(self):
@@ -300,40 +332,56 @@ def _ordered(objects):
     return [obj for _, obj in indexed]
 
 
-def convert_thread(thread, messages, run_steps=(), options=DEFAULT_OPTIONS):
+def convert_thread(
+    thread: dict,
+    messages: Sequence[dict],
+    run_steps: Sequence[dict] = (),
+    options: Options = DEFAULT_OPTIONS,
+) -> Conversion:
     """A mirrored thread as the ordered items a new conversation receives.
 
     One message → one item, in created_at order. A run's function-call pairs go just before the
     first message that run created; calls of a run that created no message go where their step's
-    time puts them.
+    time puts them. Every message and step is recorded in `origins`, with the items it became
+    (none for a skipped message or a step whose calls cannot be sent).
     """
     metadata, warnings = conversation_metadata(thread, options)
     calls_by_run = {}
     for step in _ordered(run_steps):
         step_items = _step_items(step, warnings, options)
-        if step_items:
-            calls_by_run.setdefault(step.get("run_id"), []).append((step, step_items))
+        calls_by_run.setdefault(step.get("run_id"), []).append((step, step_items))
     message_runs = {m.get("run_id") for m in messages if m.get("run_id")}
     unplaced = sorted(
         (pair for run, pairs in calls_by_run.items() if run not in message_runs for pair in pairs),
         key=lambda pair: pair[0].get("created_at") or 0,
     )
-    items, skipped = [], 0
+    items, origins, skipped = [], [], 0
+
+    def place(kind: str, source: str, new_items: list, message: str | None = None) -> None:
+        origins.append(Origin(kind, source, len(items), len(items) + len(new_items), message))
+        items.extend(new_items)
+
     for message in _ordered(messages):
         while unplaced and (unplaced[0][0].get("created_at") or 0) < (
             message.get("created_at") or 0
         ):
-            items += unplaced.pop(0)[1]
-        for _, step_items in calls_by_run.pop(message.get("run_id"), []):
-            items += step_items
+            step, step_items = unplaced.pop(0)
+            place(Origin.STEP, step["id"], step_items)
+        for step, step_items in calls_by_run.pop(message.get("run_id"), []):
+            place(Origin.STEP, step["id"], step_items, message["id"])
         item = message_item(message, warnings, options)
         if item is None:
             skipped += 1
-        else:
-            items.append(item)
-    for _, step_items in unplaced:
-        items += step_items
-    return Conversion(items=items, metadata=metadata, warnings=warnings, skipped_messages=skipped)
+        place(Origin.MESSAGE, message["id"], [] if item is None else [item])
+    for step, step_items in unplaced:
+        place(Origin.STEP, step["id"], step_items)
+    return Conversion(
+        items=items,
+        metadata=metadata,
+        warnings=warnings,
+        skipped_messages=skipped,
+        origins=origins,
+    )
 
 
 # --- the assistant -------------------------------------------------------------------------------

@@ -1,16 +1,18 @@
 """The figures the dashboard shows, each one query that an index serves."""
 
+import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, connections
-from django.db.models import Count
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from migrations_app.models import RateLimit, Thread, ThreadStatus
+from migrations_app.estimate import Estimate, SizeClass, estimate
+from migrations_app.models import ErrorKind, RateLimit, Thread, ThreadStatus
 
 SWEEPER = "migrations_app.tasks.sweep_stuck_threads"
 
@@ -48,15 +50,82 @@ def migrated_per_minute(now=None, minutes=60):
             for i in range(minutes)]  # fmt: skip
 
 
-def failure_groups(limit=20):
-    """Failed threads grouped by kind and message, biggest group first."""
-    return list(
+def failure_groups(limit: int = 20) -> list[dict]:
+    """Threads failed now, grouped by kind and message, biggest group first. Only the status
+    counts: a thread queued or running again (a retry) is no longer a failure, whatever error
+    fields it still carries."""
+    groups = list(
         Thread.objects.filter(status=ThreadStatus.FAILED)
         .order_by()
         .values("error_kind", "error_message")
         .annotate(count=Count("pk"))
         .order_by("-count", "error_kind")[:limit]
     )
+    labels = dict(ErrorKind.choices)
+    for group in groups:
+        group["kind_label"] = labels.get(group["error_kind"], group["error_kind"] or "unknown")
+    return groups
+
+
+def being_retried() -> int:
+    """Threads staff asked to retry that are queued or running now (at most a few thousand:
+    the queued/running part of the status index)."""
+    return Thread.objects.filter(
+        status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING], requested_action="retry"
+    ).count()
+
+
+SAMPLE_ABOVE = 50_000  # threads left: above this, the dashboard's estimate reads a sample
+SAMPLE_ROWS = 20_000  # about how many rows the sample reads
+
+
+def remaining_sizes(threads: QuerySet | None = None) -> list[SizeClass]:
+    """The threads not migrated yet (or `threads`), grouped by size. On the whole table, while
+    few are left, one index-only scan of `thread_remaining_work_idx`."""
+    if threads is None:
+        threads = Thread.objects.exclude(status=ThreadStatus.SUCCEEDED)
+    fetched = ExpressionWrapper(Q(fetched_at__isnull=False), output_field=BooleanField())
+    rows = (
+        threads.order_by()
+        .annotate(fetched=fetched)
+        .values_list("fetched", "message_count", "items_total")
+        .annotate(n=Count("*"))  # not count(id): the index holds no id
+    )
+    return [_size(*row) for row in rows]
+
+
+def _size(fetched: bool, messages: int, items: int, count: int) -> SizeClass:
+    return SizeClass(count=count, messages=messages if fetched else None, items=items)
+
+
+def sampled_remaining_sizes(percent: float) -> list[SizeClass]:
+    """The sizes of the threads not migrated yet in a random `percent` of the table's pages
+    (PostgreSQL's TABLESAMPLE SYSTEM): a few hundred pages read, whatever the table's size."""
+    table = connection.ops.quote_name(Thread._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT fetched_at IS NOT NULL, message_count, items_total, count(*) "
+            f"FROM {table} TABLESAMPLE SYSTEM (%s) WHERE status <> %s GROUP BY 1, 2, 3",
+            [percent, ThreadStatus.SUCCEEDED.value],
+        )
+        return [_size(*row) for row in cursor.fetchall()]
+
+
+def remaining_estimate(
+    threads: QuerySet | None = None, counts: list[StatusCount] | None = None
+) -> Estimate:
+    """The estimate for `threads`, or for every thread not migrated yet. With the status
+    `counts` (the dashboard has them) and many threads left on PostgreSQL, the sizes come from
+    a sample of the table scaled to the exact number left: counting the sizes of millions of
+    threads would cost the dashboard more than everything else it shows."""
+    per_minute = settings.API_REQUESTS_PER_MINUTE
+    if threads is None and counts is not None and connection.vendor == "postgresql":
+        total = sum(c.count for c in counts)
+        left = total - sum(c.count for c in counts if c.status == ThreadStatus.SUCCEEDED)
+        if left > SAMPLE_ABOVE:
+            percent = min(100.0, 100.0 * SAMPLE_ROWS / total)
+            return estimate(sampled_remaining_sizes(percent), per_minute, threads=left)
+    return estimate(remaining_sizes(threads), per_minute)
 
 
 @dataclass
@@ -137,6 +206,108 @@ def figures():
             results = {name: future.result() for name, future in futures.items()}
     else:  # SQLite, or inside a transaction (tests): one connection sees it all
         results = {name: fn() for name, fn in parts.items()}
+    # After the counts: they say how many threads are left, and so whether to sample.
+    results["remaining"] = remaining_estimate(counts=results["counts"])
     results["health"] = worker_health()
     results["rate"] = request_rate()
+    results["retrying"] = being_retried()
     return results
+
+
+# --- what the page draws -------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """The share of threads migrated, failed and still to do, for a bar and its legend."""
+
+    total: int
+    succeeded: int
+    failed: int
+
+    @property
+    def done_percent(self) -> float:
+        return _percent(self.succeeded, self.total)
+
+    @property
+    def failed_percent(self) -> float:
+        return _percent(self.failed, self.total)
+
+    @property
+    def todo_percent(self) -> float:
+        return round(max(0.0, 100 - self.done_percent - self.failed_percent), 1)
+
+
+def _percent(part: int, whole: int) -> float:
+    if not whole:
+        return 0.0
+    value = 100 * part / whole
+    # Never show 100 % (or 0 %) while one thread is left (or done).
+    return math.floor(value * 10) / 10 if part < whole else 100.0
+
+
+def progress(counts: list[StatusCount]) -> Progress:
+    by_status = {c.status: c.count for c in counts}
+    return Progress(
+        total=sum(by_status.values()),
+        succeeded=by_status.get(ThreadStatus.SUCCEEDED, 0),
+        failed=by_status.get(ThreadStatus.FAILED, 0),
+    )
+
+
+@dataclass
+class Bar:
+    x: int
+    y: float
+    height: float
+    minute: datetime
+    count: int
+
+
+@dataclass
+class Chart:
+    """Threads per minute as bars in a 0..(60 × BAR_WIDTH) by 0..100 box, with a round top of
+    scale and time ticks every 15 minutes."""
+
+    bars: list[Bar]
+    scale_max: int
+    peak: int
+    total: int
+    ticks: list[datetime] = field(default_factory=list)
+    end: datetime | None = None
+
+    BAR_WIDTH = 10
+    TICK_EVERY = 15
+
+    @property
+    def width(self) -> int:
+        return len(self.bars) * self.BAR_WIDTH
+
+    @property
+    def scale_half(self) -> float:
+        half = self.scale_max / 2
+        return int(half) if half == int(half) else half
+
+
+def nice_ceiling(value: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, … at or above `value`."""
+    if value <= 1:
+        return 1
+    magnitude = 10 ** math.floor(math.log10(value))
+    return next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= value)
+
+
+def chart(per_minute: list[tuple[datetime, int]]) -> Chart:
+    peak = max((n for _, n in per_minute), default=0)
+    scale = nice_ceiling(peak)
+    bars = [
+        Bar(
+            x=i * Chart.BAR_WIDTH,
+            y=100 - 100 * n / scale,
+            height=100 * n / scale,
+            minute=minute,
+            count=n,
+        )
+        for i, (minute, n) in enumerate(per_minute)
+    ]
+    ticks = [minute for i, (minute, _) in enumerate(per_minute) if i % Chart.TICK_EVERY == 0]
+    end = per_minute[-1][0] + timedelta(minutes=1) if per_minute else None
+    return Chart(bars, scale, peak, sum(n for _, n in per_minute), ticks, end)

@@ -177,6 +177,21 @@ class Thread(models.Model):
                 condition=Q(status="failed"),
                 name="thread_failed_error_idx",
             ),
+            # Search by (the start of) a live conversation id: LIKE 'conv_x%' in any collation.
+            models.Index(
+                fields=["conversation_id"],
+                opclasses=["varchar_pattern_ops"],
+                condition=~Q(conversation_id=""),
+                name="thread_conversation_prefix_idx",
+            ),
+            # The dashboard's duration estimate: the sizes of the threads not migrated yet, in
+            # one index-only scan that shrinks as threads succeed.
+            models.Index(
+                fields=["status"],
+                include=["fetched_at", "message_count", "items_total"],
+                condition=~Q(status="succeeded"),
+                name="thread_remaining_work_idx",
+            ),
             # The stuck-thread sweeper: running threads whose lease expired.
             models.Index(
                 fields=["lease_expires_at"],

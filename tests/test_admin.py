@@ -125,6 +125,7 @@ def test_the_thread_list_query_count_does_not_grow_with_the_page(admin_client, m
 def test_the_list_shows_status_progress_error_and_conversation(admin_client, mirrored):
     thread = Thread.objects.first()
     thread.status, thread.items_total, thread.items_committed = "running", 40, 20
+    thread.conversation_id = "conv_listed"  # as the state machine records it
     thread.save()
     give_conversation(thread, "conv_listed")
     html = admin_client.get(reverse("admin:migrations_app_thread_changelist")).content.decode()
@@ -222,8 +223,8 @@ def test_the_thread_page_shows_both_sides_and_the_history(admin_client, mirrored
     url = reverse("admin:migrations_app_thread_change", args=[thread.pk])
     with CaptureQueriesContext(connection) as queries:
         html = admin_client.get(url).content.decode()
-    assert 'id="original"' in html and 'id="converted"' in html
-    assert html.count('class="bubble ') == len(bundle["messages"])
+    assert 'id="compare"' in html
+    assert html.count('class="bubble ') == min(len(bundle["messages"]), 50)
     assert "req_abc" in html
     assert len(queries) <= 14, [q["sql"][:80] for q in queries.captured_queries]
 
@@ -254,7 +255,9 @@ def test_the_dashboard_counts_groups_failures_and_pins_its_queries(admin_client,
     html = response.content.decode()
     assert "The API key was refused" in html and "Retry this group" in html
     assert 'data-status="failed">3<' in html
-    assert len(queries) <= 10
+    # Session, user; counts, per minute, failures, the estimate's sizes, threads being retried;
+    # sweeper, last worker attempt, queued tasks; the request rate.
+    assert len(queries) <= 11
 
 
 # --- import ---------------------------------------------------------------------------------------

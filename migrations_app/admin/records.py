@@ -7,13 +7,15 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from migrations_app import intake
+from migrations_app import intake, search
+from migrations_app.admin import display, notices
 from migrations_app.admin.pages import viewable_object
 from migrations_app.conversion import responses_config
 from migrations_app.models import (
@@ -52,14 +54,14 @@ class ThreadRecordAdmin(ReadOnlyAdmin):
 @admin.register(Attempt)
 class AttemptAdmin(ThreadRecordAdmin):
     list_display = [
-        "started_at",
+        display.time_column("started_at", "started"),
         "thread",
         "action",
         "outcome",
         "who",
-        "attempt_number",
+        display.count_column("attempt_number", "attempt"),
         "error_kind",
-        "http_status",
+        display.count_column("http_status", "HTTP"),
         "request_id",
         "conversation_id",
     ]
@@ -74,13 +76,19 @@ class ConversationAdmin(ThreadRecordAdmin):
     list_display = [
         "conversation_id",
         "thread",
-        "items_committed",
-        "verified_item_count",
-        "verified_at",
-        "replaced_at",
-        "created_at",
+        display.count_column("items_committed", "items"),
+        display.count_column("verified_item_count", "verified items"),
+        display.time_column("verified_at", "verified"),
+        display.time_column("replaced_at", "replaced"),
+        display.time_column("created_at", "created"),
     ]
-    search_fields = ["=conversation_id", "=thread__thread_id"]
+    search_fields = ["conversation_id", "thread__thread_id"]
+    search_help_text = "A conversation id or a thread id, or the start of one (prefix optional)."
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        return search.search_conversations(queryset, search_term), False
 
 
 @admin.register(Message)
@@ -132,16 +140,21 @@ class ImportForm(forms.Form):
         help_text="A CSV with a thread_id column, or one id per line.",
     )
     pasted = forms.CharField(
-        required=False, label="…or paste thread ids", widget=forms.Textarea(attrs={"rows": 6})
+        required=False,
+        label="…or paste thread ids",
+        help_text="One id per line.",
+        widget=forms.Textarea(attrs={"rows": 6, "class": "vLargeTextField"}),
     )
     export_file = forms.FileField(
         required=False,
-        label="…or an export file",
+        label="Export file",
         help_text="A .jsonl (one thread per line) or a .zip of a directory or .jsonl export.",
     )
 
-    def clean(self):
+    def clean(self) -> dict:
         data = super().clean()
+        if self.errors:  # a field's own error (an empty file) says it better, and only once
+            return data
         given = [k for k in ("ids_file", "pasted", "export_file") if data.get(k)]
         if len(given) != 1:
             raise forms.ValidationError("Give exactly one: an id file, pasted ids, or an export.")
@@ -157,12 +170,12 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "__str__",
         "source",
         "status",
-        "new_count",
-        "duplicate_count",
-        "invalid_count",
-        "skipped_count",
+        display.count_column("new_count", "new"),
+        display.count_column("duplicate_count", "duplicates"),
+        display.count_column("invalid_count", "invalid"),
+        display.count_column("skipped_count", "skipped"),
         "created_by",
-        "created_at",
+        display.time_column("created_at", "created"),
     ]
     list_filter = ["source", "status"]
     list_select_related = ["created_by"]
@@ -182,16 +195,8 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     exclude = ["errors"]
 
     @admin.display(description="errors")
-    def error_lines(self, obj):
-        rows = [
-            format_html(
-                "<li>{}{}: {}</li>",
-                e.get("file") or "",
-                f":{e['line']}" if e.get("line") else "",
-                e["message"],
-            )
-            for e in obj.errors[:500]
-        ]
+    def error_lines(self, obj: ImportBatch) -> str:
+        rows = [format_html("<li>{}</li>", display.import_error_text(e)) for e in obj.errors[:500]]
         if not rows:
             return "—"
         return format_html("<ul>{}</ul>", format_html("".join(["{}"] * len(rows)), *rows))
@@ -213,18 +218,14 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         extra = {"can_import": self.has_import_permission(request)}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
-    def import_view(self, request):
+    def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_import_permission(request):
             raise PermissionDenied
         form = ImportForm(request.POST, request.FILES) if request.method == "POST" else ImportForm()
         if request.method == "POST" and form.is_valid():
             batch = start_import(form.cleaned_data, request.user)
-            if batch.status == ImportBatch.Status.FAILED:
-                self.message_user(request, batch.errors[0]["message"], messages.ERROR)
-            else:
-                self.message_user(
-                    request, f"Import batch #{batch.pk}: {batch.get_status_display()}."
-                )
+            text, failed = notices.import_done(batch)
+            self.message_user(request, text, messages.ERROR if failed else messages.SUCCESS)
             return HttpResponseRedirect(
                 reverse("admin:migrations_app_importbatch_change", args=[batch.pk])
             )

@@ -6,10 +6,11 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import OuterRef, Subquery
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -22,14 +23,13 @@ from django.urls import path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator
-from django.utils.translation import ngettext
 
-from migrations_app import actions, dashboard, intake, states, tasks
+from migrations_app import actions, dashboard, intake, search, states, tasks
+from migrations_app.admin import display, notices
 from migrations_app.admin.pages import require_view_permission, viewable_object
-from migrations_app.conversion import responses_config
-from migrations_app.models import Conversation, Thread, ThreadStatus
+from migrations_app.models import Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
+from migrations_app.thread_page import thread_page
 
 COUNT_LIMIT = 10_000
 
@@ -51,6 +51,15 @@ class CappedCountPaginator(Paginator):
             if estimate > COUNT_LIMIT:
                 return estimate
         return self.object_list.order_by()[: COUNT_LIMIT + 1].count()
+
+
+class ThreadChangeList(ChangeList):
+    """The list never loads the source JSON: whether it is there is all a row shows."""
+
+    def get_queryset(
+        self, request: HttpRequest, exclude_parameters: list | None = None
+    ) -> QuerySet:
+        return super().get_queryset(request, exclude_parameters).defer("data")
 
 
 class HasWarningsFilter(admin.SimpleListFilter):
@@ -86,17 +95,17 @@ def _action(name, description, permission):
 
 @admin.register(Thread)
 class ThreadAdmin(admin.ModelAdmin):
+    # What staff scan a list for, and no more: each cell is one line; the assistant and the
+    # import batch are filters and on the thread page. Widths: console.css.
     list_display = [
         "thread_id",
         "status_display",
-        "message_count",
+        "source_messages",
         "progress",
         "attempts",
         "short_error",
         "conversation",
-        "assistant",
-        "import_batch",
-        "updated_at",
+        display.time_column("updated_at", "updated"),
     ]
     list_filter = [
         "status",
@@ -107,11 +116,11 @@ class ThreadAdmin(admin.ModelAdmin):
         ("updated_at", admin.DateFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
     ]
-    list_select_related = ["assistant", "import_batch"]
+    list_select_related = False
     search_fields = ["=thread_id"]
     search_help_text = (
-        "A thread id (thread_…), a conversation id (conv_…), or a metadata value "
-        "(key=value for an exact key)."
+        "A thread or conversation id, or its start (thread_o3lh0z, conv_68a5, or just o3lh0z); "
+        "or a metadata value (key=value for an exact key)."
     )
     show_full_result_count = False
     paginator = CappedCountPaginator
@@ -127,26 +136,27 @@ class ThreadAdmin(admin.ModelAdmin):
     ]
 
     # --- the list -------------------------------------------------------------------------------
-    def get_queryset(self, request):
-        live = Conversation.objects.live().filter(thread=OuterRef("pk")).values("conversation_id")
-        return super().get_queryset(request).annotate(live_conversation=Subquery(live[:1]))
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        mirrored = ExpressionWrapper(Q(data__isnull=False), output_field=BooleanField())
+        return super().get_queryset(request).annotate(mirrored=mirrored)
 
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        if term.startswith("thread_"):
-            return queryset.filter(thread_id=term), False
-        if term.startswith("conv_"):
-            return queryset.filter(conversations__conversation_id=term), False
-        if "=" in term:
-            key, value = term.split("=", 1)
-            return queryset.filter(**{f"data__metadata__{key.strip()}": value.strip()}), False
-        return queryset.filter(data__metadata__icontains=term), False
+    def get_changelist(self, request: HttpRequest, **kwargs: object) -> type[ChangeList]:
+        return ThreadChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        return search.search_threads(queryset, search_term), False
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj):
         return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="messages", ordering="message_count")
+    def source_messages(self, obj: Thread) -> int | str:
+        if not obj.mirrored:
+            return format_html('<span class="quiet">{}</span>', "not fetched")
+        return obj.message_count
 
     @admin.display(description="items")
     def progress(self, obj):
@@ -155,12 +165,12 @@ class ThreadAdmin(admin.ModelAdmin):
         return f"{obj.items_committed}/{obj.items_total}"
 
     @admin.display(description="last error")
-    def short_error(self, obj):
-        return Truncator(obj.error_message).chars(80) if obj.error_message else ""
+    def short_error(self, obj: Thread) -> str:
+        return display.one_line(obj.error_message)
 
-    @admin.display(description="conversation")
-    def conversation(self, obj):
-        return obj.live_conversation or ""
+    @admin.display(description="conversation", ordering="conversation_id")
+    def conversation(self, obj: Thread) -> str:
+        return display.one_line(obj.conversation_id)
 
     def has_add_permission(self, request):
         return False
@@ -190,22 +200,19 @@ class ThreadAdmin(admin.ModelAdmin):
         return self._has(request, "remigrate_thread")
 
     # --- actions --------------------------------------------------------------------------------
-    def confirm_and_apply(self, request, queryset, name):
+    def confirm_and_apply(
+        self, request: HttpRequest, queryset: QuerySet, name: str
+    ) -> HttpResponse | None:
         if name == "preview":
             return self.preview_response(request, queryset)
         plan = actions.plan(name, queryset)
         if request.POST.get("post") == "yes" and plan.eligible:
             count = self.apply(request, queryset, name)
             self.message_user(
-                request,
-                ngettext(
-                    "%(action)s: %(count)d thread.",
-                    "%(action)s: %(count)d threads.",
-                    count,
-                )
-                % {"action": plan.rule.label, "count": count},
-                messages.SUCCESS,
+                request, notices.action_done(name, plan.rule.label, count), messages.SUCCESS
             )
+            if request.POST.get("return_to") == "dashboard":
+                return HttpResponseRedirect(reverse("admin:migrations_app_dashboard"))
             return None
         context = {
             **self.admin_site.each_context(request),
@@ -217,6 +224,7 @@ class ThreadAdmin(admin.ModelAdmin):
             "select_across": request.POST.get("select_across", "0"),
             "opts": self.model._meta,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "return_to": "dashboard" if request.POST.get("return_to") == "dashboard" else "",
         }
         return TemplateResponse(request, "admin/migrations_app/thread/confirm_action.html", context)
 
@@ -303,7 +311,9 @@ class ThreadAdmin(admin.ModelAdmin):
         thread = viewable_object(self, request, object_id)
         context = {
             **self.admin_site.each_context(request),
-            **thread_page_context(thread, request, self),
+            **thread_page(thread, request.GET.get("page")),
+            "buttons": buttons_for(thread, request, self),
+            "status_badge": status_badge(thread.status, thread.get_status_display()),
             "opts": self.model._meta,
             "original": thread,
             "title": thread.thread_id,
@@ -313,26 +323,24 @@ class ThreadAdmin(admin.ModelAdmin):
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         require_view_permission(self, request)
         figures = dashboard.figures()
-        counts, per_minute = figures["counts"], figures["per_minute"]
-        total = sum(c.count for c in counts)
-        by_status = {c.status: c.count for c in counts}
-        peak = max([n for _, n in per_minute] + [1])
+        by_status = {c.status: c.count for c in figures["counts"]}
         active = by_status[ThreadStatus.QUEUED] + by_status[ThreadStatus.RUNNING]
         context = {
             **self.admin_site.each_context(request),
             "title": "Migration dashboard",
-            "counts": counts,
-            "total": total,
-            "done_percent": percent(by_status[ThreadStatus.SUCCEEDED], total),
-            "settled_percent": percent(
-                by_status[ThreadStatus.SUCCEEDED] + by_status[ThreadStatus.FAILED], total
-            ),
-            "bars": [(minute, n, round(100 * n / peak)) for minute, n in per_minute],
-            "last_hour": sum(n for _, n in per_minute),
+            "opts": self.model._meta,
+            "counts": figures["counts"],
+            "progress": dashboard.progress(figures["counts"]),
+            "chart": dashboard.chart(figures["per_minute"]),
             "failures": figures["failures"],
+            "retrying": figures["retrying"],
+            "estimate": figures["remaining"],
             "health": figures["health"],
             "rate": figures["rate"],
-            "refresh_seconds": 5 if active else None,
+            # While work runs the figures move every few seconds; idle, a left-open page still
+            # catches up with what others did (a retry from another page, a new import).
+            "refresh_seconds": 5 if active else 30,
+            "active": active,
             "can_retry": request.user.has_perm("migrations_app.retry_thread"),
             "threads_url": reverse("admin:migrations_app_thread_changelist"),
         }
@@ -341,10 +349,6 @@ class ThreadAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         extra = {"mapping_url": reverse("admin:migrations_app_thread_mapping")}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
-
-
-def percent(part, whole):
-    return round(100 * part / whole, 1) if whole else 0
 
 
 class Echo:
@@ -365,33 +369,6 @@ def buttons_for(thread, request, model_admin):
         if name in applicable:
             offered.append((name, actions.RULES[name].label))
     return offered
-
-
-def thread_page_context(thread, request, model_admin):
-    messages_ = list(thread.messages.order_by("created_at", "position"))
-    steps = list(thread.run_steps.order_by("created_at", "pk"))
-    calls_by_run = {}
-    for step in steps:
-        for call in (step.data.get("step_details") or {}).get("tool_calls") or []:
-            calls_by_run.setdefault(step.run_id, []).append(call)
-    try:
-        preview, preview_error = preview_thread(thread), None
-    except ThreadNotMirrored as error:
-        preview, preview_error = None, str(error)
-    config = None
-    if thread.assistant_id:
-        config = responses_config(thread.assistant.data, thread.data)
-    return {
-        "thread": thread,
-        "thread_messages": [(m, calls_by_run.get(m.data.get("run_id"), [])) for m in messages_],
-        "preview": preview,
-        "preview_error": preview_error,
-        "conversations": list(thread.conversations.order_by("-created_at")),
-        "history": list(thread.history.select_related("actor")[:100]),
-        "buttons": buttons_for(thread, request, model_admin),
-        "status_badge": status_badge(thread.status, thread.get_status_display()),
-        "config": config,
-    }
 
 
 # --- fetch as an action -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.text import Truncator
 
 register = template.Library()
 
@@ -32,6 +33,7 @@ def get(mapping, key):
 # http:// or https://, then no whitespace or control character anywhere: what a browser would
 # read as the same http(s) URL. Anything else (javascript:, data:, vbscript:, a relative path, a
 # scheme hidden behind a tab or a leading control character) is never a link.
+URL_SHOWN_CHARS = 120  # a data: URL can hold a whole image
 _HTTP_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f]+", flags=re.IGNORECASE)
 
 
@@ -47,8 +49,38 @@ def http_url(value: Any) -> str:
 def external_link(value: Any) -> SafeString:
     """A URL from the API: a link (new tab, no referrer) if it is http(s), else escaped text."""
     url = http_url(value)
+    shown = Truncator("" if value is None else value).chars(URL_SHOWN_CHARS)
     if url:
         return format_html(
-            '<a href="{}" rel="noreferrer noopener" target="_blank">{}</a>', url, url
+            '<a href="{}" rel="noreferrer noopener" target="_blank">{}</a>', url, shown
         )
-    return format_html('<span class="unlinked-url">{}</span>', "" if value is None else value)
+    return format_html('<span class="unlinked-url">{}</span>', shown)
+
+
+@register.simple_tag
+def error_text(message: str, http_status: int | None) -> str:
+    """An error message with its HTTP status, said once: messages from the API client already
+    end in "(HTTP 404)"."""
+    if not http_status or f"HTTP {http_status}" in (message or ""):
+        return message or ""
+    return f"{message} (HTTP {http_status})"
+
+
+@register.inclusion_tag("admin/migrations_app/_overview.html")
+def console_overview() -> dict:
+    """The dashboard's key figures for the admin index: counts per state and the progress bar
+    (one query that an index serves)."""
+    from django.urls import reverse
+
+    from migrations_app import dashboard
+
+    counts = dashboard.status_counts()
+    by_status = {c.status: c.count for c in counts}
+    return {
+        "counts": counts,
+        "progress": dashboard.progress(counts),
+        "active": by_status["queued"] + by_status["running"],
+        "failed": by_status["failed"],
+        "threads_url": reverse("admin:migrations_app_thread_changelist"),
+        "dashboard_url": reverse("admin:migrations_app_dashboard"),
+    }

@@ -3,9 +3,10 @@ import sys
 from collections import Counter
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from migrations_app import actions, states, upload
+from migrations_app import actions, dashboard, states, upload
 from migrations_app.models import Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
 
@@ -30,10 +31,20 @@ class Command(BaseCommand):
             help="migrate succeeded threads again into NEW conversations (old ids kept)",
         )
 
-    def handle(self, *args, thread_ids, status, all, dry_run, inline, remigrate, **options):
+    def handle(
+        self,
+        *args: object,
+        thread_ids: list[str],
+        status: str | None,
+        all: bool,
+        dry_run: bool,
+        inline: bool,
+        remigrate: bool,
+        **options: object,
+    ) -> None:
         threads = self._select(thread_ids, status, all)
         if dry_run:
-            return self._dry_run(threads)
+            return self._dry_run(threads, remigrate)
         action = "remigrate" if remigrate else ("retry" if status == "failed" else "migrate")
         plan = actions.plan(action, threads)
         for reason, count in plan.skipped.items():
@@ -83,7 +94,7 @@ class Command(BaseCommand):
             )
         return threads
 
-    def _dry_run(self, threads):
+    def _dry_run(self, threads: QuerySet, remigrate: bool = False) -> None:
         for thread in threads.iterator(chunk_size=200):
             try:
                 preview = preview_thread(thread)
@@ -102,6 +113,19 @@ class Command(BaseCommand):
                 self.stdout.write(json.dumps(item, ensure_ascii=False))
             for warning in preview.warnings:
                 self.stdout.write(self.style.WARNING(f"  warning {warning}"))
+        self._estimate(threads if remigrate else threads.exclude(status=ThreadStatus.SUCCEEDED))
+
+    def _estimate(self, threads: QuerySet) -> None:
+        """How long the selected threads take at the request budget (the dashboard's sum)."""
+        result = dashboard.remaining_estimate(threads)
+        line = f"Estimate for {result.threads} thread{'s' if result.threads != 1 else ''}: {result}"
+        if result.unfetched:
+            their, them = ("its", "it") if result.unfetched == 1 else ("their", "them")
+            line += (
+                f" ({result.unfetched} not fetched yet: {their} size is a guess, and "
+                f"{result.source_requests:,} of the requests read {them} from the source)"
+            )
+        self.stdout.write(self.style.SUCCESS(line + "."))
 
     def _progress(self, total):
         done = [0]

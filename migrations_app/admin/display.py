@@ -1,0 +1,70 @@
+"""Compact list cells: times in one short line with the full time in a tooltip, long text on one
+line with the whole of it in a tooltip. HTML only through format_html."""
+
+from collections.abc import Callable
+from datetime import datetime
+
+from django.contrib import admin
+from django.db.models import Model
+from django.utils import dateformat, timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+TOOLTIP_LIMIT = 1000  # characters of a long text kept in its tooltip; the page shows the rest
+
+
+def compact_time(value: datetime | None, now: datetime | None = None) -> SafeString | str:
+    """'26 Nov 13:02' this year, '26 Nov 2025' before; the full time in the tooltip."""
+    if value is None:
+        return ""
+    local = timezone.localtime(value)
+    today = timezone.localtime(now or timezone.now())
+    shown = dateformat.format(local, "d M H:i" if local.year == today.year else "d M Y")
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        local.isoformat(),
+        date_format(local, "DATETIME_FORMAT"),
+        shown,
+    )
+
+
+def one_line(text: str, css_class: str = "one-line") -> SafeString | str:
+    """Long text cut to one line by the stylesheet; the tooltip holds the text."""
+    if not text:
+        return ""
+    tooltip = text if len(text) <= TOOLTIP_LIMIT else text[:TOOLTIP_LIMIT] + "…"
+    return format_html('<span class="{}" title="{}">{}</span>', css_class, tooltip, text[:300])
+
+
+def time_column(field: str, description: str) -> Callable[[Model], SafeString | str]:
+    """A list_display column showing `field` as a compact time, sortable by it."""
+
+    @admin.display(description=description, ordering=field)
+    def column(obj: Model) -> SafeString | str:
+        return compact_time(getattr(obj, field))
+
+    column.__name__ = field  # the column's CSS class: column-<field>
+    return column
+
+
+def count_column(field: str, description: str) -> Callable[[Model], int]:
+    """A list_display column for a count under a short header, sortable."""
+
+    @admin.display(description=description, ordering=field)
+    def column(obj: Model) -> int:
+        return getattr(obj, field)
+
+    column.__name__ = field
+    return column
+
+
+def import_error_text(error: dict) -> str:
+    """One import error as a line: 'file, line N: message', without repeating a location the
+    message already starts with ('Line 4: …')."""
+    message = error.get("message") or ""
+    line = error.get("line")
+    where = [error["file"]] if error.get("file") else []
+    if line and not message.lower().startswith(f"line {line}:"):
+        where.append(f"line {line}")
+    return f"{', '.join(where)}: {message}" if where else message

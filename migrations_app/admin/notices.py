@@ -1,0 +1,84 @@
+"""What the console says after staff act: what was done, and what happens next."""
+
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import ngettext
+
+from migrations_app.models import ImportBatch
+
+NEXT_STEP = {
+    "migrate": "The workers upload and verify each one; follow them on the {dashboard}.",
+    "retry": "The workers resume each one where it stopped; follow them on the {dashboard}.",
+    "remigrate": (
+        "Each gets a new conversation (the old id stays in its history); follow them on the "
+        "{dashboard}."
+    ),
+    "cancel": "They will not be uploaded; migrate them again whenever you want.",
+    "fetch": "The workers copy their messages from the source; their pages show them when done.",
+}
+DONE = {
+    "migrate": "queued",
+    "retry": "queued",
+    "remigrate": "queued",
+    "cancel": "cancelled",
+    "fetch": "queued for fetching",
+}
+
+
+def action_done(name: str, label: str, count: int) -> SafeString:
+    """'Migrate: 12 threads queued. The workers upload and verify each one; …'"""
+    said = ngettext(
+        "%(action)s: %(count)d thread %(done)s.",
+        "%(action)s: %(count)d threads %(done)s.",
+        count,
+    ) % {"action": label, "count": count, "done": DONE.get(name, "done")}
+    next_step = NEXT_STEP.get(name, "")
+    if "{dashboard}" not in next_step:
+        return format_html("{} {}", said, next_step)
+    before, after = next_step.split("{dashboard}")
+    return format_html(
+        '{} {}<a href="{}">dashboard</a>{}',
+        said,
+        before,
+        reverse("admin:migrations_app_dashboard"),
+        after,
+    )
+
+
+def _lines(count: int) -> str:
+    return ngettext("%(n)d invalid line", "%(n)d invalid lines", count) % {"n": count}
+
+
+def import_done(batch: ImportBatch) -> tuple[SafeString | str, bool]:
+    """(message, is_error) after an import form was sent. The batch page the user lands on
+    lists every error: the message points there instead of repeating them."""
+    if batch.status == ImportBatch.Status.FAILED:
+        return f"Import batch #{batch.pk} failed: nothing was imported (the reason is below).", True
+    if batch.status in (ImportBatch.Status.PENDING, ImportBatch.Status.RUNNING):
+        return (
+            f"Import batch #{batch.pk} is being imported by a worker: this page shows its "
+            "counts as it goes.",
+            False,
+        )
+    if not batch.new_count and not batch.duplicate_count:
+        problems = f" ({_lines(batch.invalid_count)}, listed below)" if batch.invalid_count else ""
+        return f"Import batch #{batch.pk}: no thread id found{problems}.", True
+    said = ngettext("%(n)d new thread", "%(n)d new threads", batch.new_count) % {
+        "n": batch.new_count
+    }
+    if batch.duplicate_count:
+        said += f", {batch.duplicate_count} already known"
+    if batch.invalid_count:
+        said += f", {_lines(batch.invalid_count)} (listed below)"
+    return (
+        format_html(
+            'Import batch #{}: {}. Next: <a href="{}?import_batch__id__exact={}">open its '
+            "threads</a> to migrate them.",
+            batch.pk,
+            said,
+            reverse("admin:migrations_app_thread_changelist"),
+            batch.pk,
+        ),
+        False,
+    )
