@@ -186,7 +186,7 @@ def test_an_image_url_that_is_not_a_web_address_is_never_a_link(admin_client):
     )
     html = page(admin_client, store([message])).content.decode()
     assert 'href="javascript:' not in html
-    assert "<code>javascript:alert(1)</code>" in html
+    assert '<span class="unlinked-url">javascript:alert(1)</span>' in html
 
 
 def test_a_thread_not_fetched_says_so_instead_of_rows(admin_client):
