@@ -1,5 +1,6 @@
-"""Two groups for staff: operators act, auditors only look. Created by migration 0005; usable
-with any app registry (the migration's historical one, or the live one)."""
+"""Two groups for staff: operators act, auditors only look. Created by migration 0005 (permissions
+added later, such as sync_assistants, are granted by their own migration); usable with any app
+registry (the migration's historical one, or the live one)."""
 
 ACTING = [
     "fetch_thread",
@@ -8,6 +9,7 @@ ACTING = [
     "cancel_thread",
     "remigrate_thread",
     "import_threads",
+    "sync_assistants",
 ]
 VIEWABLE_APPS = ["migrations_app", "django_q"]
 
