@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from django_q.models import OrmQ
 
 from migrations_app import intake
+from migrations_app.intake import ids
 from migrations_app.models import (
     Assistant,
     Attempt,
@@ -82,15 +83,15 @@ def test_duplicates_in_the_file_and_in_the_database_are_counted_not_inserted():
 
 
 def test_duplicates_across_chunks_are_counted(monkeypatch):
-    monkeypatch.setattr(intake, "ID_CHUNK", 2)
+    monkeypatch.setattr(ids, "ID_CHUNK", 2)
     batch = run_import("thread_a\nthread_b\nthread_a\nthread_c\nthread_b\n")
     assert (batch.new_count, batch.duplicate_count) == (3, 2)
 
 
 def test_a_crash_mid_file_imports_nothing(monkeypatch):
-    monkeypatch.setattr(intake, "ID_CHUNK", 2)
+    monkeypatch.setattr(ids, "ID_CHUNK", 2)
     calls = []
-    real = intake.bulk.insert_new_thread_ids
+    real = ids.bulk.insert_new_thread_ids
 
     def crash_on_second_chunk(model, ids, batch_id):
         calls.append(ids)
@@ -98,7 +99,7 @@ def test_a_crash_mid_file_imports_nothing(monkeypatch):
             raise RuntimeError("disk full")
         return real(model, ids, batch_id)
 
-    monkeypatch.setattr(intake.bulk, "insert_new_thread_ids", crash_on_second_chunk)
+    monkeypatch.setattr(ids.bulk, "insert_new_thread_ids", crash_on_second_chunk)
     with pytest.raises(RuntimeError):
         run_import("thread_a\nthread_b\nthread_c\nthread_d\n")
     assert imported_ids() == []
@@ -193,6 +194,7 @@ def test_a_thread_whose_upload_started_keeps_its_mirror(sandbox):
     thread = register(thread_id)
     intake.fetch_thread(thread_id)
     Conversation.objects.create(thread=thread, conversation_id="conv_x")
+    Thread.objects.filter(pk=thread.pk).update(conversation_id="conv_x")  # as states does
     sandbox.state.messages[thread_id].pop()
     attempt = intake.fetch_thread(thread_id)
     assert attempt.outcome == Attempt.Outcome.SKIPPED
@@ -238,7 +240,7 @@ def test_a_dropped_connection_fails_the_fetch_as_transient(sandbox):
 
 
 def test_sync_assistants_copies_every_assistant_once(sandbox):
-    assert intake.sync_assistants() == len(sandbox.state.assistants)
+    assert intake.sync_assistants().stored == len(sandbox.state.assistants)
     intake.sync_assistants()
     assert Assistant.objects.count() == len(sandbox.state.assistants)
     first = next(iter(sandbox.state.assistants.values()))
@@ -335,8 +337,12 @@ def test_invalid_json_lines_are_reported_by_file_and_line_and_the_rest_loads(tmp
         ("mixed.jsonl", 2), ("mixed.jsonl", 4), ("mixed.jsonl", 6)
     ]  # fmt: skip
     assert batch.errors[0]["message"].startswith("invalid JSON: ")
-    assert batch.errors[1]["message"] == "'not-a-thread' is not a thread id (expected thread_…)"
-    assert batch.errors[2]["message"] == "messages[0] lacks role, content, created_at"
+    assert batch.errors[1]["message"] == (
+        "'not-a-thread' is not a thread id (expected thread_…, at most 64 characters)"
+    )
+    assert batch.errors[2]["message"] == (
+        "thread_y: messages[0] (msg_1).role is None: expected user or assistant"
+    )
 
 
 def test_a_bad_file_in_a_directory_is_named_and_the_others_load(tmp_path, dataset):
@@ -373,7 +379,7 @@ def test_load_export_command_reports_counts_and_errors(tmp_path, dataset, capsys
     path.write_text(json.dumps(dataset[1][0]) + "\nnot json\n")
     call_command("load_export", str(path))
     out, err = capsys.readouterr()
-    assert "1 new, 0 updated, 0 kept (upload started), 1 invalid" in out
+    assert "1 new, 0 updated, 0 kept (running or upload started), 1 invalid" in out
     assert "x.jsonl:2: invalid JSON" in err
 
 

@@ -1,20 +1,19 @@
 """Assistants, import batches, the dashboard and the read-only mirror and history."""
 
-import os
-import tempfile
+from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import ngettext
 
 from migrations_app import intake
 from migrations_app.conversion import responses_config
+from migrations_app.intake import uploads
 from migrations_app.models import (
     Assistant,
     Attempt,
@@ -25,6 +24,8 @@ from migrations_app.models import (
 )
 
 INLINE_IMPORT_LIMIT = 1_000_000  # bytes; larger uploads are processed by a worker
+INLINE_FETCH_IMPORT_LIMIT = 64_000  # bytes of ids imported (and their fetches queued) inline
+FORM_OVERHEAD = 1 << 20  # a multipart request's bytes beside the file itself
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -103,6 +104,35 @@ class AssistantAdmin(ReadOnlyAdmin):
     def tool_count(self, obj):
         return len(obj.data.get("tools") or [])
 
+    # --- "Sync assistants": copy every assistant from the source API --------------------------
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("migrations_app.sync_assistants")
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("sync/", wrap(self.sync_view), name="migrations_app_assistant_sync"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
+        extra = {
+            "can_sync": self.has_sync_permission(request) and intake.source_configured(),
+            "source_configured": intake.source_configured(),
+        }
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    def sync_view(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "POST" or not self.has_sync_permission(request):
+            raise PermissionDenied
+        level, message = sync_assistants_now()
+        self.message_user(request, message, level)
+        if level != messages.ERROR:
+            self.log_change(request, Assistant(assistant_id="*"), message)
+        return HttpResponseRedirect(reverse("admin:migrations_app_assistant_changelist"))
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
         assistant = self.get_object(request, object_id)
         if assistant is None:
@@ -135,15 +165,40 @@ class ImportForm(forms.Form):
         help_text="A .jsonl (one thread per line) or a .zip of a directory or .jsonl export.",
     )
 
-    def clean(self):
-        data = super().clean()
-        given = [k for k in ("ids_file", "pasted", "export_file") if data.get(k)]
-        if len(given) != 1:
-            raise forms.ValidationError("Give exactly one: an id file, pasted ids, or an export.")
-        export = data.get("export_file")
+    def clean_ids_file(self) -> Any:
+        return _within_limit(self.cleaned_data.get("ids_file"), uploads.IDS)
+
+    def clean_export_file(self) -> Any:
+        export = _within_limit(self.cleaned_data.get("export_file"), uploads.EXPORT)
         if export and not export.name.endswith((".jsonl", ".zip")):
             raise forms.ValidationError("An export must be a .jsonl or a .zip file.")
+        return export
+
+    def clean(self) -> dict:
+        data = super().clean()
+        given = [k for k in ("ids_file", "pasted", "export_file") if data.get(k)]
+        given += [k for k in ("ids_file", "export_file") if k in self.errors]
+        if len(given) != 1:
+            raise forms.ValidationError("Give exactly one: an id file, pasted ids, or an export.")
         return data
+
+
+def _within_limit(upload: Any, kind: str) -> Any:
+    if upload and (problem := uploads.size_problem(kind, upload.name, upload.size)):
+        raise forms.ValidationError(problem)
+    return upload
+
+
+def _request_too_large(request: HttpRequest) -> str | None:
+    """Refuse an upload bigger than any limit from its Content-Length, before reading it."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    largest = max(uploads.size_limit(uploads.IDS), uploads.size_limit(uploads.EXPORT))
+    if length <= largest + FORM_OVERHEAD:
+        return None
+    return uploads.size_problem(uploads.EXPORT, "The upload", length - FORM_OVERHEAD)
 
 
 @admin.register(ImportBatch)
@@ -156,6 +211,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "duplicate_count",
         "invalid_count",
         "skipped_count",
+        "fetch_queued",
         "created_by",
         "created_at",
     ]
@@ -172,115 +228,231 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "duplicate_count",
         "invalid_count",
         "skipped_count",
+        "fetch_display",
         "error_lines",
+        "warning_lines",
     ]
-    exclude = ["errors"]
+    exclude = ["errors", "warnings", "started_at", "upload_name", "fetch_queued"]
 
     @admin.display(description="errors")
-    def error_lines(self, obj):
-        rows = [
-            format_html(
-                "<li>{}{}: {}</li>",
-                e.get("file") or "",
-                f":{e['line']}" if e.get("line") else "",
-                e["message"],
-            )
-            for e in obj.errors[:500]
-        ]
-        if not rows:
-            return "—"
-        return format_html("<ul>{}</ul>", format_html("".join(["{}"] * len(rows)), *rows))
+    def error_lines(self, obj: ImportBatch) -> str:
+        return _report_lines(obj.errors)
+
+    @admin.display(description="changed on the way in")
+    def warning_lines(self, obj: ImportBatch) -> str:
+        return _report_lines(obj.warnings)
+
+    @admin.display(description="fetch from source")
+    def fetch_display(self, obj: ImportBatch) -> str:
+        if not obj.fetch_queued:
+            if obj.source == ImportBatch.Source.EXPORT:
+                return "Not needed: an export holds the messages."
+            return "No fetch queued: fetch the threads from the threads list, or load an export."
+        counts = intake.fetch_progress(obj)
+        return format_html(
+            '<span id="fetch-progress">{} fetch tasks queued: <b>{}</b> fetched, <b>{}</b> '
+            "not found at the source, <b>{}</b> failed, <b>{}</b> waiting{}</span>",
+            obj.fetch_queued,
+            counts["fetched"],
+            counts["not_found"],
+            counts["failed"],
+            counts["waiting"],
+            " (this page refreshes until none wait)" if counts["waiting"] else ".",
+        )
 
     def has_change_permission(self, request, obj=None):
         return False
 
-    def has_import_permission(self, request):
+    def has_import_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("migrations_app.import_threads")
 
-    def get_urls(self):
+    def get_urls(self) -> list:
         wrap = self.admin_site.admin_view
         return [
             path("new/", wrap(self.import_view), name="migrations_app_importbatch_import"),
             *super().get_urls(),
         ]
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
         extra = {"can_import": self.has_import_permission(request)}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
-    def import_view(self, request):
+    def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_import_permission(request):
             raise PermissionDenied
-        form = ImportForm(request.POST, request.FILES) if request.method == "POST" else ImportForm()
-        if request.method == "POST" and form.is_valid():
-            batch = start_import(form.cleaned_data, request.user)
-            if batch.status == ImportBatch.Status.FAILED:
-                self.message_user(request, batch.errors[0]["message"], messages.ERROR)
+        form = ImportForm()
+        if request.method == "POST":
+            if too_large := _request_too_large(request):
+                form.errors["__all__"] = form.error_class([too_large])
             else:
-                self.message_user(
-                    request, f"Import batch #{batch.pk}: {batch.get_status_display()}."
-                )
-            return HttpResponseRedirect(
-                reverse("admin:migrations_app_importbatch_change", args=[batch.pk])
-            )
+                form = ImportForm(request.POST, request.FILES)
+                if form.is_valid():
+                    batch = start_import(form.cleaned_data, request.user)
+                    level, message = import_message(batch)
+                    self.message_user(request, message, level)
+                    return HttpResponseRedirect(
+                        reverse("admin:migrations_app_importbatch_change", args=[batch.pk])
+                    )
         context = {
             **self.admin_site.each_context(request),
             "title": "Import threads",
             "form": form,
             "opts": self.model._meta,
+            "source_configured": intake.source_configured(),
+            "limits": {
+                "ids": uploads.size_limit(uploads.IDS) >> 20,
+                "export": uploads.size_limit(uploads.EXPORT) >> 20,
+            },
         }
         return TemplateResponse(request, "admin/migrations_app/importbatch/import.html", context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        intake.sweep_stopped_imports()  # a batch whose worker died says so, here too
         batch = self.get_object(request, object_id)
-        running = batch is not None and batch.status in (
-            ImportBatch.Status.PENDING,
-            ImportBatch.Status.RUNNING,
-        )
-        extra = {"refresh_seconds": 2 if running else None}
+        waiting = False
+        if batch is not None and batch.fetch_queued:
+            waiting = intake.fetch_progress(batch)["waiting"] > 0
+        running = batch is not None and not batch.is_finished
+        extra = {"refresh_seconds": 2 if running or waiting else None}
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
 
-def start_import(data, user):
-    """Small inputs are imported now; large uploads go to a worker with progress on the batch."""
-    if data.get("pasted"):
-        batch = ImportBatch(source=ImportBatch.Source.PASTE, filename="pasted ids", created_by=user)
-        try:
-            return intake.import_thread_ids(data["pasted"].splitlines(), batch=batch)
-        except intake.IntakeError:
-            return batch
-    upload = data.get("ids_file") or data.get("export_file")
-    kind = "ids" if data.get("ids_file") else "export"
-    path = _save_upload(upload)
-    if upload.size <= INLINE_IMPORT_LIMIT:
-        from migrations_app.tasks import import_file
+def _report_lines(entries: list[dict]) -> str:
+    rows = [
+        format_html(
+            "<li>{}{}{}</li>",
+            e.get("file") or "",
+            f":{e['line']}" if e.get("line") else "",
+            f": {e['message']}" if e.get("file") or e.get("line") else e["message"],
+        )
+        for e in entries[:500]
+    ]
+    if not rows:
+        return "—"
+    more = f"<li>… and {len(entries) - 500} more</li>" if len(entries) > 500 else ""
+    return format_html("<ul>{}{}</ul>", format_html_join("", "{}", ((r,) for r in rows)),
+                       format_html(more) if more else "")  # fmt: skip
 
-        return ImportBatch.objects.get(pk=import_file(kind, path, upload.name, user.pk))
+
+# --- the import, as the page runs it ------------------------------------------------------------
+def start_import(data: dict, user: Any) -> ImportBatch:
+    """Small inputs are imported now; large ones go to a worker with progress on the batch.
+    Imported ids are queued for fetching when a source API answers."""
+    fetch = intake.source_configured()
+    if data.get("pasted"):
+        text = data["pasted"]
+        if len(text.encode()) <= _inline_limit(uploads.IDS, fetch):
+            batch = ImportBatch(
+                source=ImportBatch.Source.PASTE, filename="pasted ids", created_by=user
+            )
+            try:
+                intake.import_thread_ids(text.splitlines(), batch=batch)
+            except intake.IntakeError:
+                return batch  # recorded on the batch
+            if fetch:
+                intake.queue_batch_fetch(batch)
+            return batch
+        name = uploads.save(text.encode(), "pasted.txt")
+        return _to_worker(uploads.IDS, name, "pasted ids", len(text), user, fetch)
+    upload = data.get("ids_file") or data.get("export_file")
+    kind = uploads.IDS if data.get("ids_file") else uploads.EXPORT
+    name = uploads.save(upload)
+    if upload.size <= _inline_limit(kind, fetch):
+        return uploads.import_upload(kind, name, upload.name, user_pk=user.pk, fetch=fetch)
+    return _to_worker(kind, name, upload.name, upload.size, user, fetch)
+
+
+def _inline_limit(kind: str, fetch: bool) -> int:
+    # Queuing a fetch task per id takes a moment each: a long list is handed to a worker.
+    return INLINE_FETCH_IMPORT_LIMIT if kind == uploads.IDS and fetch else INLINE_IMPORT_LIMIT
+
+
+def _to_worker(
+    kind: str, name: str, filename: str, size: int, user: Any, fetch: bool
+) -> ImportBatch:
     from django_q.tasks import async_task
 
     batch = ImportBatch.objects.create(
-        source=ImportBatch.Source.CSV if kind == "ids" else ImportBatch.Source.EXPORT,
-        filename=upload.name,
+        source=ImportBatch.Source.CSV if kind == uploads.IDS else ImportBatch.Source.EXPORT,
+        filename=filename,
         created_by=user,
+        upload_name=name,
     )
+    if filename == "pasted ids":
+        ImportBatch.objects.filter(pk=batch.pk).update(source=ImportBatch.Source.PASTE)
+        batch.source = ImportBatch.Source.PASTE
     async_task(
         "migrations_app.tasks.import_file",
         kind,
-        path,
-        upload.name,
+        name,
+        filename,
         user.pk,
         batch.pk,
+        fetch,
         group=f"import {batch.pk}",
     )
     return batch
 
 
-def _save_upload(upload):
-    folder = os.path.join(settings.UPLOAD_DIR, timezone.now().strftime("%Y%m%d"))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(upload.name)[1]
-    handle, path = tempfile.mkstemp(dir=folder, suffix=suffix)
-    with os.fdopen(handle, "wb") as out:
-        for chunk in upload.chunks():
-            out.write(chunk)
-    return path
+def import_message(batch: ImportBatch) -> tuple[int, str]:
+    """(level, message) telling staff what happened and what happens next."""
+    title = f"Import batch #{batch.pk}"
+    if batch.status == ImportBatch.Status.FAILED:
+        return messages.ERROR, f"{title} failed: {batch.errors[0]['message']}"
+    if not batch.is_finished:
+        return messages.INFO, (
+            f"{title} is queued for a worker; this page shows its progress and refreshes "
+            "itself until it is done."
+        )
+    export = batch.source == ImportBatch.Source.EXPORT
+    counts = ", ".join(
+        [
+            f"{batch.new_count} new",
+            f"{batch.duplicate_count} {'updated' if export else 'already registered'}",
+            f"{batch.invalid_count} invalid",
+            *([f"{batch.skipped_count} kept as uploaded"] if batch.skipped_count else []),
+        ]
+    )
+    if export:
+        next_step = (
+            "The threads are in the console with their messages and warnings: preview or "
+            "migrate them from the threads list."
+        )
+    elif batch.fetch_queued:
+        fetches = ngettext("%d fetch", "%d fetches", batch.fetch_queued) % batch.fetch_queued
+        next_step = (
+            f"{fetches} from the source queued: the workers copy each thread's messages into "
+            "the console, and this page counts them as they come back."
+        )
+    elif not intake.source_configured():
+        return messages.WARNING, (
+            f"{title}: {counts}. No source API is configured (ASSISTANTS_BASE_URL), so nothing "
+            "is fetched: load an export with these threads' messages."
+        )
+    else:
+        next_step = "Nothing new to fetch."
+    return messages.SUCCESS, f"{title}: {counts}. {next_step}"
+
+
+def sync_assistants_now() -> tuple[int, str]:
+    """Sync every assistant from the source now; (level, message) for the page."""
+    from migrations_app import openai_client
+
+    try:
+        synced = intake.sync_assistants()
+    except Exception as error:
+        try:
+            failure = openai_client.classify(error)
+        except Exception:
+            raise error from None
+        return messages.ERROR, f"Syncing assistants failed: {failure.message}"
+    message = (
+        f"Synced {ngettext('%d assistant', '%d assistants', synced.stored) % synced.stored} "
+        "from the source; threads that use them now show them."
+    )
+    if synced.rejected:
+        shown = "; ".join(f"{aid}: {why}" for aid, why in synced.rejected[:5])
+        return messages.WARNING, f"{message} {len(synced.rejected)} could not be stored ({shown})."
+    return messages.SUCCESS, message

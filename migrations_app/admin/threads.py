@@ -92,7 +92,7 @@ class ThreadAdmin(admin.ModelAdmin):
     list_display = [
         "thread_id",
         "status_display",
-        "message_count",
+        "messages_shown",  # "not fetched" until the mirror holds the thread (Thread.is_mirrored)
         "progress",
         "attempts",
         "short_error",

@@ -1,0 +1,133 @@
+"""Uploaded id lists and exports: their size limits, their place in the default storage, and the
+import that removes them afterwards whatever happens.
+
+Uploads go through Django's storage API (`default_storage`), never a path on the web server's
+disk, so the worker that imports one may run on another machine: a folder every machine mounts
+(UPLOAD_DIR), or S3 through django-storages. The worker opens the file through the same API.
+"""
+
+import io
+import logging
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from migrations_app.intake.batches import IntakeError, running
+from migrations_app.intake.exports import load_export_file
+from migrations_app.intake.ids import import_thread_ids
+from migrations_app.intake.source import queue_batch_fetch
+from migrations_app.models import ImportBatch
+
+log = logging.getLogger(__name__)
+FOLDER = "imports"
+IDS, EXPORT = "ids", "export"
+
+
+def size_limit(kind: str) -> int:
+    if kind == IDS:
+        return settings.IMPORT_MAX_ID_LIST_BYTES
+    return settings.IMPORT_MAX_EXPORT_BYTES
+
+
+def _size(size: int) -> str:
+    if size >= 1 << 30:
+        return f"{size / (1 << 30):.1f} GB"
+    return f"{size / (1 << 20):.1f} MB"
+
+
+def size_problem(kind: str, name: str, size: int) -> str | None:
+    """Why an upload of `size` bytes is refused before anything reads it, or None."""
+    limit = size_limit(kind)
+    if size <= limit:
+        return None
+    what, setting = (
+        ("an id list", "IMPORT_MAX_ID_LIST_MB")
+        if kind == IDS
+        else ("an export", "IMPORT_MAX_EXPORT_MB")
+    )
+    return (
+        f"{name} is {_size(size)}; {what} may be at most {_size(limit)} ({setting}). "
+        + ("Split the list into smaller files." if kind == IDS else "Load it with the "
+           "load_export command, or raise the limit.")
+    )  # fmt: skip
+
+
+def save(upload: Any, name: str | None = None) -> str:
+    """Store an uploaded file (or bytes) for its import; returns its name in the storage."""
+    suffix = Path(name or upload.name).suffix.lower()[:10]
+    target = f"{FOLDER}/{timezone.now():%Y%m%d}/{uuid.uuid4().hex}{suffix}"
+    if isinstance(upload, bytes):
+        upload = ContentFile(upload)
+    return default_storage.save(target, upload)
+
+
+def discard(name: str) -> None:
+    try:
+        default_storage.delete(name)
+    except Exception:  # the import's outcome is recorded; a stray file is only logged
+        log.exception("could not remove the upload %s", name)
+
+
+def _binary(handle: Any) -> IO[bytes]:
+    """The file object behind a storage File (zipfile and TextIOWrapper want a real stream)."""
+    return getattr(handle, "file", handle)
+
+
+def import_upload(
+    kind: str,
+    name: str,
+    filename: str,
+    *,
+    user_pk: int | None = None,
+    batch_pk: int | None = None,
+    fetch: bool = False,
+) -> ImportBatch:
+    """Import an uploaded id list (kind "ids") or export ("export") from the default storage,
+    then queue a fetch for the new ids if `fetch`. Returns the batch, which ends done or failed.
+
+    The upload is removed afterwards whatever happens: success, a refused file, any exception.
+    A worker killed mid-import leaves the upload and its batch "running": django-q2 re-delivers
+    the task after Q_RETRY and the import starts over (loading never duplicates); if it is not
+    re-delivered (it timed out), `batches.sweep_stopped_imports` fails the batch and removes
+    the upload. A re-delivered task whose batch was closed meanwhile does nothing."""
+    source = ImportBatch.Source.CSV if kind == IDS else ImportBatch.Source.EXPORT
+    batch = ImportBatch.objects.filter(pk=batch_pk).first() if batch_pk else None
+    if batch is None:
+        batch = ImportBatch(source=source, filename=filename, created_by_id=user_pk)
+    try:
+        if batch.is_finished:
+            return batch
+        batch.upload_name = name
+        _import(kind, name, filename, batch)
+        if fetch and kind == IDS and batch.status == ImportBatch.Status.DONE:
+            queue_batch_fetch(batch)
+    except Exception:
+        if batch.status != ImportBatch.Status.FAILED:  # else recorded (and logged) already
+            log.exception("import of %s (%s) stopped", filename, name)
+    finally:
+        discard(name)
+        if batch.pk:
+            ImportBatch.objects.filter(pk=batch.pk).update(upload_name="")
+        batch.upload_name = ""
+    return batch
+
+
+def _import(kind: str, name: str, filename: str, batch: ImportBatch) -> None:
+    try:
+        handle = default_storage.open(name, "rb")
+    except OSError as error:
+        with running(batch, all_or_nothing=kind == IDS):
+            raise IntakeError(
+                f"The uploaded file is no longer in the storage ({error}); upload it again."
+            ) from None
+    with handle:
+        if kind == IDS:
+            lines = io.TextIOWrapper(_binary(handle), encoding="utf-8-sig", newline="")
+            import_thread_ids(lines, batch=batch)
+        else:
+            load_export_file(_binary(handle), filename, batch=batch)
