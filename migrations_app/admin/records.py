@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from migrations_app import intake
 from migrations_app.conversion import responses_config
@@ -25,7 +26,6 @@ from migrations_app.models import (
 
 INLINE_IMPORT_LIMIT = 1_000_000  # bytes; larger uploads are processed by a worker
 INLINE_FETCH_IMPORT_LIMIT = 64_000  # bytes of ids imported (and their fetches queued) inline
-FORM_OVERHEAD = 1 << 20  # a multipart request's bytes beside the file itself
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -165,11 +165,15 @@ class ImportForm(forms.Form):
         help_text="A .jsonl (one thread per line) or a .zip of a directory or .jsonl export.",
     )
 
+    def __init__(self, *args: Any, refused: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused = refused or {}  # uploads skipped as they arrived: over their size limit
+
     def clean_ids_file(self) -> Any:
-        return _within_limit(self.cleaned_data.get("ids_file"), uploads.IDS)
+        return self._within_limit("ids_file", uploads.IDS)
 
     def clean_export_file(self) -> Any:
-        export = _within_limit(self.cleaned_data.get("export_file"), uploads.EXPORT)
+        export = self._within_limit("export_file", uploads.EXPORT)
         if export and not export.name.endswith((".jsonl", ".zip")):
             raise forms.ValidationError("An export must be a .jsonl or a .zip file.")
         return export
@@ -182,23 +186,13 @@ class ImportForm(forms.Form):
             raise forms.ValidationError("Give exactly one: an id file, pasted ids, or an export.")
         return data
 
-
-def _within_limit(upload: Any, kind: str) -> Any:
-    if upload and (problem := uploads.size_problem(kind, upload.name, upload.size)):
-        raise forms.ValidationError(problem)
-    return upload
-
-
-def _request_too_large(request: HttpRequest) -> str | None:
-    """Refuse an upload bigger than any limit from its Content-Length, before reading it."""
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return None
-    largest = max(uploads.size_limit(uploads.IDS), uploads.size_limit(uploads.EXPORT))
-    if length <= largest + FORM_OVERHEAD:
-        return None
-    return uploads.size_problem(uploads.EXPORT, "The upload", length - FORM_OVERHEAD)
+    def _within_limit(self, field: str, kind: str) -> Any:
+        if field in self.refused:
+            raise forms.ValidationError(self.refused[field])
+        upload = self.cleaned_data.get(field)
+        if upload and (problem := uploads.size_problem(kind, upload.name, upload.size)):
+            raise forms.ValidationError(problem)
+        return upload
 
 
 @admin.register(ImportBatch)
@@ -269,7 +263,12 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view
         return [
-            path("new/", wrap(self.import_view), name="migrations_app_importbatch_import"),
+            # CSRF is checked inside, once the upload size limits are in place.
+            path(
+                "new/",
+                wrap(csrf_exempt(self.import_view)),
+                name="migrations_app_importbatch_import",
+            ),
             *super().get_urls(),
         ]
 
@@ -281,20 +280,22 @@ class ImportBatchAdmin(ReadOnlyAdmin):
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_import_permission(request):
-            raise PermissionDenied
+            raise PermissionDenied  # before the body is read
+        limiter = uploads.LimitHandler(request)
+        request.upload_handlers.insert(0, limiter)  # before anything reads the body
+        return csrf_protect(self._import_view)(request, limiter)
+
+    def _import_view(self, request: HttpRequest, limiter: uploads.LimitHandler) -> HttpResponse:
         form = ImportForm()
         if request.method == "POST":
-            if too_large := _request_too_large(request):
-                form.errors["__all__"] = form.error_class([too_large])
-            else:
-                form = ImportForm(request.POST, request.FILES)
-                if form.is_valid():
-                    batch = start_import(form.cleaned_data, request.user)
-                    level, message = import_message(batch)
-                    self.message_user(request, message, level)
-                    return HttpResponseRedirect(
-                        reverse("admin:migrations_app_importbatch_change", args=[batch.pk])
-                    )
+            form = ImportForm(request.POST, request.FILES, refused=limiter.refused)
+            if form.is_valid():
+                batch = start_import(form.cleaned_data, request.user)
+                level, message = import_message(batch)
+                self.message_user(request, message, level)
+                return HttpResponseRedirect(
+                    reverse("admin:migrations_app_importbatch_change", args=[batch.pk])
+                )
         context = {
             **self.admin_site.each_context(request),
             "title": "Import threads",

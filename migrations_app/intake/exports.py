@@ -63,9 +63,10 @@ def _parse(data: bytes, where: str, line: int | None = None) -> Item:
         return where, line, None, f"invalid JSON: {error}"
 
 
-def _lines(stream: IO[bytes], limit: int = MAX_DOCUMENT_BYTES) -> Iterator[tuple[int, Any]]:
+def _lines(stream: IO[bytes], limit: int | None = None) -> Iterator[tuple[int, Any]]:
     """(line number, bytes) of a binary stream, read a chunk at a time; a line longer than
-    `limit` comes as (number, None) without ever being held whole."""
+    `limit` (default MAX_DOCUMENT_BYTES) comes as (number, None) without ever being held whole."""
+    limit = limit or MAX_DOCUMENT_BYTES
     number, pieces, size, too_long = 0, [], 0, False
     while chunk := stream.read(READ_CHUNK):
         *complete, rest = chunk.split(b"\n")

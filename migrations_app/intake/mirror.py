@@ -129,7 +129,7 @@ def prepare(bundle: Any, options: Options, *, where: str = "", line: int | None 
         raise BundleRejected(problem)
     thread_id = bundle["thread"]["id"]
     notes: list[str] = []
-    thread, thread_text = _storable(bundle["thread"], thread_id, notes)
+    thread, thread_text = _storable(bundle["thread"], "thread object", notes)
     messages, message_rows = [], []
     for position, message in enumerate(bundle["messages"]):
         message, text = _storable(message, f"message {message['id']}", notes)

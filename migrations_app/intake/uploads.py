@@ -15,6 +15,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.utils import timezone
 
 from migrations_app.intake.batches import IntakeError, running
@@ -40,10 +41,11 @@ def _size(size: int) -> str:
     return f"{size / (1 << 20):.1f} MB"
 
 
-def size_problem(kind: str, name: str, size: int) -> str | None:
-    """Why an upload of `size` bytes is refused before anything reads it, or None."""
+def size_problem(kind: str, name: str, size: int | None) -> str | None:
+    """Why an upload of `size` bytes (None: more than the limit) is refused before anything
+    reads it, or None."""
     limit = size_limit(kind)
-    if size <= limit:
+    if size is not None and size <= limit:
         return None
     what, setting = (
         ("an id list", "IMPORT_MAX_ID_LIST_MB")
@@ -51,10 +53,33 @@ def size_problem(kind: str, name: str, size: int) -> str | None:
         else ("an export", "IMPORT_MAX_EXPORT_MB")
     )
     return (
-        f"{name} is {_size(size)}; {what} may be at most {_size(limit)} ({setting}). "
+        f"{name} is {_size(size) if size else 'larger than that'}; {what} may be at most "
+        f"{_size(limit)} ({setting}). "
         + ("Split the list into smaller files." if kind == IDS else "Load it with the "
            "load_export command, or raise the limit.")
     )  # fmt: skip
+
+
+class LimitHandler(FileUploadHandler):
+    """First of a request's upload handlers: an upload that grows past its size limit is
+    skipped as it arrives (the rest of it is read and dropped, never stored), and the reason
+    kept in `refused` by form field for the form to show."""
+
+    KINDS = {"ids_file": IDS, "export_file": EXPORT}
+
+    def __init__(self, request: Any = None) -> None:
+        super().__init__(request)
+        self.refused: dict[str, str] = {}
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        kind = self.KINDS.get(self.field_name, EXPORT)
+        if start + len(raw_data) > size_limit(kind):
+            self.refused[self.field_name] = size_problem(kind, self.file_name, None) or ""
+            raise SkipFile
+        return raw_data
+
+    def file_complete(self, file_size: int) -> None:
+        return None  # the next handler builds the file
 
 
 def save(upload: Any, name: str | None = None) -> str:
