@@ -19,6 +19,7 @@ from migrations_app.intake.validation import THREAD_ID
 from migrations_app.models import ImportBatch, Thread
 
 ID_CHUNK = 5000
+BOM = b"\xef\xbb\xbf"
 
 
 def _rows(lines: Iterable[str]) -> Iterator[tuple[int, str | ValueError]]:
@@ -108,7 +109,23 @@ def import_thread_ids(lines: Iterable[str], *, batch: ImportBatch) -> ImportBatc
     return batch
 
 
+def utf8_lines(stream: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a binary stream as text; a line that is not UTF-8 stops the file with its
+    number (a leading UTF-8 byte order mark is dropped)."""
+    for number, raw in enumerate(stream, start=1):
+        if number == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            byte = raw[error.start : error.start + 1].hex()
+            raise IntakeError(
+                f"line {number} is not UTF-8 text (byte 0x{byte} at column {error.start + 1}); "
+                "save the file as UTF-8; nothing was imported"
+            ) from None
+
+
 def import_thread_id_file(path: str | Path, *, user: Any = None) -> ImportBatch:
     batch = ImportBatch(source=ImportBatch.Source.CSV, filename=Path(path).name, created_by=user)
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        return import_thread_ids(handle, batch=batch)
+    with open(path, "rb") as handle:
+        return import_thread_ids(utf8_lines(handle), batch=batch)

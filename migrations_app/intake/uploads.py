@@ -6,7 +6,6 @@ disk, so the worker that imports one may run on another machine: a folder every 
 (UPLOAD_DIR), or S3 through django-storages. The worker opens the file through the same API.
 """
 
-import io
 import logging
 import uuid
 from pathlib import Path
@@ -20,7 +19,7 @@ from django.utils import timezone
 
 from migrations_app.intake.batches import IntakeError, running
 from migrations_app.intake.exports import load_export_file
-from migrations_app.intake.ids import import_thread_ids
+from migrations_app.intake.ids import import_thread_ids, utf8_lines
 from migrations_app.intake.source import queue_batch_fetch
 from migrations_app.models import ImportBatch
 
@@ -99,7 +98,7 @@ def discard(name: str) -> None:
 
 
 def _binary(handle: Any) -> IO[bytes]:
-    """The file object behind a storage File (zipfile and TextIOWrapper want a real stream)."""
+    """The file object behind a storage File (zipfile wants a real stream)."""
     return getattr(handle, "file", handle)
 
 
@@ -152,7 +151,6 @@ def _import(kind: str, name: str, filename: str, batch: ImportBatch) -> None:
             ) from None
     with handle:
         if kind == IDS:
-            lines = io.TextIOWrapper(_binary(handle), encoding="utf-8-sig", newline="")
-            import_thread_ids(lines, batch=batch)
+            import_thread_ids(utf8_lines(_binary(handle)), batch=batch)
         else:
             load_export_file(_binary(handle), filename, batch=batch)
