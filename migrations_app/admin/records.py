@@ -341,7 +341,7 @@ def _report_lines(entries: list[dict]) -> str:
 def start_import(data: dict, user: Any) -> ImportBatch:
     """Small inputs are imported now; large ones go to a worker with progress on the batch.
     Imported ids are queued for fetching when a source API answers."""
-    fetch = intake.source_configured()
+    fetch = intake.source_configured()  # for ids; an export holds the messages already
     if data.get("pasted"):
         text = data["pasted"]
         if len(text.encode()) <= _inline_limit(uploads.IDS, fetch):
@@ -359,6 +359,7 @@ def start_import(data: dict, user: Any) -> ImportBatch:
         return _to_worker(uploads.IDS, name, "pasted ids", len(text), user, fetch)
     upload = data.get("ids_file") or data.get("export_file")
     kind = uploads.IDS if data.get("ids_file") else uploads.EXPORT
+    fetch = fetch and kind == uploads.IDS
     name = uploads.save(upload)
     if upload.size <= _inline_limit(kind, fetch):
         return uploads.import_upload(kind, name, upload.name, user_pk=user.pk, fetch=fetch)

@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 STOPPED_GRACE = timedelta(seconds=60)
 
 
+def human_size(size: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}".replace(".0 ", " ")
+    return f"{size} bytes"
+
+
 class IntakeError(Exception):
     """Input that cannot be read at all (the whole file, not one line of it)."""
 

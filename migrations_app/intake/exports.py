@@ -21,7 +21,7 @@ import orjson
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
-from migrations_app.intake.batches import IntakeError, running
+from migrations_app.intake.batches import IntakeError, human_size, running
 from migrations_app.intake.mirror import (
     BundleRejected,
     Prepared,
@@ -93,7 +93,7 @@ def _lines(stream: IO[bytes], limit: int | None = None) -> Iterator[tuple[int, A
 def _from_jsonl(stream: IO[bytes], where: str) -> Iterator[Item]:
     for number, line in _lines(stream):
         if line is None:
-            yield where, number, None, f"line longer than {MAX_DOCUMENT_BYTES >> 20} MB"
+            yield where, number, None, f"line longer than {human_size(MAX_DOCUMENT_BYTES)}"
         elif line and not line.isspace():
             yield _parse(line, where, number)
 
@@ -108,7 +108,7 @@ def _is_assistants(name: str) -> bool:
 
 def _read_file(path: Path, where: str) -> Item:
     if path.stat().st_size > MAX_DOCUMENT_BYTES:
-        return where, None, None, f"larger than {MAX_DOCUMENT_BYTES >> 20} MB"
+        return where, None, None, f"larger than {human_size(MAX_DOCUMENT_BYTES)}"
     return _parse(path.read_bytes(), where)
 
 
@@ -149,23 +149,21 @@ class _Counted:
         return data
 
 
-def _mb(size: int) -> str:
-    return f"{size / (1 << 20):,.0f} MB"
-
-
 def _check_zip(infos: list[zipfile.ZipInfo], name: str, limits: ZipLimits) -> None:
     total = sum(info.file_size for info in infos)
     if total > limits.total_bytes:
         raise IntakeError(
-            f"{name} expands to {_mb(total)}, over the {_mb(limits.total_bytes)} limit "
-            "(IMPORT_ZIP_MAX_UNCOMPRESSED_MB); nothing was loaded."
+            f"{name} expands to {human_size(total)}, over the "
+            f"{human_size(limits.total_bytes)} limit (IMPORT_ZIP_MAX_UNCOMPRESSED_MB); nothing "
+            "was loaded."
         )
     for info in infos:
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > RATIO_FLOOR_BYTES and ratio > limits.ratio:
             raise IntakeError(
-                f"{name}: {info.filename} expands {ratio:,.0f} times ({_mb(info.compress_size)} "
-                f"→ {_mb(info.file_size)}), over the limit of {limits.ratio} "
+                f"{name}: {info.filename} expands {ratio:,.0f} times "
+                f"({human_size(info.compress_size)} → {human_size(info.file_size)}), over the "
+                f"limit of {limits.ratio} "
                 "(IMPORT_ZIP_MAX_RATIO): refused as a possible zip bomb; nothing was loaded."
             )
 
@@ -208,7 +206,7 @@ def _from_zip(source: IO[bytes] | Path, name: str, limits: ZipLimits) -> Iterato
                     if where.endswith(".jsonl"):
                         yield from _from_jsonl(stream, where)
                     elif info.file_size > MAX_DOCUMENT_BYTES:
-                        yield where, None, None, f"larger than {MAX_DOCUMENT_BYTES >> 20} MB"
+                        yield where, None, None, f"larger than {human_size(MAX_DOCUMENT_BYTES)}"
                     else:
                         yield _parse(stream.read(), where)
             except ZIP_MEMBER_ERRORS as error:

@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.utils import timezone
 
-from migrations_app.intake.batches import IntakeError, running
+from migrations_app.intake.batches import IntakeError, human_size, running
 from migrations_app.intake.exports import load_export_file
 from migrations_app.intake.ids import import_thread_ids, utf8_lines
 from migrations_app.intake.source import queue_batch_fetch
@@ -34,29 +34,23 @@ def size_limit(kind: str) -> int:
     return settings.IMPORT_MAX_EXPORT_BYTES
 
 
-def _size(size: int) -> str:
-    if size >= 1 << 30:
-        return f"{size / (1 << 30):.1f} GB"
-    return f"{size / (1 << 20):.1f} MB"
-
-
 def size_problem(kind: str, name: str, size: int | None) -> str | None:
     """Why an upload of `size` bytes (None: more than the limit) is refused before anything
     reads it, or None."""
     limit = size_limit(kind)
     if size is not None and size <= limit:
         return None
-    what, setting = (
-        ("an id list", "IMPORT_MAX_ID_LIST_MB")
-        if kind == IDS
-        else ("an export", "IMPORT_MAX_EXPORT_MB")
-    )
-    return (
-        f"{name} is {_size(size) if size else 'larger than that'}; {what} may be at most "
-        f"{_size(limit)} ({setting}). "
-        + ("Split the list into smaller files." if kind == IDS else "Load it with the "
-           "load_export command, or raise the limit.")
-    )  # fmt: skip
+    if kind == IDS:
+        what, setting, advice = (
+            "an id list",
+            "IMPORT_MAX_ID_LIST_MB",
+            "Split it into smaller files.",
+        )
+    else:
+        what, setting = "an export", "IMPORT_MAX_EXPORT_MB"
+        advice = "Load it with the load_export command, or raise the limit."
+    given = f"is {human_size(size)}" if size is not None else f"is larger than {human_size(limit)}"
+    return f"{name} {given}; {what} may be at most {human_size(limit)} ({setting}). {advice}"
 
 
 class LimitHandler(FileUploadHandler):
