@@ -268,7 +268,7 @@ def test_pasting_ids_imports_them_and_shows_the_batch(client, operator):
 
 
 def test_uploading_a_csv_and_an_export(client, operator, tmp_path, settings):
-    settings.UPLOAD_DIR = str(tmp_path)
+    settings.MEDIA_ROOT = str(tmp_path)  # the default storage, where uploads wait
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     url = reverse("admin:migrations_app_importbatch_import")
