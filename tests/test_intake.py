@@ -601,3 +601,15 @@ def test_a_non_utf8_id_file_is_refused_with_the_byte_and_line(tmp_path):
         call_command("import_threads", str(path))
     assert ImportBatch.objects.get().status == ImportBatch.Status.FAILED
     assert not Thread.objects.exists()
+
+
+def test_the_demo_loads_the_sandbox_assistants_before_its_thread_ids(sandbox):
+    from migrations_app.management.commands.demo import Command
+
+    command = Command(stdout=io.StringIO())
+    command._sync_assistants()
+    command._import_demo_ids(list(sandbox.state.threads))
+    assert Assistant.objects.count() == len(sandbox.state.assistants)
+    batch = ImportBatch.objects.get()
+    assert batch.fetch_queued == len(sandbox.state.threads) + 1  # and the unknown id
+    assert OrmQ.objects.count() == batch.fetch_queued

@@ -11,7 +11,7 @@ from django.db import DataError
 from migrations_app import bulk, intake
 from migrations_app.conversion import convert_thread
 from migrations_app.intake import exports
-from migrations_app.models import ImportBatch, Message, RunStep, Thread
+from migrations_app.models import Assistant, ImportBatch, Message, RunStep, Thread
 from migrations_app.preview import preview_thread
 from tests.factories import source_message, source_thread
 
@@ -349,7 +349,7 @@ def test_a_line_longer_than_the_document_limit_is_reported_without_being_held(
     path.write_text("".join(json.dumps(b) + "\n" for b in lines))
     batch = intake.load_export(path)
     assert sorted(Thread.objects.values_list("thread_id", flat=True)) == ["thread_a", "thread_b"]
-    assert [(e["line"], e["message"]) for e in batch.errors] == [(2, "line longer than 0 MB")]
+    assert [(e["line"], e["message"]) for e in batch.errors] == [(2, "line longer than 2 KB")]
 
 
 # --- the database refuses a bundle anyway -------------------------------------------------------
@@ -409,3 +409,25 @@ def test_accepted_bundles_convert_as_stored():
     thread = Thread.objects.get()
     tool_calls = [s for s in b["run_steps"] if s["type"] == "tool_calls"]
     assert preview_thread(thread) == convert_thread(b["thread"], b["messages"], tool_calls)
+
+
+def test_an_invalid_assistant_in_an_export_is_reported_and_the_others_load(tmp_path):
+    root = write_directory(tmp_path / "export", bundle("thread_a"))
+    assistants = [
+        {"id": "asst_ok", "name": "Fine", "model": "gpt-4o", "tools": []},
+        {"id": "asst_bad", "tools": "code_interpreter"},
+        {"id": "asst_nul", "name": "a\x00b", "tools": []},
+    ]
+    (root / "assistants.json").write_text(json.dumps(assistants))
+    batch = intake.load_export(root)
+    assert sorted(Assistant.objects.values_list("assistant_id", flat=True)) == [
+        "asst_nul",
+        "asst_ok",
+    ]
+    assert Assistant.objects.get(assistant_id="asst_nul").name == "a\ufffdb"
+    assert [(e["file"], e["message"]) for e in batch.errors] == [
+        (
+            "assistants.json",
+            "assistant asst_bad: asst_bad.tools is a string: expected a list",
+        )
+    ]
