@@ -16,7 +16,6 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from migrations_app import intake, tasks
-from migrations_app.admin import records
 from migrations_app.intake import exports, uploads
 from migrations_app.models import Assistant, ImportBatch, Thread
 from tests.factories import source_message, source_thread
@@ -129,7 +128,7 @@ def test_a_never_fetched_thread_shows_not_fetched_instead_of_zero_messages(admin
 def test_a_long_pasted_list_is_imported_and_queued_by_a_worker(
     client, operator, sandbox, monkeypatch
 ):
-    monkeypatch.setattr(records, "INLINE_FETCH_IMPORT_LIMIT", 100)
+    monkeypatch.setattr(uploads, "INLINE_FETCH_IMPORT_LIMIT", 100)
     ids = [f"thread_{n:08d}" for n in range(20)]  # over the limit: a worker queues them
     response = client.post(reverse(IMPORT), {"pasted": "\n".join(ids)}, follow=True)
     batch = ImportBatch.objects.get()
@@ -188,7 +187,7 @@ def test_an_upload_is_imported_from_the_storage_and_removed(client, operator, st
 
 
 def test_a_large_upload_waits_in_the_storage_for_a_worker(client, operator, storage, monkeypatch):
-    monkeypatch.setattr(records, "INLINE_IMPORT_LIMIT", 10)
+    monkeypatch.setattr(uploads, "INLINE_IMPORT_LIMIT", 10)
     data = (bundle_line("thread_a") + "\n").encode()
     client.post(reverse(IMPORT), {"export_file": SimpleUploadedFile("x.jsonl", data)})
     batch = ImportBatch.objects.get()

@@ -4,10 +4,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
@@ -23,9 +25,6 @@ from migrations_app.models import (
     Message,
     RunStep,
 )
-
-INLINE_IMPORT_LIMIT = 1_000_000  # bytes; larger uploads are processed by a worker
-INLINE_FETCH_IMPORT_LIMIT = 64_000  # bytes of ids imported (and their fetches queued) inline
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -127,10 +126,11 @@ class AssistantAdmin(ReadOnlyAdmin):
     def sync_view(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST" or not self.has_sync_permission(request):
             raise PermissionDenied
+        started = timezone.now()
         level, message = sync_assistants_now()
         self.message_user(request, message, level)
-        if level != messages.ERROR:
-            self.log_change(request, Assistant(assistant_id="*"), message)
+        synced = Assistant.objects.filter(synced_at__gte=started)
+        LogEntry.objects.log_actions(request.user.pk, synced, CHANGE, "Synced from the source")
         return HttpResponseRedirect(reverse("admin:migrations_app_assistant_changelist"))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -339,63 +339,12 @@ def _report_lines(entries: list[dict]) -> str:
 
 # --- the import, as the page runs it ------------------------------------------------------------
 def start_import(data: dict, user: Any) -> ImportBatch:
-    """Small inputs are imported now; large ones go to a worker with progress on the batch.
-    Imported ids are queued for fetching when a source API answers."""
-    fetch = intake.source_configured()  # for ids; an export holds the messages already
+    """The form's one input, imported now or by a worker (see intake.uploads.start_import)."""
     if data.get("pasted"):
-        text = data["pasted"]
-        if len(text.encode()) <= _inline_limit(uploads.IDS, fetch):
-            batch = ImportBatch(
-                source=ImportBatch.Source.PASTE, filename="pasted ids", created_by=user
-            )
-            try:
-                intake.import_thread_ids(text.splitlines(), batch=batch)
-            except intake.IntakeError:
-                return batch  # recorded on the batch
-            if fetch:
-                intake.queue_batch_fetch(batch)
-            return batch
-        name = uploads.save(text.encode(), "pasted.txt")
-        return _to_worker(uploads.IDS, name, "pasted ids", len(text), user, fetch)
-    upload = data.get("ids_file") or data.get("export_file")
-    kind = uploads.IDS if data.get("ids_file") else uploads.EXPORT
-    fetch = fetch and kind == uploads.IDS
-    name = uploads.save(upload)
-    if upload.size <= _inline_limit(kind, fetch):
-        return uploads.import_upload(kind, name, upload.name, user_pk=user.pk, fetch=fetch)
-    return _to_worker(kind, name, upload.name, upload.size, user, fetch)
-
-
-def _inline_limit(kind: str, fetch: bool) -> int:
-    # Queuing a fetch task per id takes a moment each: a long list is handed to a worker.
-    return INLINE_FETCH_IMPORT_LIMIT if kind == uploads.IDS and fetch else INLINE_IMPORT_LIMIT
-
-
-def _to_worker(
-    kind: str, name: str, filename: str, size: int, user: Any, fetch: bool
-) -> ImportBatch:
-    from django_q.tasks import async_task
-
-    batch = ImportBatch.objects.create(
-        source=ImportBatch.Source.CSV if kind == uploads.IDS else ImportBatch.Source.EXPORT,
-        filename=filename,
-        created_by=user,
-        upload_name=name,
-    )
-    if filename == "pasted ids":
-        ImportBatch.objects.filter(pk=batch.pk).update(source=ImportBatch.Source.PASTE)
-        batch.source = ImportBatch.Source.PASTE
-    async_task(
-        "migrations_app.tasks.import_file",
-        kind,
-        name,
-        filename,
-        user.pk,
-        batch.pk,
-        fetch,
-        group=f"import {batch.pk}",
-    )
-    return batch
+        return uploads.start_import(uploads.IDS, user, text=data["pasted"])
+    if data.get("ids_file"):
+        return uploads.start_import(uploads.IDS, user, upload=data["ids_file"])
+    return uploads.start_import(uploads.EXPORT, user, upload=data["export_file"])
 
 
 def import_message(batch: ImportBatch) -> tuple[int, str]:

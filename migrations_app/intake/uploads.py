@@ -20,12 +20,14 @@ from django.utils import timezone
 from migrations_app.intake.batches import IntakeError, human_size, running
 from migrations_app.intake.exports import load_export_file
 from migrations_app.intake.ids import import_thread_ids, utf8_lines
-from migrations_app.intake.source import queue_batch_fetch
+from migrations_app.intake.source import queue_batch_fetch, source_configured
 from migrations_app.models import ImportBatch
 
 log = logging.getLogger(__name__)
 FOLDER = "imports"
 IDS, EXPORT = "ids", "export"
+INLINE_IMPORT_LIMIT = 1_000_000  # bytes; larger uploads are imported by a worker
+INLINE_FETCH_IMPORT_LIMIT = 64_000  # bytes of ids imported (and their fetches queued) inline
 
 
 def size_limit(kind: str) -> int:
@@ -148,3 +150,54 @@ def _import(kind: str, name: str, filename: str, batch: ImportBatch) -> None:
             import_thread_ids(utf8_lines(_binary(handle)), batch=batch)
         else:
             load_export_file(_binary(handle), filename, batch=batch)
+
+
+# --- the import page's entry point --------------------------------------------------------------
+def start_import(
+    kind: str, user: Any, *, text: str | None = None, upload: Any = None
+) -> ImportBatch:
+    """Import pasted ids (`text`) or an uploaded file: small inputs now, large ones by a worker
+    (the batch shows its progress). Imported ids are queued for fetching when a source API
+    answers. Returns the batch."""
+    fetch = kind == IDS and source_configured()
+    limit = INLINE_FETCH_IMPORT_LIMIT if fetch else INLINE_IMPORT_LIMIT
+    if text is not None:
+        if len(text.encode()) <= limit:
+            batch = ImportBatch(
+                source=ImportBatch.Source.PASTE, filename="pasted ids", created_by=user
+            )
+            try:
+                import_thread_ids(text.splitlines(), batch=batch)
+            except IntakeError:
+                return batch  # recorded on the batch
+            if fetch:
+                queue_batch_fetch(batch)
+            return batch
+        name = save(text.encode(), "pasted.txt")
+        return _to_worker(kind, name, "pasted ids", user, fetch, ImportBatch.Source.PASTE)
+    name = save(upload)
+    if upload.size <= limit:
+        return import_upload(kind, name, upload.name, user_pk=user.pk, fetch=fetch)
+    source = ImportBatch.Source.CSV if kind == IDS else ImportBatch.Source.EXPORT
+    return _to_worker(kind, name, upload.name, user, fetch, source)
+
+
+def _to_worker(
+    kind: str, name: str, filename: str, user: Any, fetch: bool, source: str
+) -> ImportBatch:
+    from django_q.tasks import async_task
+
+    batch = ImportBatch.objects.create(
+        source=source, filename=filename, created_by=user, upload_name=name
+    )
+    async_task(
+        "migrations_app.tasks.import_file",
+        kind,
+        name,
+        filename,
+        user.pk,
+        batch.pk,
+        fetch,
+        group=f"import {batch.pk}",
+    )
+    return batch
