@@ -371,3 +371,13 @@ def test_an_auditor_gets_no_import_button_and_a_refusal(client, auditor):
     upload = SimpleUploadedFile("ids.csv", b"thread_a\n")
     assert client.post(reverse(IMPORT), {"ids_file": upload}).status_code == 403
     assert not Thread.objects.exists()
+
+
+def test_an_upload_missing_from_the_storage_fails_its_batch_in_words(storage):
+    batch = ImportBatch.objects.create(source="csv", filename="ids.csv", upload_name="gone.csv")
+    tasks.import_file("ids", "imports/gone.csv", "ids.csv", None, batch.pk)
+    batch.refresh_from_db()
+    assert batch.status == ImportBatch.Status.FAILED
+    assert batch.errors[0]["message"].startswith(
+        "The uploaded file cannot be opened from the storage ("
+    )

@@ -363,7 +363,11 @@ def import_message(batch: ImportBatch) -> tuple[int, str]:
             f"{batch.new_count} new",
             f"{batch.duplicate_count} {'updated' if export else 'already registered'}",
             f"{batch.invalid_count} invalid",
-            *([f"{batch.skipped_count} kept as uploaded"] if batch.skipped_count else []),
+            *(
+                [f"{batch.skipped_count} kept (running or upload started)"]
+                if batch.skipped_count
+                else []
+            ),
         ]
     )
     if export:

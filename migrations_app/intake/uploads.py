@@ -140,10 +140,10 @@ def import_upload(
 def _import(kind: str, name: str, filename: str, batch: ImportBatch) -> None:
     try:
         handle = default_storage.open(name, "rb")
-    except OSError as error:
+    except Exception as error:  # gone (removed, another storage), or not a name in it at all
         with running(batch, all_or_nothing=kind == IDS):
             raise IntakeError(
-                f"The uploaded file is no longer in the storage ({error}); upload it again."
+                f"The uploaded file cannot be opened from the storage ({error}); upload it again."
             ) from None
     with handle:
         if kind == IDS:
