@@ -167,17 +167,23 @@ def fetch_thread(
     return attempt
 
 
+FETCH_PAGE = 5000
+
+
 def queue_batch_fetch(batch: ImportBatch) -> int:
     """Queue one fetch task for each of the batch's threads not mirrored yet (and not running or
     uploading); recorded on the batch. Returns how many were queued."""
     from migrations_app import tasks
 
-    ids = (
-        batch.threads.filter(states.ELIGIBLE["fetch"], fetched_at__isnull=True)
-        .order_by("pk")
-        .values_list("thread_id", flat=True)
-    )
-    count = tasks.queue_fetch(ids.iterator(chunk_size=5000), group=f"fetch batch {batch.pk}")
+    waiting = batch.threads.filter(states.ELIGIBLE["fetch"], fetched_at__isnull=True)
+    count, last = 0, 0
+    # Page by pk, each page read whole before queueing: the broker writes to the same database,
+    # which must not happen while a cursor is open on it (SQLite closes it).
+    while page := list(
+        waiting.filter(pk__gt=last).order_by("pk").values_list("pk", "thread_id")[:FETCH_PAGE]
+    ):
+        count += tasks.queue_fetch([thread_id for _, thread_id in page], f"fetch batch {batch.pk}")
+        last = page[-1][0]
     ImportBatch.objects.filter(pk=batch.pk).update(fetch_queued=F("fetch_queued") + count)
     batch.fetch_queued += count
     return count
