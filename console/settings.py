@@ -1,5 +1,6 @@
 """The console's one settings module. Every knob is an environment variable (see README)."""
 
+import json
 from pathlib import Path
 
 import dj_database_url
@@ -200,8 +201,32 @@ STORAGES = {
     },
 }
 
-# Uploaded id lists and exports wait here for the worker that imports them.
+# --- Uploads (README "Uploads") ---------------------------------------------------------------
+# Uploaded id lists and exports wait in the default storage for the worker that imports them, and
+# are removed after their import: a folder every web server and worker mounts (UPLOAD_DIR), or any
+# Django storage backend, e.g. STORAGE_BACKEND=storages.backends.s3.S3Storage (django-storages)
+# with STORAGE_OPTIONS='{"bucket_name": "console-uploads"}'.
 UPLOAD_DIR = env_str("UPLOAD_DIR", str(BASE_DIR / "uploads"))
+MEDIA_ROOT = UPLOAD_DIR
+try:
+    STORAGE_OPTIONS = json.loads(env_str("STORAGE_OPTIONS", "{}"))
+except ValueError as error:
+    raise ImproperlyConfigured(f"STORAGE_OPTIONS must be a JSON object ({error})") from None
+if not isinstance(STORAGE_OPTIONS, dict):
+    raise ImproperlyConfigured("STORAGE_OPTIONS must be a JSON object")
+STORAGES["default"] = {
+    "BACKEND": env_str("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+    "OPTIONS": STORAGE_OPTIONS,
+}
+MB = 1024 * 1024
+# Refused on the import page before anything is read.
+IMPORT_MAX_EXPORT_BYTES = env_int("IMPORT_MAX_EXPORT_MB", 1024, minimum=1) * MB
+IMPORT_MAX_ID_LIST_BYTES = env_int("IMPORT_MAX_ID_LIST_MB", 50, minimum=1) * MB
+# A zip export is refused whole when its members would expand past either limit (zip bombs).
+IMPORT_ZIP_MAX_UNCOMPRESSED_BYTES = (
+    env_int("IMPORT_ZIP_MAX_UNCOMPRESSED_MB", 20 * 1024, minimum=1) * MB
+)
+IMPORT_ZIP_MAX_RATIO = env_int("IMPORT_ZIP_MAX_RATIO", 100, minimum=2)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 

@@ -41,3 +41,88 @@ def insert_new_thread_ids(model, thread_ids, import_batch_id):
                 [(thread_id, import_batch_id) for thread_id in thread_ids],
             )
         return cursor.rowcount
+
+
+# --- the mirror of a thread ----------------------------------------------------------------------
+# A thread's mirror columns, in the order of the rows below (after thread_id or pk). JSON as text.
+MIRROR_COLUMNS = [
+    "data",
+    "created_at",
+    "message_count",
+    "assistant_id",
+    "warning_count",
+    "items_total",
+]
+_ARRAY_TYPES = ["text", "timestamptz", "integer", "bigint", "integer", "integer"]
+
+
+def _adapted(rows, at):
+    """Rows with their datetimes as the backend stores them (SQLite: text)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    return [(*row[:at], adapt(row[at]), *row[at + 1 :]) for row in rows]
+
+
+def insert_mirror_rows(model, rows, import_batch_id, now):
+    """Insert threads that are not registered yet, with their mirror: rows are
+    (thread_id, *MIRROR_COLUMNS values). Existing threads are left untouched (their mirror is
+    replaced only under a lock, by update_mirror_rows). Returns {thread_id: pk} of those
+    inserted."""
+    if not rows:
+        return {}
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = _columns(
+        ["thread_id", "import_batch_id", "fetched_at", "updated_at", *MIRROR_COLUMNS]
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{kind}[]" for kind in ["text", *_ARRAY_TYPES])
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                "SELECT v.thread_id, %s, %s, %s, v.data::jsonb, v.created_at, v.message_count, "
+                "v.assistant_id, v.warning_count, v.items_total "
+                f"FROM unnest({arrays}) AS v(thread_id, {', '.join(MIRROR_COLUMNS)}) "
+                "ON CONFLICT (thread_id) DO NOTHING RETURNING id, thread_id",
+                [import_batch_id, now, now, *map(list, zip(*rows, strict=True))],
+            )
+            return {thread_id: pk for pk, thread_id in cursor.fetchall()}
+        # SQLite: one writer at a time (the transaction holds the lock), so "not there yet" is
+        # "inserted by us".
+        ids = [row[0] for row in rows]
+        there = set(model.objects.filter(thread_id__in=ids).values_list("thread_id", flat=True))
+        new = [row for row in rows if row[0] not in there]
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        marks = ", ".join(["%s"] * (4 + len(MIRROR_COLUMNS)))
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES ({marks})",
+            [(row[0], import_batch_id, stamp, stamp, *row[1:]) for row in _adapted(new, 2)],
+        )
+    return dict(
+        model.objects.filter(thread_id__in=[row[0] for row in new]).values_list("thread_id", "pk")
+    )
+
+
+def update_mirror_rows(model, rows, now):
+    """Replace the mirror of existing threads: rows are (pk, *MIRROR_COLUMNS values). The caller
+    holds their row locks (states.lock_writable_mirrors)."""
+    if not rows:
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{kind}[]" for kind in ["bigint", *_ARRAY_TYPES])
+            assignments = ", ".join(
+                f"{quote(c)} = v.{c}" + ("::jsonb" if c == "data" else "") for c in MIRROR_COLUMNS
+            )
+            cursor.execute(
+                f"UPDATE {table} AS t SET {assignments}, fetched_at = %s, updated_at = %s "
+                f"FROM unnest({arrays}) AS v(pk, {', '.join(MIRROR_COLUMNS)}) WHERE t.id = v.pk",
+                [now, now, *map(list, zip(*rows, strict=True))],
+            )
+            return
+        stamp = connection.ops.adapt_datetimefield_value(now)
+        assignments = ", ".join(f"{quote(c)} = %s" for c in MIRROR_COLUMNS)
+        cursor.executemany(
+            f"UPDATE {table} SET {assignments}, fetched_at = %s, updated_at = %s WHERE id = %s",
+            [(*row[1:], stamp, stamp, row[0]) for row in _adapted(rows, 2)],
+        )

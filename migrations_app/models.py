@@ -42,6 +42,14 @@ class ImportBatch(models.Model):
     skipped_count = models.PositiveIntegerField(default=0)
     # [{"line": 12, "file": "threads/x.json", "message": "..."}], capped at MAX_ERRORS.
     errors = models.JSONField(default=list, blank=True)
+    # What was changed on the way in but still loaded (NUL characters replaced), same shape.
+    warnings = models.JSONField(default=list, blank=True)
+    # When the current run began: a batch still running long after Q_TIMEOUT lost its worker.
+    started_at = models.DateTimeField(null=True, blank=True)
+    # The uploaded file in the default storage while it waits for its import; removed after.
+    upload_name = models.CharField(max_length=255, blank=True)
+    # Fetch tasks queued for the batch's threads (0: none were, e.g. no source API answers).
+    fetch_queued = models.PositiveIntegerField(default=0)
 
     MAX_ERRORS = 1000
 
@@ -58,6 +66,16 @@ class ImportBatch(models.Model):
         if len(self.errors) < self.MAX_ERRORS:
             self.errors.append({"file": file, "line": line, "message": message})
 
+    def add_warning(
+        self, message: str, *, line: int | None = None, file: str | None = None
+    ) -> None:
+        if len(self.warnings) < self.MAX_ERRORS:
+            self.warnings.append({"file": file, "line": line, "message": message})
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
 
 class Assistant(models.Model):
     assistant_id = models.CharField(max_length=64, unique=True)
@@ -69,6 +87,7 @@ class Assistant(models.Model):
 
     class Meta:
         ordering = ["name", "assistant_id"]
+        permissions = [("sync_assistants", "Can sync assistants from the source")]
 
     def __str__(self):
         return f"{self.name} ({self.assistant_id})" if self.name else self.assistant_id
@@ -212,6 +231,12 @@ class Thread(models.Model):
     @property
     def metadata(self):
         return (self.data or {}).get("metadata") or {}
+
+    @property
+    def is_mirrored(self) -> bool:
+        """Fetched from the source or loaded from an export: the mirror holds its messages. A
+        thread only registered by id has message_count 0 without having zero messages."""
+        return self.fetched_at is not None
 
     def lease_is_live(self, now=None):
         return bool(self.lease_expires_at and self.lease_expires_at > (now or timezone.now()))

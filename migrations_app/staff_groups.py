@@ -19,6 +19,7 @@ ACTING = [
     "cancel_thread",
     "remigrate_thread",
     "import_threads",
+    "sync_assistants",
 ]
 VIEWABLE_APPS = ["migrations_app", "django_q"]
 

@@ -2,6 +2,7 @@
 
 import os
 import socket
+from collections.abc import Iterable
 
 from django_q.tasks import async_task
 
@@ -12,16 +13,20 @@ def worker_label():
     return f"worker {socket.gethostname()}:{os.getpid()}"
 
 
-def fetch_thread(thread_id):
+def fetch_thread(thread_id: str) -> str:
+    """Fetch one thread into the mirror for staff; returns the outcome recorded in its history."""
     attempt = intake.fetch_thread(thread_id, actor_label=worker_label())
-    return attempt.outcome
+    return attempt.outcome if attempt else "unknown thread"
 
 
-def queue_fetch(thread_ids, group):
+def queue_fetch(thread_ids: Iterable[str], group: str) -> int:
     """One task per thread: a fetch is a handful of reads, and per-thread tasks keep a slow
-    thread from holding up others in its group."""
+    thread from holding up others in its group. Returns how many were queued."""
+    count = 0
     for thread_id in thread_ids:
         async_task("migrations_app.tasks.fetch_thread", thread_id, group=group)
+        count += 1
+    return count
 
 
 def migrate_threads(thread_pks):
@@ -35,29 +40,29 @@ def sweep_stuck_threads():
     from django.utils import timezone
 
     swept = states.sweep(f"resume {timezone.now():%Y-%m-%d %H:%M:%S}")
-    return {"resumed": swept.resumed, "requeued": swept.requeued, "abandoned": swept.abandoned}
+    stopped_imports = intake.sweep_stopped_imports()
+    return {
+        "resumed": swept.resumed,
+        "requeued": swept.requeued,
+        "abandoned": swept.abandoned,
+        "imports_failed": stopped_imports,
+    }
 
 
-def import_file(kind, path, filename, user_pk=None, batch_pk=None):
-    """An uploaded id list or export, imported by a worker; returns the batch's pk."""
-    from migrations_app.models import ImportBatch
+def import_file(
+    kind: str,
+    name: str,
+    filename: str,
+    user_pk: int | None = None,
+    batch_pk: int | None = None,
+    fetch: bool = False,
+) -> int:
+    """An uploaded id list or export (`name` in the default storage), imported by a worker, then
+    removed whatever happens; with `fetch`, the new ids are queued for fetching. Returns the
+    batch's pk; the batch ends done or failed (see intake.uploads.import_upload)."""
+    from migrations_app.intake import uploads
 
-    source = ImportBatch.Source.CSV if kind == "ids" else ImportBatch.Source.EXPORT
-    batch = (
-        ImportBatch.objects.get(pk=batch_pk)
-        if batch_pk
-        else ImportBatch(source=source, filename=filename, created_by_id=user_pk)
+    batch = uploads.import_upload(
+        kind, name, filename, user_pk=user_pk, batch_pk=batch_pk, fetch=fetch
     )
-    try:
-        if kind == "ids":
-            with open(path, encoding="utf-8-sig", newline="") as handle:
-                intake.import_thread_ids(handle, batch=batch)
-        else:
-            intake.load_export(path, batch=batch)
-    except UnicodeDecodeError as error:
-        intake.fail_batch(batch, f"{filename} is not UTF-8 text ({error.reason})")
-    except intake.IntakeError:
-        pass  # recorded on the batch
-    finally:
-        os.remove(path)
     return batch.pk

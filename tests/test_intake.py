@@ -6,9 +6,11 @@ import zipfile
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from django_q.models import OrmQ
 
-from migrations_app import intake
+from migrations_app import intake, openai_client, states
+from migrations_app.intake import ids
 from migrations_app.models import (
     Assistant,
     Attempt,
@@ -21,6 +23,7 @@ from migrations_app.models import (
     ThreadStatus,
 )
 from migrations_app.openai_client import source_client
+from migrations_app.preview import preview_thread
 from migrations_app.sandbox import generate_dataset
 from tests.factories import give_conversation
 
@@ -83,15 +86,15 @@ def test_duplicates_in_the_file_and_in_the_database_are_counted_not_inserted():
 
 
 def test_duplicates_across_chunks_are_counted(monkeypatch):
-    monkeypatch.setattr(intake, "ID_CHUNK", 2)
+    monkeypatch.setattr(ids, "ID_CHUNK", 2)
     batch = run_import("thread_a\nthread_b\nthread_a\nthread_c\nthread_b\n")
     assert (batch.new_count, batch.duplicate_count) == (3, 2)
 
 
 def test_a_crash_mid_file_imports_nothing(monkeypatch):
-    monkeypatch.setattr(intake, "ID_CHUNK", 2)
+    monkeypatch.setattr(ids, "ID_CHUNK", 2)
     calls = []
-    real = intake.bulk.insert_new_thread_ids
+    real = ids.bulk.insert_new_thread_ids
 
     def crash_on_second_chunk(model, ids, batch_id):
         calls.append(ids)
@@ -99,7 +102,7 @@ def test_a_crash_mid_file_imports_nothing(monkeypatch):
             raise RuntimeError("disk full")
         return real(model, ids, batch_id)
 
-    monkeypatch.setattr(intake.bulk, "insert_new_thread_ids", crash_on_second_chunk)
+    monkeypatch.setattr(ids.bulk, "insert_new_thread_ids", crash_on_second_chunk)
     with pytest.raises(RuntimeError):
         run_import("thread_a\nthread_b\nthread_c\nthread_d\n")
     assert imported_ids() == []
@@ -239,7 +242,7 @@ def test_a_dropped_connection_fails_the_fetch_as_transient(sandbox):
 
 
 def test_sync_assistants_copies_every_assistant_once(sandbox):
-    assert intake.sync_assistants() == len(sandbox.state.assistants)
+    assert intake.sync_assistants().stored == len(sandbox.state.assistants)
     intake.sync_assistants()
     assert Assistant.objects.count() == len(sandbox.state.assistants)
     first = next(iter(sandbox.state.assistants.values()))
@@ -336,8 +339,12 @@ def test_invalid_json_lines_are_reported_by_file_and_line_and_the_rest_loads(tmp
         ("mixed.jsonl", 2), ("mixed.jsonl", 4), ("mixed.jsonl", 6)
     ]  # fmt: skip
     assert batch.errors[0]["message"].startswith("invalid JSON: ")
-    assert batch.errors[1]["message"] == "'not-a-thread' is not a thread id (expected thread_…)"
-    assert batch.errors[2]["message"] == "messages[0] lacks role, content, created_at"
+    assert batch.errors[1]["message"] == (
+        "'not-a-thread' is not a thread id (expected thread_…, at most 64 characters)"
+    )
+    assert batch.errors[2]["message"] == (
+        "thread_y: messages[0] (msg_1).role is None: expected user or assistant"
+    )
 
 
 def test_a_bad_file_in_a_directory_is_named_and_the_others_load(tmp_path, dataset):
@@ -374,7 +381,7 @@ def test_load_export_command_reports_counts_and_errors(tmp_path, dataset, capsys
     path.write_text(json.dumps(dataset[1][0]) + "\nnot json\n")
     call_command("load_export", str(path))
     out, err = capsys.readouterr()
-    assert "1 new, 0 updated, 0 kept (upload started), 1 invalid" in out
+    assert "1 new, 0 updated, 0 kept (running or upload started), 1 invalid" in out
     assert "x.jsonl:2: invalid JSON" in err
 
 
@@ -402,3 +409,207 @@ def test_export_mapping_to_stdout_filters_by_status(capsys):
     Thread.objects.create(thread_id="thread_b")
     call_command("export_mapping", "--status", "failed")
     assert capsys.readouterr().out.splitlines()[1:] == ["thread_a,,failed,0,0"]
+
+
+# --- stale writes: the mirror changes only where states.lock_writable_mirrors allows ------------
+def running_under(thread, owner):
+    Thread.objects.filter(pk=thread.pk).update(
+        status=ThreadStatus.RUNNING, lease_owner=owner, lease_expires_at=timezone.now()
+    )
+
+
+def while_fetching(monkeypatch, change):
+    """Run `change()` after the source answered and before the result is stored."""
+    real = openai_client.fetch_thread_bundle
+
+    def fetch_then_change(client, thread_id):
+        try:
+            return real(client, thread_id)
+        finally:
+            change()
+
+    monkeypatch.setattr(openai_client, "fetch_thread_bundle", fetch_then_change)
+
+
+def test_a_fetch_that_fails_while_a_worker_runs_the_thread_changes_nothing(sandbox, monkeypatch):
+    thread = register("thread_unknown")
+    while_fetching(monkeypatch, lambda: running_under(thread, "worker-1"))
+    attempt = intake.fetch_thread("thread_unknown")
+    thread.refresh_from_db()
+    assert (thread.status, thread.lease_owner, thread.error_kind) == ("running", "worker-1", "")
+    assert attempt.outcome == Attempt.Outcome.FAILED
+    assert "moved on" in attempt.detail["kept"]
+
+
+def test_a_fetch_that_succeeds_after_a_worker_took_the_thread_leaves_its_mirror(
+    sandbox, monkeypatch
+):
+    thread_id = a_thread_with_tool_calls(sandbox)
+    thread = register(thread_id)
+    while_fetching(monkeypatch, lambda: running_under(thread, "worker-1"))
+    attempt = intake.fetch_thread(thread_id)
+    thread.refresh_from_db()
+    assert attempt.outcome == Attempt.Outcome.SKIPPED
+    assert (thread.data, thread.fetched_at, thread.messages.count()) == (None, None, 0)
+    assert thread.status == ThreadStatus.RUNNING
+
+
+def test_a_worker_fetches_the_thread_it_holds_into_the_mirror(sandbox):
+    thread_id = a_thread_with_tool_calls(sandbox)
+    thread = register(thread_id)
+    running_under(thread, "worker-1")
+    thread.refresh_from_db()
+    assert intake.fetch_into_mirror(thread, lease_owner="worker-1") is None
+    thread.refresh_from_db()
+    assert thread.message_count == len(sandbox.state.messages[thread_id]) > 0
+    assert thread.status == ThreadStatus.RUNNING
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing_and_is_told(sandbox):
+    thread_id = a_thread_with_tool_calls(sandbox)
+    thread = register(thread_id)
+    running_under(thread, "worker-2")  # the lease was taken over
+    with pytest.raises(states.LeaseLost):
+        intake.fetch_into_mirror(thread, lease_owner="worker-1")
+    assert not Message.objects.exists()
+    assert Thread.objects.get().fetched_at is None
+
+
+def test_an_export_leaves_threads_running_or_uploading_as_they_are(tmp_path, dataset):
+    bundles = dataset[1][:3]
+    intake.store_bundles(bundles)
+    first, second, third = (Thread.objects.get(thread_id=b["thread"]["id"]) for b in bundles)
+    running_under(first, "worker-1")
+    Thread.objects.filter(pk=second.pk).update(conversation_id="conv_started", status="failed")
+    edited = json.loads(json.dumps(bundles))
+    for bundle in edited:
+        bundle["messages"] = bundle["messages"][:1]
+    batch = intake.load_export(write_jsonl(tmp_path / "again.jsonl", edited))
+    assert (batch.duplicate_count, batch.skipped_count) == (1, 2)
+    assert Thread.objects.get(pk=first.pk).message_count == len(bundles[0]["messages"])
+    assert Thread.objects.get(pk=second.pk).message_count == len(bundles[1]["messages"])
+    assert Thread.objects.get(pk=third.pk).message_count == 1
+    assert Thread.objects.get(pk=first.pk).status == ThreadStatus.RUNNING
+
+
+def test_intake_never_saves_a_whole_thread_row(sandbox, tmp_path, dataset, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a full save of a thread row")
+
+    register("thread_unknown")
+    thread_id = a_thread_with_tool_calls(sandbox)
+    register(thread_id)
+    monkeypatch.setattr(Thread, "save", refuse)
+    intake.load_export(write_jsonl(tmp_path / "x.jsonl", dataset[1][:2]))
+    intake.fetch_thread(thread_id)
+    intake.fetch_thread("thread_unknown")
+    intake.sync_assistants()
+    assert Thread.objects.get(thread_id="thread_unknown").error_kind == ErrorKind.NOT_FOUND
+
+
+def test_a_fetched_thread_links_its_assistant_when_synced_first(sandbox):
+    intake.sync_assistants()
+    thread_id = a_thread_with_tool_calls(sandbox)
+    register(thread_id)
+    intake.fetch_thread(thread_id)
+    assistant_id = sandbox.state.runs[thread_id][0]["assistant_id"]
+    assert Thread.objects.get(thread_id=thread_id).assistant.assistant_id == assistant_id
+
+
+def test_a_fetched_thread_knows_its_warnings_before_any_migration(sandbox):
+    thread_id = next(
+        t
+        for t in sandbox.state.threads
+        if any(
+            block.get("text", {}).get("annotations")
+            for m in sandbox.state.messages[t]
+            for block in m["content"]
+        )
+    )
+    register(thread_id)
+    intake.fetch_thread(thread_id)
+    thread = Thread.objects.get(thread_id=thread_id)
+    conversion = preview_thread(thread)
+    assert (thread.warning_count, thread.items_total) == (
+        len(conversion.warnings),
+        len(conversion.items),
+    )
+    assert thread.warning_count > 0
+    assert Thread.objects.filter(warning_count__gt=0).exists()
+
+
+def test_a_source_answering_with_unusable_thread_data_fails_the_fetch_in_words(
+    sandbox, monkeypatch
+):
+    thread_id = a_thread_with_tool_calls(sandbox)
+    register(thread_id)
+    sandbox.state.messages[thread_id][0]["created_at"] = 1717000000123
+    attempt = intake.fetch_thread(thread_id)
+    thread = Thread.objects.get(thread_id=thread_id)
+    assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.INVALID)
+    assert thread.error_message.startswith(
+        "Fetching from the source failed: The source returned thread data the console cannot "
+        "migrate: messages[0] ("
+    )
+    assert "looks like milliseconds" in attempt.error_message
+    assert not thread.messages.exists()
+
+
+# --- the batch always ends ------------------------------------------------------------------------
+def test_an_export_stopped_by_any_exception_ends_failed_with_its_counts(
+    tmp_path, dataset, monkeypatch
+):
+    from migrations_app.intake import exports
+
+    real = exports.prepare
+
+    def crash_on_the_third(bundle, *args, **kwargs):
+        if bundle["thread"]["id"] == dataset[1][2]["thread"]["id"]:
+            raise MemoryError("out of memory")
+        return real(bundle, *args, **kwargs)
+
+    monkeypatch.setattr(exports, "BUNDLE_CHUNK", 2)
+    monkeypatch.setattr(exports, "prepare", crash_on_the_third)
+    with pytest.raises(MemoryError):
+        intake.load_export(write_jsonl(tmp_path / "x.jsonl", dataset[1][:4]))
+    batch = ImportBatch.objects.get()
+    assert batch.status == ImportBatch.Status.FAILED
+    assert batch.new_count == 2 == Thread.objects.count()
+    assert batch.errors[0]["message"] == (
+        "Import stopped, the threads stored before it are kept; loading the same export again "
+        "stores the rest without duplicating any: out of memory (MemoryError)"
+    )
+    assert "Traceback" not in batch.errors[0]["message"]
+
+
+def test_an_interrupted_id_import_ends_failed_and_imports_nothing(monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ids.bulk, "insert_new_thread_ids", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_import("thread_a\n")
+    batch = ImportBatch.objects.get()
+    assert (batch.status, batch.new_count) == (ImportBatch.Status.FAILED, 0)
+    assert batch.errors[0]["message"] == "Import interrupted: nothing was imported."
+
+
+def test_a_non_utf8_id_file_is_refused_with_the_byte_and_line(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_bytes(b"thread_id\nthread_a\nthread_\xe9\n")
+    with pytest.raises(CommandError, match=r"line 3 is not UTF-8 text \(byte 0xe9 at column 8\)"):
+        call_command("import_threads", str(path))
+    assert ImportBatch.objects.get().status == ImportBatch.Status.FAILED
+    assert not Thread.objects.exists()
+
+
+def test_the_demo_loads_the_sandbox_assistants_before_its_thread_ids(sandbox):
+    from migrations_app.management.commands.demo import Command
+
+    command = Command(stdout=io.StringIO())
+    command._sync_assistants()
+    command._import_demo_ids(list(sandbox.state.threads))
+    assert Assistant.objects.count() == len(sandbox.state.assistants)
+    batch = ImportBatch.objects.get()
+    assert batch.fetch_queued == len(sandbox.state.threads) + 1  # and the unknown id
+    assert OrmQ.objects.count() == batch.fetch_queued

@@ -1,5 +1,6 @@
 """What the console says after staff act: what was done, and what happens next."""
 
+from django.contrib import messages
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -50,35 +51,48 @@ def _lines(count: int) -> str:
     return ngettext("%(n)d invalid line", "%(n)d invalid lines", count) % {"n": count}
 
 
-def import_done(batch: ImportBatch) -> tuple[SafeString | str, bool]:
-    """(message, is_error) after an import form was sent. The batch page the user lands on
-    lists every error: the message points there instead of repeating them."""
+def import_done(batch: ImportBatch, source_configured: bool) -> tuple[int, SafeString | str]:
+    """(message level, message) after an import form was sent: what was done and what happens
+    next. The batch page the user lands on lists every error: the message points there instead
+    of repeating them."""
+    title = f"Import batch #{batch.pk}"
     if batch.status == ImportBatch.Status.FAILED:
-        return f"Import batch #{batch.pk} failed: nothing was imported (the reason is below).", True
-    if batch.status in (ImportBatch.Status.PENDING, ImportBatch.Status.RUNNING):
-        return (
-            f"Import batch #{batch.pk} is being imported by a worker: this page shows its "
-            "counts as it goes.",
-            False,
+        return messages.ERROR, f"{title} failed: nothing was imported (the reason is below)."
+    if not batch.is_finished:
+        return messages.INFO, (
+            f"{title} is queued for a worker; this page shows its progress and refreshes itself "
+            "until it is done."
         )
     if not batch.new_count and not batch.duplicate_count:
         problems = f" ({_lines(batch.invalid_count)}, listed below)" if batch.invalid_count else ""
-        return f"Import batch #{batch.pk}: no thread id found{problems}.", True
+        return messages.ERROR, f"{title}: no thread id found{problems}."
+    export = batch.source == ImportBatch.Source.EXPORT
     said = ngettext("%(n)d new thread", "%(n)d new threads", batch.new_count) % {
         "n": batch.new_count
     }
     if batch.duplicate_count:
-        said += f", {batch.duplicate_count} already known"
+        said += f", {batch.duplicate_count} {'updated' if export else 'already known'}"
     if batch.invalid_count:
         said += f", {_lines(batch.invalid_count)} (listed below)"
-    return (
-        format_html(
-            'Import batch #{}: {}. Next: <a href="{}?import_batch__id__exact={}">open its '
-            "threads</a> to migrate them.",
-            batch.pk,
-            said,
-            reverse("admin:migrations_app_thread_changelist"),
-            batch.pk,
-        ),
-        False,
+    if batch.skipped_count:
+        said += f", {batch.skipped_count} kept as they were (running or upload started)"
+    if batch.fetch_queued:
+        fetches = ngettext("%d fetch", "%d fetches", batch.fetch_queued) % batch.fetch_queued
+        return messages.SUCCESS, (
+            f"{title}: {said}. {fetches} from the source queued: the workers copy each thread's "
+            "messages into the console, and this page counts them as they come back."
+        )
+    if not export and not source_configured:
+        return messages.WARNING, (
+            f"{title}: {said}. No source API is configured (ASSISTANTS_BASE_URL), so nothing is "
+            "fetched: load an export with these threads' messages."
+        )
+    return messages.SUCCESS, format_html(
+        'Import batch #{}: {}. Next: <a href="{}?import_batch__id__exact={}">open its threads</a>'
+        " to {} them.",
+        batch.pk,
+        said,
+        reverse("admin:migrations_app_thread_changelist"),
+        batch.pk,
+        "preview or migrate" if export else "migrate",
     )

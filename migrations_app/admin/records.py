@@ -1,23 +1,25 @@
 """Assistants, import batches, the dashboard and the read-only mirror and history."""
 
-import os
-import tempfile
+from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import ngettext
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from migrations_app import intake, search
 from migrations_app.admin import display, notices
 from migrations_app.admin.pages import viewable_object
 from migrations_app.conversion import responses_config
+from migrations_app.intake import uploads
 from migrations_app.models import (
     Assistant,
     Attempt,
@@ -26,8 +28,6 @@ from migrations_app.models import (
     Message,
     RunStep,
 )
-
-INLINE_IMPORT_LIMIT = 1_000_000  # bytes; larger uploads are processed by a worker
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -112,6 +112,36 @@ class AssistantAdmin(ReadOnlyAdmin):
     def tool_count(self, obj):
         return len(obj.data.get("tools") or [])
 
+    # --- "Sync assistants": copy every assistant from the source API --------------------------
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("migrations_app.sync_assistants")
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("sync/", wrap(self.sync_view), name="migrations_app_assistant_sync"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
+        extra = {
+            "can_sync": self.has_sync_permission(request) and intake.source_configured(),
+            "source_configured": intake.source_configured(),
+        }
+        return super().changelist_view(request, {**(extra_context or {}), **extra})
+
+    def sync_view(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "POST" or not self.has_sync_permission(request):
+            raise PermissionDenied
+        started = timezone.now()
+        level, message = sync_assistants_now()
+        self.message_user(request, message, level)
+        synced = Assistant.objects.filter(synced_at__gte=started)
+        LogEntry.objects.log_actions(request.user.pk, synced, CHANGE, "Synced from the source")
+        return HttpResponseRedirect(reverse("admin:migrations_app_assistant_changelist"))
+
     def change_view(
         self,
         request: HttpRequest,
@@ -151,17 +181,34 @@ class ImportForm(forms.Form):
         help_text="A .jsonl (one thread per line) or a .zip of a directory or .jsonl export.",
     )
 
-    def clean(self) -> dict:
-        data = super().clean()
-        if self.errors:  # a field's own error (an empty file) says it better, and only once
-            return data
-        given = [k for k in ("ids_file", "pasted", "export_file") if data.get(k)]
-        if len(given) != 1:
-            raise forms.ValidationError("Give exactly one: an id file, pasted ids, or an export.")
-        export = data.get("export_file")
+    def __init__(self, *args: Any, refused: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused = refused or {}  # uploads skipped as they arrived: over their size limit
+
+    def clean_ids_file(self) -> Any:
+        return self._within_limit("ids_file", uploads.IDS)
+
+    def clean_export_file(self) -> Any:
+        export = self._within_limit("export_file", uploads.EXPORT)
         if export and not export.name.endswith((".jsonl", ".zip")):
             raise forms.ValidationError("An export must be a .jsonl or a .zip file.")
+        return export
+
+    def clean(self) -> dict:
+        data = super().clean()
+        given = [k for k in ("ids_file", "pasted", "export_file") if data.get(k)]
+        given += [k for k in ("ids_file", "export_file") if k in self.errors]
+        if len(given) != 1:
+            raise forms.ValidationError("Give exactly one: an id file, pasted ids, or an export.")
         return data
+
+    def _within_limit(self, field: str, kind: str) -> Any:
+        if field in self.refused:
+            raise forms.ValidationError(self.refused[field])
+        upload = self.cleaned_data.get(field)
+        if upload and (problem := uploads.size_problem(kind, upload.name, upload.size)):
+            raise forms.ValidationError(problem)
+        return upload
 
 
 @admin.register(ImportBatch)
@@ -174,6 +221,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         display.count_column("duplicate_count", "duplicates"),
         display.count_column("invalid_count", "invalid"),
         display.count_column("skipped_count", "skipped"),
+        display.count_column("fetch_queued", "fetches"),
         "created_by",
         display.time_column("created_at", "created"),
     ]
@@ -190,103 +238,141 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "duplicate_count",
         "invalid_count",
         "skipped_count",
+        "fetch_display",
         "error_lines",
+        "warning_lines",
     ]
-    exclude = ["errors"]
+    exclude = ["errors", "warnings", "started_at", "upload_name", "fetch_queued"]
 
     @admin.display(description="errors")
     def error_lines(self, obj: ImportBatch) -> str:
-        rows = [format_html("<li>{}</li>", display.import_error_text(e)) for e in obj.errors[:500]]
-        if not rows:
-            return "—"
-        return format_html("<ul>{}</ul>", format_html("".join(["{}"] * len(rows)), *rows))
+        return _report_lines(obj.errors)
+
+    @admin.display(description="changed on the way in")
+    def warning_lines(self, obj: ImportBatch) -> str:
+        return _report_lines(obj.warnings)
+
+    @admin.display(description="fetch from source")
+    def fetch_display(self, obj: ImportBatch) -> str:
+        if not obj.fetch_queued:
+            if obj.source == ImportBatch.Source.EXPORT:
+                return "Not needed: an export holds the messages."
+            return "No fetch queued: fetch the threads from the threads list, or load an export."
+        counts = intake.fetch_progress(obj)
+        return format_html(
+            '<span id="fetch-progress">{} fetch tasks queued: <b>{}</b> fetched, <b>{}</b> '
+            "not found at the source, <b>{}</b> failed, <b>{}</b> waiting{}</span>",
+            obj.fetch_queued,
+            counts["fetched"],
+            counts["not_found"],
+            counts["failed"],
+            counts["waiting"],
+            " (this page refreshes until none wait)" if counts["waiting"] else ".",
+        )
 
     def has_change_permission(self, request, obj=None):
         return False
 
-    def has_import_permission(self, request):
+    def has_import_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("migrations_app.import_threads")
 
-    def get_urls(self):
+    def get_urls(self) -> list:
         wrap = self.admin_site.admin_view
         return [
-            path("new/", wrap(self.import_view), name="migrations_app_importbatch_import"),
+            # CSRF is checked inside, once the upload size limits are in place.
+            path(
+                "new/",
+                wrap(csrf_exempt(self.import_view)),
+                name="migrations_app_importbatch_import",
+            ),
             *super().get_urls(),
         ]
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
         extra = {"can_import": self.has_import_permission(request)}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_import_permission(request):
-            raise PermissionDenied
-        form = ImportForm(request.POST, request.FILES) if request.method == "POST" else ImportForm()
-        if request.method == "POST" and form.is_valid():
-            batch = start_import(form.cleaned_data, request.user)
-            text, failed = notices.import_done(batch)
-            self.message_user(request, text, messages.ERROR if failed else messages.SUCCESS)
-            return HttpResponseRedirect(
-                reverse("admin:migrations_app_importbatch_change", args=[batch.pk])
-            )
+            raise PermissionDenied  # before the body is read
+        limiter = uploads.LimitHandler(request)
+        request.upload_handlers.insert(0, limiter)  # before anything reads the body
+        return csrf_protect(self._import_view)(request, limiter)
+
+    def _import_view(self, request: HttpRequest, limiter: uploads.LimitHandler) -> HttpResponse:
+        form = ImportForm()
+        if request.method == "POST":
+            form = ImportForm(request.POST, request.FILES, refused=limiter.refused)
+            if form.is_valid():
+                batch = start_import(form.cleaned_data, request.user)
+                level, message = notices.import_done(batch, intake.source_configured())
+                self.message_user(request, message, level)
+                return HttpResponseRedirect(
+                    reverse("admin:migrations_app_importbatch_change", args=[batch.pk])
+                )
         context = {
             **self.admin_site.each_context(request),
             "title": "Import threads",
             "form": form,
             "opts": self.model._meta,
+            "source_configured": intake.source_configured(),
+            "limits": {
+                "ids": uploads.size_limit(uploads.IDS) >> 20,
+                "export": uploads.size_limit(uploads.EXPORT) >> 20,
+            },
         }
         return TemplateResponse(request, "admin/migrations_app/importbatch/import.html", context)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        intake.sweep_stopped_imports()  # a batch whose worker died says so, here too
         batch = self.get_object(request, object_id)
-        running = batch is not None and batch.status in (
-            ImportBatch.Status.PENDING,
-            ImportBatch.Status.RUNNING,
-        )
-        extra = {"refresh_seconds": 2 if running else None}
+        waiting = False
+        if batch is not None and batch.fetch_queued:
+            waiting = intake.fetch_progress(batch)["waiting"] > 0
+        running = batch is not None and not batch.is_finished
+        extra = {"refresh_seconds": 2 if running or waiting else None}
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
 
-def start_import(data, user):
-    """Small inputs are imported now; large uploads go to a worker with progress on the batch."""
+def _report_lines(entries: list[dict]) -> str:
+    if not entries:
+        return "—"
+    rows = format_html_join(
+        "", "<li>{}</li>", ((display.import_error_text(e),) for e in entries[:500])
+    )
+    more = format_html("<li>… and {} more</li>", len(entries) - 500) if len(entries) > 500 else ""
+    return format_html("<ul>{}{}</ul>", rows, more)
+
+
+# --- the import, as the page runs it ------------------------------------------------------------
+def start_import(data: dict, user: Any) -> ImportBatch:
+    """The form's one input, imported now or by a worker (see intake.uploads.start_import)."""
     if data.get("pasted"):
-        batch = ImportBatch(source=ImportBatch.Source.PASTE, filename="pasted ids", created_by=user)
+        return uploads.start_import(uploads.IDS, user, text=data["pasted"])
+    if data.get("ids_file"):
+        return uploads.start_import(uploads.IDS, user, upload=data["ids_file"])
+    return uploads.start_import(uploads.EXPORT, user, upload=data["export_file"])
+
+
+def sync_assistants_now() -> tuple[int, str]:
+    """Sync every assistant from the source now; (level, message) for the page."""
+    from migrations_app import openai_client
+
+    try:
+        synced = intake.sync_assistants()
+    except Exception as error:
         try:
-            return intake.import_thread_ids(data["pasted"].splitlines(), batch=batch)
-        except intake.IntakeError:
-            return batch
-    upload = data.get("ids_file") or data.get("export_file")
-    kind = "ids" if data.get("ids_file") else "export"
-    path = _save_upload(upload)
-    if upload.size <= INLINE_IMPORT_LIMIT:
-        from migrations_app.tasks import import_file
-
-        return ImportBatch.objects.get(pk=import_file(kind, path, upload.name, user.pk))
-    from django_q.tasks import async_task
-
-    batch = ImportBatch.objects.create(
-        source=ImportBatch.Source.CSV if kind == "ids" else ImportBatch.Source.EXPORT,
-        filename=upload.name,
-        created_by=user,
+            failure = openai_client.classify(error)
+        except Exception:
+            raise error from None
+        return messages.ERROR, f"Syncing assistants failed: {failure.message}"
+    message = (
+        f"Synced {ngettext('%d assistant', '%d assistants', synced.stored) % synced.stored} "
+        "from the source; threads that use them now show them."
     )
-    async_task(
-        "migrations_app.tasks.import_file",
-        kind,
-        path,
-        upload.name,
-        user.pk,
-        batch.pk,
-        group=f"import {batch.pk}",
-    )
-    return batch
-
-
-def _save_upload(upload):
-    folder = os.path.join(settings.UPLOAD_DIR, timezone.now().strftime("%Y%m%d"))
-    os.makedirs(folder, exist_ok=True)
-    suffix = os.path.splitext(upload.name)[1]
-    handle, path = tempfile.mkstemp(dir=folder, suffix=suffix)
-    with os.fdopen(handle, "wb") as out:
-        for chunk in upload.chunks():
-            out.write(chunk)
-    return path
+    if synced.rejected:
+        shown = "; ".join(f"{aid}: {why}" for aid, why in synced.rejected[:5])
+        return messages.WARNING, f"{message} {len(synced.rejected)} could not be stored ({shown})."
+    return messages.SUCCESS, message

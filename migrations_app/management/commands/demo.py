@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from migrations_app import intake, tasks
+from migrations_app import intake
 from migrations_app.models import ImportBatch
 from migrations_app.sandbox import SandboxServer, seeded_state
 
@@ -38,6 +38,7 @@ class Command(BaseCommand):
         self._demo_user()
         state = seeded_state(seed=1, thread_count=threads)
         sandbox = SandboxServer(port=settings.SANDBOX_PORT, state=state).start()
+        self._sync_assistants()
         self._import_demo_ids(list(state.threads))
         children = [
             subprocess.Popen([sys.executable, "manage.py", "qcluster"]),
@@ -79,6 +80,11 @@ class Command(BaseCommand):
         user.set_password(DEMO_PASSWORD)
         user.save()
 
+    def _sync_assistants(self) -> None:
+        """The sandbox's assistants first, so every fetched thread shows its assistant."""
+        synced = intake.sync_assistants()
+        self.stdout.write(f"Synced {synced.stored} demo assistants from the sandbox.")
+
     def _import_demo_ids(self, thread_ids):
         if ImportBatch.objects.filter(filename="demo-thread-ids.csv").exists():
             return
@@ -87,5 +93,5 @@ class Command(BaseCommand):
             with open(path, "w") as handle:
                 handle.write("thread_id\n" + "\n".join([*thread_ids, UNKNOWN_THREAD]) + "\n")
             batch = intake.import_thread_id_file(path)
-        tasks.queue_fetch([*thread_ids, UNKNOWN_THREAD], group=f"fetch batch {batch.pk}")
+        intake.queue_batch_fetch(batch)
         self.stdout.write(f"Imported {batch.new_count} demo thread ids and queued their fetch.")

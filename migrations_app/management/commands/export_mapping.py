@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from migrations_app import intake
+from migrations_app import mapping
 from migrations_app.models import Thread, ThreadStatus
 
 
@@ -20,7 +20,7 @@ class Command(BaseCommand):
             threads = threads.filter(status=status)
         if output:
             with open(output, "w", encoding="utf-8", newline="") as handle:
-                count = intake.write_mapping(handle, threads)
+                count = mapping.write_mapping(handle, threads)
             self.stderr.write(self.style.SUCCESS(f"Wrote {count} threads to {output}."))
         else:
-            intake.write_mapping(self.stdout, threads)
+            mapping.write_mapping(self.stdout, threads)

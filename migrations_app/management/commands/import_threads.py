@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from migrations_app import intake
-from migrations_app.models import Thread
 
 
 class Command(BaseCommand):
@@ -23,8 +22,6 @@ class Command(BaseCommand):
             batch = intake.import_thread_id_file(file)
         except FileNotFoundError:
             raise CommandError(f"{file}: no such file") from None
-        except UnicodeDecodeError as error:
-            raise CommandError(f"{file}: not UTF-8 text ({error})") from None
         except intake.IntakeError as error:
             raise CommandError(f"{file}: {error}") from None
         for error in batch.errors[:50]:
@@ -38,8 +35,5 @@ class Command(BaseCommand):
             )
         )
         if fetch:
-            from migrations_app import tasks  # imports the SDK: only when fetching
-
-            ids = Thread.objects.filter(import_batch=batch).values_list("thread_id", flat=True)
-            tasks.queue_fetch(ids.iterator(), group=f"fetch batch {batch.pk}")
-            self.stdout.write(f"Queued {batch.new_count} fetches (group 'fetch batch {batch.pk}').")
+            queued = intake.queue_batch_fetch(batch)
+            self.stdout.write(f"Queued {queued} fetches (group 'fetch batch {batch.pk}').")

@@ -24,10 +24,15 @@ class Command(BaseCommand):
         for error in batch.errors[:50]:
             where = error["file"] + (f":{error['line']}" if error.get("line") else "")
             self.stderr.write(self.style.WARNING(f"{where}: {error['message']}"))
+        if batch.invalid_count > 50:
+            self.stderr.write(f"… and {batch.invalid_count - 50} more invalid objects")
+        for note in batch.warnings[:50]:
+            where = note["file"] + (f":{note['line']}" if note.get("line") else "")
+            self.stderr.write(f"{where}: changed: {note['message']}")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Import batch #{batch.pk}: {batch.new_count} new, {batch.duplicate_count} "
-                f"updated, {batch.skipped_count} kept (upload started), "
+                f"updated, {batch.skipped_count} kept (running or upload started), "
                 f"{batch.invalid_count} invalid."
             )
         )

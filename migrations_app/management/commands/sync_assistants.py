@@ -8,8 +8,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            count = intake.sync_assistants()
+            synced = intake.sync_assistants()
         except Exception as error:
             failure = openai_client.classify(error)
             raise CommandError(f"Syncing assistants failed: {failure.message}") from None
-        self.stdout.write(self.style.SUCCESS(f"Synced {count} assistants."))
+        for assistant_id, problem in synced.rejected:
+            self.stderr.write(self.style.WARNING(f"{assistant_id}: not stored: {problem}"))
+        self.stdout.write(self.style.SUCCESS(f"Synced {synced.stored} assistants."))

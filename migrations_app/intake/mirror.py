@@ -1,0 +1,329 @@
+"""Storing into the mirror: thread bundles (from an export or the source API) and assistants.
+
+A bundle is checked (validation.py), made storable (NUL characters replaced, see below) and
+converted once, so the thread's warnings and item count are known before any migration, then
+stored whole or not at all. Mirror fields change only inside a transaction, only for threads
+`states.lock_writable_mirrors` hands back locked: a thread a worker is running, or whose upload
+started, keeps its mirror (the conversation was built from it) and is reported as skipped.
+
+NUL characters: PostgreSQL's jsonb cannot store U+0000. Intake replaces each with U+FFFD (�) and
+says so in the batch's warnings (or the fetch's history row) rather than refusing the thread:
+the rest of its text still migrates, and the replacement is visible.
+"""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from django.db import transaction
+from django.utils import timezone
+
+from migrations_app import bulk, states
+from migrations_app.conversion import Options, convert_thread
+from migrations_app.intake.validation import check_assistant, check_bundle
+from migrations_app.models import Assistant, ImportBatch, Message, RunStep, Thread
+
+log = logging.getLogger(__name__)
+NUL = "\x00"
+NUL_ESCAPED = "\\u0000"  # how orjson writes U+0000 in JSON text
+REPLACEMENT = "\ufffd"
+
+
+class BundleRejected(ValueError):
+    """A bundle intake will not store; the message says why, in words for the batch report."""
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A checked bundle, as the rows it becomes. JSON is kept as text: it goes to the database
+    as is (COPY), and the parsed objects can be freed while the chunk waits."""
+
+    thread_id: str
+    thread_text: str
+    created_at: datetime | None
+    messages: list[tuple[str, int, str, int, str]]  # id, position, role, created_at, JSON
+    steps: list[tuple[str, str, int, str]]  # id, run id, created_at, JSON
+    assistant_id: str | None
+    warning_count: int
+    items_total: int
+    notes: list[str] = field(default_factory=list)  # what was changed on the way in
+    where: str = ""  # the file (or "source") it came from, for the report
+    line: int | None = None
+
+
+@dataclass
+class Stored:
+    """What storing did, by thread id."""
+
+    new: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # running, or upload started
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (thread id, why)
+
+    def add(self, other: "Stored") -> None:
+        self.new += other.new
+        self.updated += other.updated
+        self.skipped += other.skipped
+        self.rejected += other.rejected
+
+
+# --- making a bundle storable -------------------------------------------------------------------
+def _without_nul(value: Any) -> tuple[Any, int]:
+    """`value` with every NUL in its strings and keys replaced, and how many were."""
+    if isinstance(value, str):
+        count = value.count(NUL)
+        return (value.replace(NUL, REPLACEMENT), count) if count else (value, 0)
+    if isinstance(value, list):
+        total, items = 0, []
+        for item in value:
+            cleaned, count = _without_nul(item)
+            items.append(cleaned)
+            total += count
+        return items, total
+    if isinstance(value, dict):
+        total, entries = 0, {}
+        for key, item in value.items():
+            cleaned_key, key_count = _without_nul(key)
+            cleaned, count = _without_nul(item)
+            entries[cleaned_key] = cleaned
+            total += key_count + count
+        return entries, total
+    return value, 0
+
+
+def _storable(obj: Any, what: str, notes: list[str]) -> tuple[Any, str]:
+    """(object, its JSON text) as the database can store it."""
+    try:
+        text = orjson.dumps(obj).decode()
+    except orjson.JSONEncodeError as error:
+        raise BundleRejected(f"{what} cannot be stored: {error}") from None
+    if NUL_ESCAPED in text:  # rare: only then walk the object
+        obj, count = _without_nul(obj)
+        if count:
+            notes.append(
+                f"{what}: {count} NUL character(s) replaced with U+FFFD "
+                "(the database cannot store U+0000)"
+            )
+            text = orjson.dumps(obj).decode()
+    return obj, text
+
+
+def _timestamp(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
+
+
+def _assistant_id_of(bundle: dict) -> str | None:
+    for source in (bundle.get("runs") or [], bundle["messages"]):
+        for obj in source:
+            if obj.get("assistant_id"):
+                return obj["assistant_id"]
+    return None
+
+
+def prepare(bundle: Any, options: Options, *, where: str = "", line: int | None = None) -> Prepared:
+    """A bundle checked, made storable and converted once. Raises BundleRejected."""
+    if problem := check_bundle(bundle):
+        raise BundleRejected(problem)
+    thread_id = bundle["thread"]["id"]
+    notes: list[str] = []
+    thread, thread_text = _storable(bundle["thread"], "thread object", notes)
+    messages, message_rows = [], []
+    for position, message in enumerate(bundle["messages"]):
+        message, text = _storable(message, f"message {message['id']}", notes)
+        messages.append(message)
+        message_rows.append((message["id"], position, message["role"], message["created_at"], text))
+    steps, step_rows = [], []
+    for step in bundle.get("run_steps") or ():
+        if step.get("type") != "tool_calls":
+            continue  # message_creation steps: the messages themselves say it all
+        step, text = _storable(step, f"run step {step['id']}", notes)
+        steps.append(step)
+        step_rows.append((step["id"], step["run_id"], step["created_at"], text))
+    try:
+        conversion = convert_thread(thread, messages, steps, options)
+    except Exception as error:  # a gap in validation.py: refuse rather than store a time bomb
+        log.exception("%s passed the checks but does not convert", thread_id)
+        raise BundleRejected(f"cannot be converted ({type(error).__name__}: {error})") from None
+    return Prepared(
+        thread_id=thread_id,
+        thread_text=thread_text,
+        created_at=_timestamp(thread.get("created_at")),
+        messages=message_rows,
+        steps=step_rows,
+        assistant_id=_assistant_id_of(bundle),
+        warning_count=len(conversion.warnings),
+        items_total=len(conversion.items),
+        notes=notes,
+        where=where,
+        line=line,
+    )
+
+
+def conversion_options() -> Options:
+    from migrations_app.preview import conversion_options as current
+
+    return current()
+
+
+# --- storing ------------------------------------------------------------------------------------
+def store_bundles(
+    bundles: Iterable[Any], *, batch: ImportBatch | None = None, lease_owner: str = ""
+) -> Stored:
+    """Check and store thread bundles (the last one wins if a thread id repeats). Invalid ones
+    are returned as rejected, the others stored each whole or not at all."""
+    options = conversion_options()
+    result = Stored()
+    prepared: dict[str, Prepared] = {}
+    for bundle in bundles:
+        try:
+            ready = prepare(bundle, options)
+        except BundleRejected as error:
+            result.rejected.append((_thread_id_of(bundle), str(error)))
+            continue
+        prepared[ready.thread_id] = ready
+    result.add(store_prepared(list(prepared.values()), batch=batch, lease_owner=lease_owner))
+    return result
+
+
+def _thread_id_of(bundle: Any) -> str:
+    thread = bundle.get("thread") if isinstance(bundle, dict) else None
+    thread_id = thread.get("id") if isinstance(thread, dict) else None
+    return thread_id[:80] if isinstance(thread_id, str) else "?"
+
+
+def store_prepared(
+    prepared: list[Prepared], *, batch: ImportBatch | None = None, lease_owner: str = ""
+) -> Stored:
+    """Store checked bundles (distinct thread ids) in one transaction: new threads inserted with
+    their mirror, the others' mirrors replaced where `states.lock_writable_mirrors` allows."""
+    if not prepared:
+        return Stored()
+    prepared = sorted(prepared, key=lambda p: p.thread_id)  # one lock order for every writer
+    now = timezone.now()
+    wanted = {p.assistant_id for p in prepared} - {None}
+    assistants = dict(
+        Assistant.objects.filter(assistant_id__in=wanted).values_list("assistant_id", "pk")
+    )
+
+    def mirror(p: Prepared) -> tuple:
+        return (p.thread_text, p.created_at, len(p.messages), assistants.get(p.assistant_id),
+                p.warning_count, p.items_total)  # fmt: skip
+
+    with transaction.atomic():
+        inserted = bulk.insert_mirror_rows(
+            Thread, [(p.thread_id, *mirror(p)) for p in prepared], batch.pk if batch else None, now
+        )
+        rest = [p for p in prepared if p.thread_id not in inserted]
+        existing = (
+            dict(
+                Thread.objects.filter(thread_id__in=[p.thread_id for p in rest]).values_list(
+                    "thread_id", "pk"
+                )
+            )
+            if rest
+            else {}
+        )
+        writable = set(states.lock_writable_mirrors(existing.values(), lease_owner))
+        updated = [p for p in rest if existing.get(p.thread_id) in writable]
+        if updated:
+            pks = [existing[p.thread_id] for p in updated]
+            bulk.update_mirror_rows(
+                Thread, [(existing[p.thread_id], *mirror(p)) for p in updated], now
+            )
+            Message.objects.filter(thread_id__in=pks).delete()
+            RunStep.objects.filter(thread_id__in=pks).delete()
+        written = [(inserted[p.thread_id], p) for p in prepared if p.thread_id in inserted]
+        written += [(existing[p.thread_id], p) for p in updated]
+        bulk.copy_rows(
+            Message,
+            ["thread_id", "message_id", "position", "role", "created_at", "data"],
+            ((pk, *row) for pk, p in written for row in p.messages),
+        )
+        bulk.copy_rows(
+            RunStep,
+            ["thread_id", "step_id", "run_id", "created_at", "data"],
+            ((pk, *row) for pk, p in written for row in p.steps),
+        )
+        if updated:
+            states.found_again(pks)
+    return Stored(
+        new=[p.thread_id for p in prepared if p.thread_id in inserted],
+        updated=[p.thread_id for p in updated],
+        skipped=[p.thread_id for p in rest if existing.get(p.thread_id) not in writable],
+    )
+
+
+def is_frozen(thread: Thread) -> bool:
+    """A thread whose upload has started keeps its mirror: a retry must reuse the same input."""
+    return bool(thread.conversation_id) or thread.items_committed > 0
+
+
+# --- assistants ---------------------------------------------------------------------------------
+def upsert_assistants(
+    assistants: Iterable[Any], *, rejected: list[tuple[str, str]] | None = None
+) -> int:
+    """Insert or update assistants (never duplicated); returns how many were stored. Invalid ones
+    are left out, each added to `rejected` as (id, why) when given. Threads loaded before their
+    assistant get the link now."""
+    now = timezone.now()
+    rows = []
+    for assistant in assistants:
+        if not (problem := check_assistant(assistant)):
+            try:
+                assistant, _ = _storable(assistant, assistant["id"], [])
+            except BundleRejected as error:
+                problem = str(error)
+        if problem:
+            if rejected is not None:
+                shown = assistant.get("id") if isinstance(assistant, dict) else None
+                rejected.append((shown if isinstance(shown, str) else "?", problem))
+            continue
+        rows.append(
+            Assistant(
+                assistant_id=assistant["id"],
+                name=(assistant.get("name") or "")[:256],
+                model=(assistant.get("model") or "")[:128],
+                data=assistant,
+                created_at=_timestamp(assistant.get("created_at")),
+                synced_at=now,
+            )
+        )
+    Assistant.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["assistant_id"],
+        update_fields=["name", "model", "data", "created_at", "synced_at"],
+    )
+    link_threads_to_assistants([a.assistant_id for a in rows])
+    return len(rows)
+
+
+def link_threads_to_assistants(assistant_ids: list[str]) -> int:
+    """Threads mirrored before their assistant was synced get the link now (where their mirror
+    may still change). Returns how many were linked."""
+    if not assistant_ids:
+        return 0
+    found = (
+        Message.objects.filter(thread__assistant__isnull=True, data__assistant_id__in=assistant_ids)
+        .values_list("thread_id", "data__assistant_id")
+        .distinct()
+    )
+    by_thread = dict(found)
+    if not by_thread:
+        return 0
+    pks = dict(
+        Assistant.objects.filter(assistant_id__in=assistant_ids).values_list("assistant_id", "pk")
+    )
+    linked = 0
+    with transaction.atomic():
+        groups: dict[str, list[int]] = {}
+        for thread_pk in states.lock_writable_mirrors(by_thread):
+            groups.setdefault(by_thread[thread_pk], []).append(thread_pk)
+        for assistant_id, thread_pks in groups.items():
+            linked += Thread.objects.filter(pk__in=thread_pks, assistant__isnull=True).update(
+                assistant=pks[assistant_id]
+            )
+    return linked

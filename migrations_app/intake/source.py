@@ -1,0 +1,202 @@
+"""The live source: an Assistants-shaped API that still answers (the built-in sandbox counts as
+one). Threads are fetched one at a time into the mirror; assistants are synced all at once."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import F
+from django.utils import timezone
+
+from migrations_app import states
+from migrations_app.intake.ids import chunks
+from migrations_app.intake.mirror import (
+    BundleRejected,
+    conversion_options,
+    prepare,
+    store_prepared,
+    upsert_assistants,
+)
+from migrations_app.models import Attempt, ErrorKind, ImportBatch, Thread, ThreadStatus
+
+if TYPE_CHECKING:
+    from migrations_app.openai_client import ApiFailure
+
+KEPT = "Running now, or its upload started: the mirror is kept as it was uploaded."
+
+
+def source_configured() -> bool:
+    """Whether there is a source API to fetch threads from: the built-in sandbox (no key set),
+    or a key with an explicit ASSISTANTS_BASE_URL. OpenAI's own Assistants API was shut down on
+    2026-08-26, so a key alone names no source; then threads come from export files."""
+    return not settings.ASSISTANTS_API_KEY or bool(settings.ASSISTANTS_BASE_URL)
+
+
+def _failure(kind: str, message: str) -> "ApiFailure":
+    from migrations_app.openai_client import ApiFailure
+
+    return ApiFailure(kind=kind, message=message)
+
+
+def _classified(error: Exception) -> "ApiFailure":
+    from migrations_app import openai_client
+
+    try:
+        return openai_client.classify(error)
+    except Exception:  # not an API error: the source answered with something unreadable
+        return _failure(
+            ErrorKind.INVALID,
+            "The source answered with something that is not the Assistants API's JSON "
+            f"({type(error).__name__}: {error})",
+        )
+
+
+@dataclass
+class Fetched:
+    failure: "ApiFailure | None" = None
+    skipped: bool = False  # the thread moved on (running, upload started): mirror kept
+    messages: int = 0
+    warnings: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _fetch(thread: Thread, client: Any, lease_owner: str) -> Fetched:
+    from migrations_app import openai_client  # the SDK takes a second to import; intake of
+    # ids and exports never needs it
+
+    client = client or openai_client.source_client()
+    try:
+        bundle = openai_client.fetch_thread_bundle(client, thread.thread_id)
+    except Exception as error:
+        return Fetched(failure=_classified(error))
+    try:
+        prepared = prepare(bundle, conversion_options(), where="source")
+    except BundleRejected as error:
+        return Fetched(
+            failure=_failure(
+                ErrorKind.INVALID,
+                f"The source returned thread data the console cannot migrate: {error}",
+            )
+        )
+    if prepared.thread_id != thread.thread_id:
+        return Fetched(
+            failure=_failure(
+                ErrorKind.INVALID,
+                f"Asked for {thread.thread_id}, the source answered with {prepared.thread_id}",
+            )
+        )
+    try:
+        stored = store_prepared([prepared], lease_owner=lease_owner)
+    except DatabaseError as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        return Fetched(
+            failure=_failure(ErrorKind.INVALID, f"The database refused the thread ({reason})")
+        )
+    if stored.skipped:
+        return Fetched(skipped=True)
+    return Fetched(
+        messages=len(prepared.messages), warnings=prepared.warning_count, notes=prepared.notes
+    )
+
+
+def fetch_into_mirror(
+    thread: Thread, client: Any = None, *, lease_owner: str = ""
+) -> "ApiFailure | None":
+    """Copy one thread from the source API into the mirror. Returns None, or the ApiFailure that
+    stopped it (the mirror is then unchanged).
+
+    A worker passes the lease it holds: its thread is written although it is running. If the
+    lease was lost meanwhile, nothing is written and states.LeaseLost is raised. Without a lease
+    a running thread, or one whose upload started, keeps its mirror (an INTERNAL failure says
+    so)."""
+    fetched = _fetch(thread, client, lease_owner)
+    if fetched.skipped:
+        if lease_owner:
+            raise states.LeaseLost(f"thread {thread.pk}: the lease was taken over")
+        return _failure(ErrorKind.INTERNAL, KEPT)
+    return fetched.failure
+
+
+def fetch_thread(
+    thread_id: str, *, client: Any = None, actor: Any = None, actor_label: str = "worker"
+) -> Attempt | None:
+    """Fetch one thread for staff, recording an Attempt (returned; None if the id is unknown).
+    A failure (404 included) marks the thread failed unless it moved on meanwhile; it does not
+    raise. A thread running or whose upload started is skipped."""
+    thread = Thread.objects.filter(thread_id=thread_id).first()
+    if thread is None:
+        return None
+    attempt = Attempt(
+        thread=thread, action=Attempt.Action.FETCH, actor=actor, actor_label=actor_label
+    )
+    if thread.status == ThreadStatus.RUNNING or thread.conversation_id:
+        fetched = Fetched(skipped=True)
+    else:
+        fetched = _fetch(thread, client, "")
+    if fetched.failure:
+        failure = dataclasses.replace(
+            fetched.failure, message=f"Fetching from the source failed: {fetched.failure.message}"
+        )
+        attempt.outcome = Attempt.Outcome.FAILED
+        attempt.error_kind = failure.kind
+        attempt.error_message = failure.message[: states.ERROR_MESSAGE_LIMIT]
+        attempt.http_status = failure.http_status
+        attempt.request_id = failure.request_id
+        if not states.fetch_failed(thread.pk, failure):
+            attempt.detail = {
+                "kept": "the thread moved on (queued, running or uploading) while it was "
+                "fetched: its state was left as it was"
+            }
+    elif fetched.skipped:
+        attempt.outcome = Attempt.Outcome.SKIPPED
+        attempt.error_message = KEPT
+    else:
+        attempt.outcome = Attempt.Outcome.SUCCEEDED
+        attempt.detail = {"messages": fetched.messages, "warnings": fetched.warnings}
+        if fetched.notes:
+            attempt.detail["changed"] = fetched.notes
+    attempt.finished_at = timezone.now()
+    attempt.save()
+    return attempt
+
+
+FETCH_PAGE = 5000
+
+
+def queue_batch_fetch(batch: ImportBatch) -> int:
+    """Queue one fetch task for each of the batch's threads not mirrored yet (and not running or
+    uploading); recorded on the batch. Returns how many were queued."""
+    from migrations_app import tasks
+
+    waiting = batch.threads.filter(states.ELIGIBLE["fetch"], fetched_at__isnull=True)
+    count, last = 0, 0
+    # Page by pk, each page read whole before queueing: the broker writes to the same database,
+    # which must not happen while a cursor is open on it (SQLite closes it).
+    while page := list(
+        waiting.filter(pk__gt=last).order_by("pk").values_list("pk", "thread_id")[:FETCH_PAGE]
+    ):
+        count += tasks.queue_fetch([thread_id for _, thread_id in page], f"fetch batch {batch.pk}")
+        last = page[-1][0]
+    ImportBatch.objects.filter(pk=batch.pk).update(fetch_queued=F("fetch_queued") + count)
+    batch.fetch_queued += count
+    return count
+
+
+@dataclass
+class Synced:
+    stored: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (assistant id, why)
+
+
+def sync_assistants(client: Any = None) -> Synced:
+    """Copy every assistant from the source (update, never duplicate); invalid ones are left out
+    and returned with the reason. Raises what the API raised (classify it to show it)."""
+    from migrations_app import openai_client
+
+    client = client or openai_client.source_client()
+    result = Synced()
+    for chunk in chunks(openai_client.list_assistants(client), 100):
+        result.stored += upsert_assistants(chunk, rejected=result.rejected)
+    return result
