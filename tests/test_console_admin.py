@@ -249,7 +249,7 @@ def test_an_import_says_what_it_did_and_what_comes_next(client, operator):
     batch = ImportBatch.objects.get()
     text = html.content.decode()
     assert f"Import batch #{batch.pk}: 2 new threads, 1 invalid line (listed below)." in text
-    assert f'?import_batch__id__exact={batch.pk}">open its threads</a> to migrate them' in text
+    assert "2 fetches from the source queued: the workers copy" in text
 
 
 def test_a_failed_import_states_its_reason_once(client, operator, tmp_path, settings):

@@ -85,7 +85,7 @@ def test_pasted_ids_are_queued_for_fetching_and_the_message_says_what_happens_ne
     assert fetch_tasks() == sorted(known)
     assert batch.fetch_queued == 2
     text = response.content.decode()
-    assert "2 new, 0 already registered, 0 invalid. 2 fetches from the source queued" in text
+    assert "2 new threads. 2 fetches from the source queued" in text
     assert 'id="fetch-progress"' in text
     assert '<meta http-equiv="refresh"' in text, "the page refreshes while fetches wait"
 

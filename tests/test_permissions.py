@@ -12,7 +12,7 @@ without one fails the test with its name, so a new page cannot ship unexamined.
     operator (group operators) → reads and acts
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -22,11 +22,12 @@ from django.contrib.admin import helpers
 from django.contrib.auth.models import Permission, User
 from django.db import connection, models
 from django.http import HttpResponseBase
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from migrations_app.admin.threads import VALID_BUTTONS
 from migrations_app.models import Assistant, Thread
+from migrations_app.sandbox import SandboxServer, seeded_state
 from tests import personas
 from tests.admin_pages import (
     LEGACY_REDIRECT,
@@ -106,6 +107,8 @@ LADDER: dict[str, Rung] = {
     "admin:migrations_app_thread_mapping": Rung(VIEWERS),
     "admin:migrations_app_thread_act": Rung(every(403), post="operator acts"),
     "admin:migrations_app_importbatch_import": Rung(OPERATORS, post="operator acts"),
+    # Sync is a POST-only button on the Assistants list; operators sync (the sandbox answers).
+    "admin:migrations_app_assistant_sync": Rung(every(403), post="operator acts"),
     "admin:auth_user_password_change": Rung(every(403)),
 }
 
@@ -230,8 +233,21 @@ def client_for(persona: str, users: dict[str, User]) -> Client:
     return client
 
 
+@pytest.fixture(scope="module")
+def source_api() -> Iterator[None]:
+    """One sandbox for the module: the pages that read the source (Sync assistants) get an
+    answer, so an operator's POST really acts."""
+    server = SandboxServer(state=seeded_state(seed=3, thread_count=2))
+    pointed = override_settings(
+        SANDBOX_URL=server.url, OPENAI_API_KEY=None, ASSISTANTS_API_KEY=None,
+        OPENAI_BASE_URL=None, ASSISTANTS_BASE_URL=None,
+    )  # fmt: skip
+    with server, pointed:
+        yield
+
+
 @pytest.fixture
-def world() -> World:
+def world(source_api: None) -> World:
     return build_world()
 
 
@@ -244,10 +260,15 @@ def users() -> dict[str, User]:
     }
 
 
-def thread_offering(button: str, world: World, users: dict[str, User]) -> Thread:
-    """A thread of the world whose page offers the operator this button."""
+def thread_offering(
+    button: str, world: World, users: dict[str, User], taken: set[int] = frozenset()
+) -> Thread:
+    """A thread of the world whose page offers the operator this button (not one of `taken`:
+    the buttons act in turn, and one could move another's thread on)."""
     client = client_for(OPERATOR, users)
     for thread in world.threads:
+        if thread.pk in taken:
+            continue
         url = reverse("admin:migrations_app_thread_change", args=[thread.pk])
         if f'name="button-{button}"' in client.get(url).text:
             return thread
@@ -256,10 +277,14 @@ def thread_offering(button: str, world: World, users: dict[str, User]) -> Thread
 
 def urls_of(pattern: AdminPattern, world: World, users: dict[str, User]) -> list[str]:
     if pattern.key == "admin:migrations_app_thread_act":
-        return [
-            reverse(pattern.key, args=[thread_offering(name, world, users).pk, name])
-            for name in VALID_BUTTONS
-        ]
+        taken: set[int] = set()
+        urls = []
+        for name in VALID_BUTTONS:
+            thread = thread_offering(name, world, users, taken)
+            if name != "fetch":  # a fetch queues a task; the thread's state stays as it is
+                taken.add(thread.pk)
+            urls.append(reverse(pattern.key, args=[thread.pk, name]))
+        return urls
     return world.urls(pattern)
 
 
