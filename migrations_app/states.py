@@ -118,6 +118,14 @@ def skip_reason(action: str, status: str, error_kind: str, upload_started: bool)
     return f"status {status}"
 
 
+# The action that fixes a failure of each kind (any other kind: retry, which resumes).
+REMEDY_ACTIONS = {ErrorKind.NOT_FOUND: "fetch", ErrorKind.CONFLICT: "remigrate"}
+
+
+def remedy_action(error_kind: str) -> str:
+    return REMEDY_ACTIONS.get(error_kind, "retry")
+
+
 def remedy(thread: Thread) -> str:
     """What staff can do about a failed thread, in one sentence."""
     if thread.status != S.FAILED:

@@ -313,12 +313,24 @@ class ThreadAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             **thread_page(thread, request.GET.get("page")),
             "buttons": buttons_for(thread, request, self),
+            "remedy": states.remedy(thread),
+            # Queued or running: the status moves on its own; the page follows it.
+            "refresh_seconds": 5
+            if thread.status in (ThreadStatus.QUEUED, ThreadStatus.RUNNING)
+            else None,
             "status_badge": status_badge(thread.status, thread.get_status_display()),
             "opts": self.model._meta,
             "original": thread,
             "title": thread.thread_id,
         }
         return TemplateResponse(request, "admin/migrations_app/thread/thread_page.html", context)
+
+    def remedy_for(self, request: HttpRequest, error_kind: str) -> tuple[str, str] | None:
+        """(action, button label) that fixes failures of this kind, if the user may act."""
+        action = states.remedy_action(error_kind)
+        if not getattr(self, f"has_{action}_permission")(request):
+            return None
+        return f"{action}_selected", REMEDY_LABELS[action]
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         require_view_permission(self, request)
@@ -332,7 +344,10 @@ class ThreadAdmin(admin.ModelAdmin):
             "counts": figures["counts"],
             "progress": dashboard.progress(figures["counts"]),
             "chart": dashboard.chart(figures["per_minute"]),
-            "failures": figures["failures"],
+            "failures": [
+                {**group, "remedy": self.remedy_for(request, group["error_kind"])}
+                for group in figures["failures"]
+            ],
             "retrying": figures["retrying"],
             "estimate": figures["remaining"],
             "health": figures["health"],
@@ -341,7 +356,6 @@ class ThreadAdmin(admin.ModelAdmin):
             # catches up with what others did (a retry from another page, a new import).
             "refresh_seconds": 5 if active else 30,
             "active": active,
-            "can_retry": request.user.has_perm("migrations_app.retry_thread"),
             "threads_url": reverse("admin:migrations_app_thread_changelist"),
         }
         return TemplateResponse(request, "admin/migrations_app/dashboard.html", context)
@@ -356,6 +370,11 @@ class Echo:
         return value
 
 
+REMEDY_LABELS = {
+    "retry": "Retry this group",
+    "fetch": "Fetch this group again",
+    "remigrate": "Re-migrate this group",
+}
 VALID_BUTTONS = ("fetch", "migrate", "retry", "cancel", "remigrate")
 
 
