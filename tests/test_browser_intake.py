@@ -54,3 +54,15 @@ def test_an_auditor_sees_no_import_button_and_is_refused_the_import_page(page, l
     assert response.status == 403
     page.goto(f"{live_server.url}/admin/migrations_app/assistant/")
     expect(page.locator("#sync-assistants")).to_have_count(0)
+
+
+def test_an_operator_syncs_the_assistants_from_the_admin(page, live_server, world, settings):  # noqa: F811
+    settings.SANDBOX_URL = world.url
+    staff("olga", "operators")
+    log_in(page, live_server, "olga")
+    page.goto(f"{live_server.url}/admin/migrations_app/assistant/")
+    expect(page.locator("#result_list")).to_have_count(0)
+    page.click("#sync-assistants button")
+    expect(page.locator(".messagelist")).to_contain_text("assistant")
+    expect(page.locator("#result_list tbody tr")).to_have_count(len(world.state.assistants))
+    shot(page, "assistants-synced")
