@@ -55,10 +55,6 @@ class Origin:
     MESSAGE = "message"
     STEP = "step"
 
-    @property
-    def sent(self) -> bool:
-        return self.stop > self.start
-
 
 @dataclass
 class Conversion:
@@ -68,14 +64,6 @@ class Conversion:
     skipped_messages: int = 0
     # Every source message and run step, in conversation order, with the items it became.
     origins: list = field(default_factory=list)
-
-    @property
-    def item_sources(self) -> list:
-        """The id of the message or run step each item came from, parallel to `items`."""
-        sources = [""] * len(self.items)
-        for origin in self.origins:
-            sources[origin.start : origin.stop] = [origin.source] * (origin.stop - origin.start)
-        return sources
 
     @property
     def batches(self):
@@ -90,10 +78,6 @@ class Conversion:
     @property
     def verify_calls(self):
         return max(1, -(-len(self.items) // ITEMS_PER_VERIFY_PAGE))
-
-    @property
-    def api_calls(self):
-        return self.write_calls + self.verify_calls
 
 
 def batches(items, size=MAX_ITEMS_PER_CALL, max_bytes=MAX_BATCH_BYTES):

@@ -6,7 +6,6 @@ and sort on.
 """
 
 import time
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -113,20 +112,6 @@ class ErrorKind(models.TextChoices):
     INTERNAL = "internal", "Console error"
 
 
-class ThreadQuerySet(models.QuerySet):
-    def needing_attention(self):
-        return self.filter(status=ThreadStatus.FAILED)
-
-    def retryable(self):
-        return self.filter(status__in=[ThreadStatus.FAILED, ThreadStatus.CANCELLED])
-
-    def fetched(self):
-        return self.filter(fetched_at__isnull=False)
-
-    def lease_expired(self, now=None):
-        return self.filter(status=ThreadStatus.RUNNING, lease_expires_at__lt=now or timezone.now())
-
-
 class Thread(models.Model):
     thread_id = models.CharField(max_length=64, unique=True)
     assistant = models.ForeignKey(Assistant, null=True, blank=True, on_delete=models.SET_NULL)
@@ -172,8 +157,6 @@ class Thread(models.Model):
     # started" rule need no join. The Conversation table keeps the history.
     conversation_id = models.CharField(max_length=64, blank=True, db_default="")
     updated_at = models.DateTimeField(default=timezone.now, db_default=Now())
-
-    objects = ThreadQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated_at"]
@@ -221,35 +204,6 @@ class Thread(models.Model):
 
     def __str__(self):
         return self.thread_id
-
-    def save(self, *args, **kwargs):
-        self.updated_at = timezone.now()
-        if kwargs.get("update_fields") is not None:
-            kwargs["update_fields"] = {*kwargs["update_fields"], "updated_at"}
-        super().save(*args, **kwargs)
-
-    @property
-    def metadata(self):
-        return (self.data or {}).get("metadata") or {}
-
-    @property
-    def is_mirrored(self) -> bool:
-        """Fetched from the source or loaded from an export: the mirror holds its messages. A
-        thread only registered by id has message_count 0 without having zero messages."""
-        return self.fetched_at is not None
-
-    def lease_is_live(self, now=None):
-        return bool(self.lease_expires_at and self.lease_expires_at > (now or timezone.now()))
-
-    def clear_error(self):
-        self.error_kind = ""
-        self.error_message = ""
-        self.error_http_status = None
-        self.error_request_id = ""
-
-    @staticmethod
-    def lease_deadline(seconds):
-        return timezone.now() + timedelta(seconds=seconds)
 
 
 class Message(models.Model):

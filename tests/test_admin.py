@@ -136,7 +136,7 @@ def test_search_finds_threads_by_conversation_id_and_metadata(admin_client, mirr
     thread = Thread.objects.get(thread_id=mirrored[0]["thread"]["id"])
     give_conversation(thread, "conv_found")
     url = reverse("admin:migrations_app_thread_changelist")
-    for term in ["conv_found", thread.thread_id, f"customer={thread.metadata['customer']}"]:
+    for term in ["conv_found", thread.thread_id, f"customer={thread.data['metadata']['customer']}"]:
         response = admin_client.get(url, {"q": term})
         assert list(response.context["cl"].result_list) == [thread], term
 

@@ -103,7 +103,7 @@ def test_the_batch_page_counts_fetches_as_they_come_back(client, operator, sandb
         "<b>0</b> failed, <b>0</b> waiting."
     ) in html
     assert '<meta http-equiv="refresh"' not in html
-    assert Thread.objects.get(thread_id=known).is_mirrored
+    assert Thread.objects.get(thread_id=known).fetched_at is not None
 
 
 def test_without_a_source_api_ids_are_registered_and_the_message_says_nothing_is_fetched(
@@ -122,7 +122,7 @@ def test_a_never_fetched_thread_shows_not_fetched_instead_of_zero_messages(admin
     intake.store_bundles([json.loads(bundle_line("thread_mirrored"))])
     html = admin_client.get(reverse("admin:migrations_app_thread_changelist")).content.decode()
     assert html.count("not fetched") == 1
-    assert not Thread.objects.get(thread_id="thread_registered").is_mirrored
+    assert Thread.objects.get(thread_id="thread_registered").fetched_at is None
 
 
 def test_a_long_pasted_list_is_imported_and_queued_by_a_worker(
@@ -181,7 +181,7 @@ def test_the_upload_handler_stops_storing_at_the_limit():
 def test_an_upload_is_imported_from_the_storage_and_removed(client, operator, storage):
     data = (bundle_line("thread_a") + "\n").encode()
     client.post(reverse(IMPORT), {"export_file": SimpleUploadedFile("x.jsonl", data)})
-    assert Thread.objects.get().is_mirrored
+    assert Thread.objects.get().fetched_at is not None
     assert stored_files(storage) == []
     assert ImportBatch.objects.get().upload_name == ""
 
