@@ -352,6 +352,46 @@ class Attempt(models.Model):
         return str(self.actor) if self.actor_id else self.actor_label
 
 
+class BulkAction(models.Model):
+    """An action applied to more threads than one request should touch ("Select all N"): a
+    worker applies it a page at a time, and this row is the progress staff follow. The threads
+    acted on get their history rows as usual; the admin's log gets one entry for the whole."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    action = models.CharField(max_length=16, choices=Attempt.Action)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # The threads list's filters and search when it was asked for (its query string).
+    selection = models.TextField(blank=True)
+    eligible = models.PositiveIntegerField(help_text="Threads it applied to when confirmed")
+    done = models.PositiveIntegerField(default=0, help_text="Threads acted on so far")
+    # The last thread (pk) handled: a task that stopped resumes after it.
+    last_pk = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
+    task_group = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Touched by every page applied: a row running but untouched for long lost its worker.
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_action_display()}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
 class RateLimit(models.Model):
     """The request budget shared by every worker on every machine (GCRA).
 

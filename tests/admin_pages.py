@@ -20,6 +20,7 @@ from migrations_app.admin.threads import VALID_BUTTONS
 from migrations_app.models import (
     Assistant,
     Attempt,
+    BulkAction,
     Conversation,
     ImportBatch,
     RunStep,
@@ -170,6 +171,9 @@ def build_world() -> World:
     Conversation.objects.create(thread=succeeded, conversation_id="conv_ladder", items_committed=1)
     Attempt.objects.create(thread=succeeded, action="migrate", outcome="succeeded")
     batch = ImportBatch.objects.create(source="csv", filename="ids.csv", status="done")
+    BulkAction.objects.create(
+        action="retry", selection="status__exact=failed", eligible=120, done=40, status="running"
+    )
     now = timezone.now()
     Task.objects.create(
         id="a" * 32, name="ladder-success", func="math.floor", args=(1.5,), kwargs={},

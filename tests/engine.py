@@ -13,7 +13,7 @@ def register(sandbox, minimum=1, maximum=120, fetched=True, thread_id=None, queu
     )
     thread = Thread.objects.create(thread_id=thread_id)
     if fetched:
-        intake.fetch_thread(thread_id)
+        intake.fetch_for_staff(thread_id)
     if queued:
         queue(thread)
     thread.refresh_from_db()

@@ -60,7 +60,7 @@ def fetch_tasks():
     return sorted(
         q.task["args"][0]
         for q in OrmQ.objects.all()
-        if q.func() == "migrations_app.tasks.fetch_thread"
+        if q.func() == "migrations_app.tasks.fetch_from_source"
     )
 
 
@@ -96,7 +96,7 @@ def test_the_batch_page_counts_fetches_as_they_come_back(client, operator, sandb
     batch = ImportBatch.objects.get()
     assert "<b>0</b> fetched" in batch_page(client, batch).content.decode()
     for thread_id in fetch_tasks():
-        tasks.fetch_thread(thread_id)  # what the workers do
+        tasks.fetch_from_source(thread_id)  # what the workers do
     html = batch_page(client, batch).content.decode()
     assert (
         "2 fetch tasks queued: <b>1</b> fetched, <b>1</b> not found at the source, "
@@ -337,7 +337,7 @@ def test_an_operator_syncs_assistants_from_the_admin(client, operator, sandbox):
 def test_sync_links_threads_mirrored_before_their_assistant(client, operator, sandbox):
     thread_id = next(iter(sandbox.state.threads))
     Thread.objects.create(thread_id=thread_id)
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     client.post(reverse(SYNC))
     assert Thread.objects.get(thread_id=thread_id).assistant is not None
 

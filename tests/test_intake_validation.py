@@ -259,7 +259,7 @@ def test_a_fetched_thread_with_nul_characters_says_so_in_its_history(sandbox):
     thread_id = next(iter(sandbox.state.threads))
     sandbox.state.threads[thread_id]["metadata"] = {"k": "\x00"}
     Thread.objects.create(thread_id=thread_id)
-    attempt = intake.fetch_thread(thread_id)
+    attempt = intake.fetch_for_staff(thread_id)
     assert attempt.outcome == "succeeded"
     assert attempt.detail["changed"] == [
         "thread object: 1 NUL character(s) replaced with U+FFFD (the database cannot store U+0000)"

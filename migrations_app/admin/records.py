@@ -3,7 +3,7 @@
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -12,7 +12,6 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from migrations_app import intake, search
@@ -23,6 +22,7 @@ from migrations_app.intake import uploads
 from migrations_app.models import (
     Assistant,
     Attempt,
+    BulkAction,
     Conversation,
     ImportBatch,
     Message,
@@ -136,7 +136,7 @@ class AssistantAdmin(ReadOnlyAdmin):
         if request.method != "POST" or not self.has_sync_permission(request):
             raise PermissionDenied
         started = timezone.now()
-        level, message = sync_assistants_now()
+        level, message = notices.assistants_synced(intake.sync_assistants())
         self.message_user(request, message, level)
         synced = Assistant.objects.filter(synced_at__gte=started)
         LogEntry.objects.log_actions(request.user.pk, synced, CHANGE, "Synced from the source")
@@ -227,6 +227,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["source", "status"]
     list_select_related = ["created_by"]
+    change_form_template = "admin/migrations_app/refreshing_change_form.html"
     readonly_fields = [
         "source",
         "filename",
@@ -306,7 +307,12 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         if request.method == "POST":
             form = ImportForm(request.POST, request.FILES, refused=limiter.refused)
             if form.is_valid():
-                batch = start_import(form.cleaned_data, request.user)
+                batch = uploads.start_import(
+                    request.user,
+                    pasted=form.cleaned_data["pasted"],
+                    ids_file=form.cleaned_data["ids_file"],
+                    export_file=form.cleaned_data["export_file"],
+                )
                 level, message = notices.import_done(batch, intake.source_configured())
                 self.message_user(request, message, level)
                 return HttpResponseRedirect(
@@ -346,33 +352,61 @@ def _report_lines(entries: list[dict]) -> str:
     return format_html("<ul>{}{}</ul>", rows, more)
 
 
-# --- the import, as the page runs it ------------------------------------------------------------
-def start_import(data: dict, user: Any) -> ImportBatch:
-    """The form's one input, imported now or by a worker (see intake.uploads.start_import)."""
-    if data.get("pasted"):
-        return uploads.start_import(uploads.IDS, user, text=data["pasted"])
-    if data.get("ids_file"):
-        return uploads.start_import(uploads.IDS, user, upload=data["ids_file"])
-    return uploads.start_import(uploads.EXPORT, user, upload=data["export_file"])
+@admin.register(BulkAction)
+class BulkActionAdmin(ReadOnlyAdmin):
+    """An action on many threads, applied by a worker: its progress, read-only."""
 
+    list_display = [
+        "__str__",
+        "status",
+        display.count_column("eligible", "threads"),
+        display.count_column("done", "done"),
+        "requested_by",
+        display.time_column("created_at", "created"),
+        display.time_column("finished_at", "finished"),
+    ]
+    list_filter = ["action", "status"]
+    list_select_related = ["requested_by"]
+    change_form_template = "admin/migrations_app/refreshing_change_form.html"
+    fields = [
+        "action",
+        "selected_threads",
+        "requested_by",
+        "status",
+        "progress",
+        "error",
+        "created_at",
+        "finished_at",
+        "task_group",
+    ]
+    readonly_fields = fields
 
-def sync_assistants_now() -> tuple[int, str]:
-    """Sync every assistant from the source now; (level, message) for the page."""
-    from migrations_app import openai_client
+    @admin.display(description="progress")
+    def progress(self, obj: BulkAction) -> str:
+        return format_html(
+            '<span id="bulk-progress">{} of {} threads acted on{}</span>',
+            f"{obj.done:,}",
+            f"{obj.eligible:,}",
+            "" if obj.is_finished else " (this page refreshes until it is done)",
+        )
 
-    try:
-        synced = intake.sync_assistants()
-    except Exception as error:
-        try:
-            failure = openai_client.classify(error)
-        except Exception:
-            raise error from None
-        return messages.ERROR, f"Syncing assistants failed: {failure.message}"
-    message = (
-        f"Synced {ngettext('%d assistant', '%d assistants', synced.stored) % synced.stored} "
-        "from the source; threads that use them now show them."
-    )
-    if synced.rejected:
-        shown = "; ".join(f"{aid}: {why}" for aid, why in synced.rejected[:5])
-        return messages.WARNING, f"{message} {len(synced.rejected)} could not be stored ({shown})."
-    return messages.SUCCESS, message
+    @admin.display(description="threads selected")
+    def selected_threads(self, obj: BulkAction) -> str:
+        threads = reverse("admin:migrations_app_thread_changelist")
+        return format_html(
+            '<a href="{}?{}">the threads list, filtered as it was</a> (threads the action no '
+            "longer applies to when their page is reached are skipped)",
+            threads,
+            obj.selection,
+        )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        bulk = self.get_object(request, object_id)
+        extra = {"refresh_seconds": 2 if bulk is not None and not bulk.is_finished else None}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})

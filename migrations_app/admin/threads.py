@@ -1,10 +1,8 @@
 """The threads changelist, its confirmed bulk actions, the thread page and the mapping export."""
 
-import csv
-
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
@@ -24,10 +22,11 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from migrations_app import actions, dashboard, intake, search, states, tasks
+from migrations_app import actions, dashboard, mapping, search, states
+from migrations_app.actions import Plan
 from migrations_app.admin import display, notices
 from migrations_app.admin.pages import require_view_permission, viewable_object
-from migrations_app.models import Thread, ThreadStatus
+from migrations_app.models import BulkAction, Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
 from migrations_app.thread_page import thread_page
 
@@ -207,10 +206,14 @@ class ThreadAdmin(admin.ModelAdmin):
             return self.preview_response(request, queryset)
         plan = actions.plan(name, queryset)
         if request.POST.get("post") == "yes" and plan.eligible:
-            count = self.apply(request, queryset, name)
-            self.message_user(
-                request, notices.action_done(name, plan.rule.label, count), messages.SUCCESS
-            )
+            if plan.eligible > actions.INLINE_LIMIT:
+                bulk = self.hand_to_worker(request, queryset, plan)
+                self.message_user(request, notices.bulk_started(bulk), messages.SUCCESS)
+            else:
+                count = self.apply_now(request, queryset, name)
+                self.message_user(
+                    request, notices.action_done(name, plan.rule.label, count), messages.SUCCESS
+                )
             if request.POST.get("return_to") == "dashboard":
                 return HttpResponseRedirect(reverse("admin:migrations_app_dashboard"))
             return None
@@ -228,8 +231,11 @@ class ThreadAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/migrations_app/thread/confirm_action.html", context)
 
-    def apply(self, request, queryset, name):
-        def log(pks):
+    def apply_now(self, request: HttpRequest, queryset: QuerySet[Thread], name: str) -> int:
+        """A few threads: acted on inside the request, one log entry each (as Django's own
+        actions log)."""
+
+        def log(pks: list[int]) -> None:
             LogEntry.objects.log_actions(
                 request.user.pk,
                 list(Thread.objects.filter(pk__in=pks).only("pk", "thread_id")),
@@ -237,10 +243,29 @@ class ThreadAdmin(admin.ModelAdmin):
                 change_message=f"{name} (console action)",
             )
 
-        if name == "fetch":
-            return apply_fetch(queryset, request.user, log)
         count, _ = actions.apply(name, queryset, user=request.user, on_chunk=log)
         return count
+
+    def hand_to_worker(
+        self, request: HttpRequest, queryset: QuerySet[Thread], plan: Plan
+    ) -> BulkAction:
+        """Many threads: one task applies the action a page at a time, one log entry says who
+        asked for what (each thread still gets its own history row)."""
+        bulk = actions.start_bulk(
+            plan.rule.name,
+            queryset,
+            eligible=plan.eligible,
+            user=request.user,
+            selection=request.GET.urlencode(),
+        )
+        LogEntry.objects.log_actions(
+            request.user.pk,
+            [bulk],
+            ADDITION,
+            change_message=f"{plan.rule.label}: {plan.eligible} threads (console action, "
+            "applied by a worker)",
+        )
+        return bulk
 
     def preview_response(self, request, queryset):
         previews = []
@@ -276,11 +301,7 @@ class ThreadAdmin(admin.ModelAdmin):
         require_view_permission(self, request)
         changelist = self.get_changelist_instance(request)
         threads = changelist.get_queryset(request)
-        writer = csv.writer(Echo(), lineterminator="\n")
-        response = StreamingHttpResponse(
-            (writer.writerow(row) for row in intake.mapping_rows(threads)),
-            content_type="text/csv",
-        )
+        response = StreamingHttpResponse(mapping.mapping_lines(threads), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="thread-conversation-mapping.csv"'
         return response
 
@@ -365,11 +386,6 @@ class ThreadAdmin(admin.ModelAdmin):
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
 
-class Echo:
-    def write(self, value):
-        return value
-
-
 REMEDY_LABELS = {
     "retry": "Retry this group",
     "fetch": "Fetch this group again",
@@ -389,10 +405,3 @@ def buttons_for(thread, request, model_admin):
             offered.append((name, actions.RULES[name].label))
     return offered
 
-
-# --- fetch as an action -------------------------------------------------------------------------
-def apply_fetch(queryset, user, log):
-    ids = list(queryset.filter(states.ELIGIBLE["fetch"]).values_list("pk", "thread_id"))
-    log([pk for pk, _ in ids])
-    tasks.queue_fetch([thread_id for _, thread_id in ids], group=f"fetch by {user}")
-    return len(ids)

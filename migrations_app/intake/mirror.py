@@ -256,11 +256,6 @@ def store_prepared(
     )
 
 
-def is_frozen(thread: Thread) -> bool:
-    """A thread whose upload has started keeps its mirror: a retry must reuse the same input."""
-    return bool(thread.conversation_id) or thread.items_committed > 0
-
-
 # --- assistants ---------------------------------------------------------------------------------
 def upsert_assistants(
     assistants: Iterable[Any], *, rejected: list[tuple[str, str]] | None = None

@@ -83,6 +83,8 @@ class Command(BaseCommand):
     def _sync_assistants(self) -> None:
         """The sandbox's assistants first, so every fetched thread shows its assistant."""
         synced = intake.sync_assistants()
+        if synced.failure:
+            raise CommandError(f"Syncing the demo assistants failed: {synced.failure.message}")
         self.stdout.write(f"Synced {synced.stored} demo assistants from the sandbox.")
 
     def _import_demo_ids(self, thread_ids):
