@@ -23,15 +23,16 @@ def chunks(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def pk_pages(
-    queryset: QuerySet[Any], *fields: str, size: int = PAGE_SIZE, after: int = 0
+    queryset: QuerySet[Any], *fields: str, size: int | None = None, after: int = 0
 ) -> Iterator[list[Any]]:
-    """`queryset` in pages of `size` rows in pk order, from the first pk above `after`: lists of
+    """`queryset` in pages of `size` rows (default PAGE_SIZE) in pk order, from the first pk above `after`: lists of
     pks, or of (pk, *fields) tuples when `fields` are named.
 
     Keyset paging: each page is one query for the next rows after the last pk handed out, read
     whole before the caller sees it. So the caller may write to the database between pages (the
     task broker's inserts would close an open cursor on SQLite), rows it changed are not read
     again, and a run that stopped can resume after the last pk it finished."""
+    size = size or PAGE_SIZE
     while True:
         rows = queryset.filter(pk__gt=after).order_by("pk")
         if fields:

@@ -1,6 +1,6 @@
 """Every admin URL the console serves, enumerated from the URL conf, and a small world of objects
 (one row of every registered model, threads in every state an action applies to) to fill their
-ids in. Shared by the permission ladder and the secrets test."""
+ids in. Shared by the permission ladder and the secrets test; and how a test sends an action."""
 
 import re
 from dataclasses import dataclass
@@ -11,7 +11,9 @@ from django.contrib import admin
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.urls import URLPattern, URLResolver
+from django.http import HttpResponse
+from django.test import Client
+from django.urls import URLPattern, URLResolver, reverse
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Task
 
@@ -131,6 +133,13 @@ class World:
             prefix + fill(pattern.route, dict(zip(names, combination, strict=True)))
             for combination in product(*(values[n] for n in names))
         ]
+
+
+def post_action(client: Client, action: str, pks: list[int], **extra: str) -> HttpResponse:
+    """An admin action on the threads list, as its form sends it (`post="yes"`: confirmed)."""
+    url = reverse("admin:migrations_app_thread_changelist")
+    data = {"action": action, "_selected_action": [str(pk) for pk in pks], "index": "0", **extra}
+    return client.post(url, data)
 
 
 def build_world() -> World:

@@ -27,8 +27,8 @@ def queue(thread, action="migrate"):
     thread.refresh_from_db()
 
 
-def script(sandbox, *faults):
-    """Faults the sandbox injects once each, on POSTs unless a fault names its method."""
+def script(sandbox, *faults, times=1):
+    """Faults the sandbox injects `times` each, on POSTs unless a fault names its method."""
     sandbox.state.configure_faults(
-        scripted=[{"method": "POST", "times": 1, **fault} for fault in faults]
+        scripted=[{"method": "POST", "times": times, **fault} for fault in faults]
     )

@@ -7,13 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group, User
 from playwright.sync_api import expect, sync_playwright
 
 from migrations_app import intake
 from migrations_app.models import Thread, ThreadStatus
 from migrations_app.sandbox import SandboxServer, seeded_state
-from migrations_app.staff_groups import create_staff_groups
+from tests import personas
 from tests.cluster import Cluster, wait_until
 from tests.factories import HOSTILE, hostile_bundle
 
@@ -99,19 +98,10 @@ def world():
         yield server
 
 
-def staff(username, group):
-    from django.apps import apps
-
-    create_staff_groups(apps)  # a transactional test starts from empty tables
-    user = User.objects.create_user(username, password="console-pw", is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
 def log_in(page, live_server, username):
     page.goto(f"{live_server.url}/admin/login/")
     page.fill("#id_username", username)
-    page.fill("#id_password", "console-pw")
+    page.fill("#id_password", personas.PASSWORD)
     page.click("input[type=submit]")
     expect(page.locator("#console-links")).to_be_visible()
 
@@ -124,7 +114,7 @@ def shot(page, name):
 def test_an_operator_imports_migrates_watches_compares_and_retries(
     page, live_server, world, tmp_path
 ):
-    staff("olga", "operators")
+    personas.operator("olga")
     cluster = Cluster(world, tmp_path).start()
     try:
         log_in(page, live_server, "olga")
@@ -200,7 +190,7 @@ def test_an_operator_imports_migrates_watches_compares_and_retries(
 
 
 def test_an_auditor_sees_no_action_buttons_and_a_forged_post_is_refused(page, live_server):
-    staff("aldo", "auditors")
+    personas.auditor("aldo")
     intake.import_thread_ids(["thread_audited"], batch=intake.ImportBatch(source="paste"))
     thread = Thread.objects.get()
     log_in(page, live_server, "aldo")
@@ -222,7 +212,7 @@ def test_an_auditor_sees_no_action_buttons_and_a_forged_post_is_refused(page, li
 
 
 def test_hostile_content_is_shown_as_text_and_never_runs(page, live_server):
-    admin = User.objects.create_superuser("root", password="console-pw")
+    admin = personas.superuser("root")
     assert admin.is_staff
     bundle = hostile_bundle()
     intake.store_bundles([bundle])

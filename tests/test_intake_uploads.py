@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import Group, Permission
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -33,23 +33,6 @@ def storage(settings, tmp_path):
 
 def stored_files(storage):
     return sorted(p.name for p in storage.rglob("*") if p.is_file())
-
-
-def logged_in(client, username, group):
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def operator(client):
-    return logged_in(client, "olga", "operators")
-
-
-@pytest.fixture
-def auditor(client):
-    return logged_in(client, "aldo", "auditors")
 
 
 def batch_page(client, batch):
