@@ -25,7 +25,7 @@ from migrations_app.models import Attempt, BulkAction, Thread
 from migrations_app.paging import pk_pages
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import AbstractBaseUser, User
     from django.db.models.sql import Query
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def start_bulk(
     threads: QuerySet[Thread],
     *,
     eligible: int,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     selection: str = "",
 ) -> BulkAction:
     """Hand an action on many threads to a worker: a BulkAction row and the one task that
@@ -214,9 +214,7 @@ def _go_on_later(bulk: BulkAction, query: Query) -> None:
         BulkAction.objects.filter(pk=bulk.pk).update(
             status=BulkAction.Status.QUEUED, updated_at=Now()
         )
-        async_task(
-            BULK_TASK, bulk.pk, query, group=bulk.task_group, task_name=f"bulk #{bulk.pk}"
-        )
+        async_task(BULK_TASK, bulk.pk, query, group=bulk.task_group, task_name=f"bulk #{bulk.pk}")
 
 
 def sweep_stopped_bulk_actions() -> int:
@@ -224,9 +222,7 @@ def sweep_stopped_bulk_actions() -> int:
     their worker was killed and the task is gone. Failed with that reason; returns how many."""
     timeout, retry = settings.Q_CLUSTER["timeout"], settings.Q_CLUSTER["retry"]
     stale = timezone.now() - timedelta(seconds=timeout + retry)
-    return BulkAction.objects.filter(
-        status=BulkAction.Status.RUNNING, updated_at__lt=stale
-    ).update(
+    return BulkAction.objects.filter(status=BulkAction.Status.RUNNING, updated_at__lt=stale).update(
         status=BulkAction.Status.FAILED,
         finished_at=Now(),
         updated_at=Now(),

@@ -2,7 +2,7 @@
 
 import csv
 from collections.abc import Iterator, Sequence
-from typing import IO
+from typing import Protocol
 
 from django.db.models import QuerySet
 
@@ -35,7 +35,13 @@ def mapping_lines(threads: QuerySet[Thread]) -> Iterator[str]:
     return (writer.writerow(row) for row in mapping_rows(threads))
 
 
-def write_mapping(out: IO[str], threads: QuerySet[Thread] | None = None) -> int:
+class Writer(Protocol):
+    """Where the mapping goes: a text file, or a command's standard output."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+def write_mapping(out: Writer, threads: QuerySet[Thread] | None = None) -> int:
     """Write the mapping of `threads` (default: all) to `out`; returns how many threads."""
     count = -1
     for line in mapping_lines(threads if threads is not None else Thread.objects.all()):

@@ -6,6 +6,7 @@ and sort on.
 """
 
 import time
+from typing import Self
 
 from django.conf import settings
 from django.db import models
@@ -56,11 +57,11 @@ class ImportBatch(models.Model):
         verbose_name_plural = "import batches"
         ordering = ["-created_at"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         name = self.filename or self.get_source_display()
         return f"#{self.pk} {name}"
 
-    def add_error(self, message, *, line=None, file=None):
+    def add_error(self, message: str, *, line: int | None = None, file: str | None = None) -> None:
         self.invalid_count += 1
         if len(self.errors) < self.MAX_ERRORS:
             self.errors.append({"file": file, "line": line, "message": message})
@@ -88,7 +89,7 @@ class Assistant(models.Model):
         ordering = ["name", "assistant_id"]
         permissions = [("sync_assistants", "Can sync assistants from the source")]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name} ({self.assistant_id})" if self.name else self.assistant_id
 
 
@@ -202,7 +203,7 @@ class Thread(models.Model):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.thread_id
 
 
@@ -229,7 +230,7 @@ class Message(models.Model):
             )
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message_id
 
 
@@ -248,12 +249,12 @@ class RunStep(models.Model):
             models.UniqueConstraint(fields=["thread", "step_id"], name="run_step_unique_per_thread")
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.step_id
 
 
 class ConversationQuerySet(models.QuerySet):
-    def live(self):
+    def live(self) -> Self:
         return self.filter(replaced_at__isnull=True)
 
 
@@ -286,7 +287,7 @@ class Conversation(models.Model):
             )
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.conversation_id
 
 
@@ -344,11 +345,11 @@ class Attempt(models.Model):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.get_action_display()} {self.thread_id}: {self.outcome}"
 
     @property
-    def who(self):
+    def who(self) -> str:
         return str(self.actor) if self.actor_id else self.actor_label
 
 
@@ -410,9 +411,9 @@ class RateLimit(models.Model):
 
     WINDOW_SECONDS = 60
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def requests_in_window(self, now=None):
+    def requests_in_window(self, now: float | None = None) -> int:
         now = now or time.time()
         return self.window_requests if self.window_started > now - self.WINDOW_SECONDS else 0

@@ -25,8 +25,8 @@ def chunks(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
 def pk_pages(
     queryset: QuerySet[Any], *fields: str, size: int | None = None, after: int = 0
 ) -> Iterator[list[Any]]:
-    """`queryset` in pages of `size` rows (default PAGE_SIZE) in pk order, from the first pk above `after`: lists of
-    pks, or of (pk, *fields) tuples when `fields` are named.
+    """`queryset` in pages of `size` rows (default PAGE_SIZE) in pk order, from the first pk
+    above `after`: lists of pks, or of (pk, *fields) tuples when `fields` are named.
 
     Keyset paging: each page is one query for the next rows after the last pk handed out, read
     whole before the caller sees it. So the caller may write to the database between pages (the

@@ -53,8 +53,7 @@ def bulk_started(bulk: BulkAction) -> SafeString:
     its progress on bulk action #3.'"""
     said = ngettext(
         "%(action)s: %(count)s thread is handed to a worker, which applies it a page at a time;",
-        "%(action)s: %(count)s threads are handed to a worker, which applies it a page at a "
-        "time;",
+        "%(action)s: %(count)s threads are handed to a worker, which applies it a page at a time;",
         bulk.eligible,
     ) % {"action": bulk.get_action_display(), "count": f"{bulk.eligible:,}"}
     return format_html(

@@ -26,8 +26,9 @@ from migrations_app.intake.source import queue_batch_fetch, source_configured
 from migrations_app.models import ImportBatch
 
 if TYPE_CHECKING:
-    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import User
     from django.core.files.uploadedfile import UploadedFile
+    from django.http import HttpRequest
 
 log = logging.getLogger(__name__)
 FOLDER = "imports"
@@ -68,14 +69,15 @@ class LimitHandler(FileUploadHandler):
 
     KINDS = {"ids_file": IDS, "export_file": EXPORT}
 
-    def __init__(self, request: Any = None) -> None:
+    def __init__(self, request: HttpRequest | None = None) -> None:
         super().__init__(request)
         self.refused: dict[str, str] = {}
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
         kind = self.KINDS.get(self.field_name, EXPORT)
         if start + len(raw_data) > size_limit(kind):
-            self.refused[self.field_name] = size_problem(kind, self.file_name, None) or ""
+            name = self.file_name or self.field_name
+            self.refused[self.field_name] = size_problem(kind, name, None) or ""
             raise SkipFile
         return raw_data
 
@@ -160,7 +162,7 @@ def _import(kind: str, name: str, filename: str, batch: ImportBatch) -> None:
 
 # --- the import page's entry point --------------------------------------------------------------
 def start_import(
-    user: AbstractBaseUser,
+    user: User,
     *,
     pasted: str = "",
     ids_file: UploadedFile | None = None,
@@ -198,7 +200,7 @@ def start_import(
 
 
 def _to_worker(
-    kind: str, name: str, filename: str, user: AbstractBaseUser, fetch: bool, source: str
+    kind: str, name: str, filename: str, user: User, fetch: bool, source: str
 ) -> ImportBatch:
     from django_q.tasks import async_task
 
