@@ -13,7 +13,7 @@ from migrations_app import intake
 from migrations_app.models import Thread, ThreadStatus
 from migrations_app.sandbox import SandboxServer, seeded_state
 from tests import personas
-from tests.cluster import Cluster, wait_until
+from tests.cluster import Cluster, wait_for_the_cluster
 from tests.factories import HOSTILE, hostile_bundle
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -152,14 +152,7 @@ def test_an_operator_imports_migrates_watches_compares_and_retries(
         expect(page.locator(".messagelist")).to_contain_text("Migrate: 12 threads")
         shot(page, "threads-list")
 
-        wait_until(
-            lambda: (
-                not Thread.objects.filter(
-                    status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]
-                ).exists()
-            ),
-            what="the cluster to finish",
-        )
+        wait_for_the_cluster()
         failed = Thread.objects.get(status=ThreadStatus.FAILED)
 
         # The dashboard shows the failure group with its reason.

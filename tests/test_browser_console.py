@@ -10,7 +10,7 @@ from migrations_app import intake
 from migrations_app.models import Conversation, Thread, ThreadStatus
 from migrations_app.sandbox import generate_dataset
 from tests import personas, test_browser
-from tests.cluster import Cluster, wait_until
+from tests.cluster import Cluster, wait_for_the_cluster, wait_until
 from tests.test_browser import log_in, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -225,14 +225,7 @@ def test_the_dashboard_lets_go_of_a_retried_group_and_shows_its_scale(
         page.click("button[name=index]")
         page.click("input[value^='Yes, migrate']")
         expect(page.locator(".messagelist")).to_contain_text("Migrate: 12 threads queued.")
-        wait_until(
-            lambda: (
-                not Thread.objects.filter(
-                    status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]
-                ).exists()
-            ),
-            what="the cluster to finish",
-        )
+        wait_for_the_cluster()
         page.goto(f"{live_server.url}/admin/migrations_app/thread/dashboard/")
         group = page.locator("#failures tbody tr", has_text="API key was refused")
         expect(group).to_have_count(1)
