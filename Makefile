@@ -34,9 +34,10 @@ test: $(VENV)/.installed chromium postgres lint  ## the whole suite against a Po
 	$(PY) -m tests.postgres sh -c '$(PY) manage.py makemigrations --check --dry-run --settings=tests.settings && \
 		$(PY) -m pytest $(PYTEST_ARGS)'
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed  ## ruff (lint + format) and mypy (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 fmt: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .

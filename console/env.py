@@ -1,20 +1,27 @@
 """Typed readers for environment variables that fail loudly on bad values."""
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
+N = TypeVar("N", int, float)
+Environ = Mapping[str, str]
 
 
-def env_str(name, default=None, environ=os.environ):
+@overload
+def env_str(name: str, default: str, environ: Environ = os.environ) -> str: ...
+@overload
+def env_str(name: str, default: None = None, environ: Environ = os.environ) -> str | None: ...
+def env_str(name: str, default: str | None = None, environ: Environ = os.environ) -> str | None:
     value = environ.get(name, "").strip()
     return value if value else default
 
 
-def env_bool(name, default, environ=os.environ):
+def env_bool(name: str, default: bool, environ: Environ = os.environ) -> bool:
     raw = env_str(name, environ=environ)
     if raw is None:
         return default
@@ -26,7 +33,14 @@ def env_bool(name, default, environ=os.environ):
     raise ImproperlyConfigured(f"{name} must be true/false/1/0 (any case), got {raw!r}")
 
 
-def _env_number(name, default, parse, kind, minimum, environ):
+def _env_number(
+    name: str,
+    default: N,
+    parse: Callable[[str], N],
+    kind: str,
+    minimum: N | None,
+    environ: Environ,
+) -> N:
     raw = env_str(name, environ=environ)
     if raw is None:
         return default
@@ -39,22 +53,26 @@ def _env_number(name, default, parse, kind, minimum, environ):
     return value
 
 
-def env_int(name, default, *, minimum=None, environ=os.environ):
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, environ: Environ = os.environ
+) -> int:
     return _env_number(name, default, int, "a whole number", minimum, environ)
 
 
-def env_float(name, default, *, minimum=None, environ=os.environ):
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, environ: Environ = os.environ
+) -> float:
     return _env_number(name, default, float, "a number", minimum, environ)
 
 
-def env_list(name, default, environ=os.environ):
+def env_list(name: str, default: list[str], environ: Environ = os.environ) -> list[str]:
     raw = env_str(name, environ=environ)
     if raw is None:
         return list(default)
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def env_proxy_header(name: str, environ: Mapping[str, str] = os.environ) -> tuple[str, str] | None:
+def env_proxy_header(name: str, environ: Environ = os.environ) -> tuple[str, str] | None:
     """`X-Forwarded-Proto: https` → ("HTTP_X_FORWARDED_PROTO", "https"), Django's form."""
     raw = env_str(name, environ=environ)
     if raw is None:

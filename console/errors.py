@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.safestring import SafeString, mark_safe
 from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 SUBSTITUTE = SafeExceptionReporterFilter.cleansed_substitute
@@ -51,7 +52,7 @@ def _strings(value: Any) -> Iterable[str]:
 @cache
 def secret_values() -> tuple[str, ...]:
     """Every secret the configuration holds, longest first."""
-    found = set()
+    found: set[str] = set()
     for name in dir(settings):
         if not name.isupper():
             continue
@@ -108,11 +109,12 @@ class SecretsFilter(SafeExceptionReporterFilter):
 class SecretsReporter(ExceptionReporter):
     """DEFAULT_EXCEPTION_REPORTER: the finished debug page and report, secrets cut out."""
 
-    def get_traceback_html(self) -> str:
-        return redact(super().get_traceback_html())
+    # Django's own page, still safe: redact() only puts stars where a secret's text was.
+    def get_traceback_html(self) -> SafeString:
+        return mark_safe(redact(super().get_traceback_html()))
 
-    def get_traceback_text(self) -> str:
-        return redact(super().get_traceback_text())
+    def get_traceback_text(self) -> SafeString:
+        return mark_safe(redact(super().get_traceback_text()))
 
 
 class RedactingFormatter(logging.Formatter):

@@ -7,21 +7,32 @@ reason, so a confirmation page can say exactly what will happen before anything 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db.models import BooleanField, Count, ExpressionWrapper, QuerySet
+from django.conf import settings
+from django.db import transaction
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from migrations_app import states
-from migrations_app.models import Thread
+from migrations_app.models import Attempt, BulkAction, Thread
+from migrations_app.paging import pk_pages
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import AbstractBaseUser, User
+    from django.db.models.sql import Query
 
-CHUNK = 2000
+log = logging.getLogger(__name__)
+# More eligible threads than this and the action is applied by a worker (a BulkAction), not
+# inside the request: two pages of the threads list still act at once.
+INLINE_LIMIT = 100
+BULK_TASK = "migrations_app.tasks.apply_bulk_action"
 
 
 @dataclass(frozen=True)
@@ -31,14 +42,8 @@ class ActionRule:
 
 
 RULES = {
-    rule.name: rule
-    for rule in (
-        ActionRule("fetch", "Fetch from source"),
-        ActionRule("migrate", "Migrate"),
-        ActionRule("retry", "Retry"),
-        ActionRule("remigrate", "Re-migrate"),
-        ActionRule("cancel", "Cancel"),
-    )
+    name: ActionRule(name, Attempt.Action(name).label)
+    for name in ("fetch", "migrate", "retry", "remigrate", "cancel")
 }
 
 
@@ -72,9 +77,34 @@ def plan(action: str, threads: QuerySet[Thread]) -> Plan:
     return Plan(RULES[action], threads.filter(eligible).order_by().count(), skipped)
 
 
-def chunks(iterator: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+def task_group(action: str) -> str:
+    return f"{action} {timezone.now():%Y-%m-%d %H:%M:%S}"
+
+
+def apply_page(
+    action: str,
+    pks: Sequence[int],
+    *,
+    group: str,
+    user: AbstractBaseUser | None = None,
+    actor_label: str = "",
+    enqueue: bool = True,
+) -> list[int]:
+    """Apply an action to the threads among `pks` it still applies to; returns those pks.
+    Migrate, retry, re-migrate and cancel go through `states` (one history row each); a fetch
+    queues one fetch task per thread, whose history row is written when it runs."""
+    if action == "cancel":
+        return states.cancel(pks, group=group, user=user, actor_label=actor_label)
+    if action == "fetch":
+        from migrations_app.intake.source import queue_fetches
+
+        found = Thread.objects.filter(states.ELIGIBLE["fetch"], pk__in=list(pks))
+        rows = list(found.order_by("pk").values_list("pk", "thread_id"))
+        queue_fetches([thread_id for _, thread_id in rows], group)
+        return [pk for pk, _ in rows]
+    return states.queue(
+        pks, action, group=group, user=user, actor_label=actor_label, enqueue=enqueue
+    )
 
 
 def apply(
@@ -89,22 +119,113 @@ def apply(
 ) -> tuple[int, str]:
     """Apply an action to every eligible thread in `threads`; returns (count, task group).
 
-    Works in chunks, so "all 10 million threads matching this filter" never loads them at once.
-    Each thread's state changes only if the action still applies when its chunk is written.
+    Works a page of threads at a time, so "all 10 million threads matching this filter" never
+    loads them at once. Each thread's state changes only if the action still applies when its
+    page is written.
     """
-    group = group or f"{action} {timezone.now():%Y-%m-%d %H:%M:%S}"
-    pks = (
-        threads.filter(states.ELIGIBLE[action]).order_by("pk").values_list("pk", flat=True)
-    ).iterator(chunk_size=CHUNK)
+    group = group or task_group(action)
     total = 0
-    for chunk in chunks(pks, CHUNK):
-        if action == "cancel":
-            changed = states.cancel(chunk, group=group, user=user, actor_label=actor_label)
-        else:
-            changed = states.queue(
-                chunk, action, group=group, user=user, actor_label=actor_label, enqueue=enqueue
-            )
+    for page in pk_pages(threads.filter(states.ELIGIBLE[action])):
+        changed = apply_page(
+            action, page, group=group, user=user, actor_label=actor_label, enqueue=enqueue
+        )
         total += len(changed)
         if on_chunk and changed:
             on_chunk(changed)
     return total, group
+
+
+# --- many threads: applied by a worker ---------------------------------------------------------
+def start_bulk(
+    action: str,
+    threads: QuerySet[Thread],
+    *,
+    eligible: int,
+    user: User | None = None,
+    selection: str = "",
+) -> BulkAction:
+    """Hand an action on many threads to a worker: a BulkAction row and the one task that
+    applies it, queued together. `eligible` is what the confirmation page counted."""
+    from django_q.tasks import async_task
+
+    group = task_group(action)
+    with transaction.atomic():  # the ORM broker writes to this database: both or neither
+        bulk = BulkAction.objects.create(
+            action=action,
+            requested_by=user,
+            selection=selection,
+            eligible=eligible,
+            task_group=group,
+        )
+        # The selection travels as the queryset's query (django-q2 signs what it pickles).
+        async_task(BULK_TASK, bulk.pk, threads.query, group=group, task_name=f"bulk #{bulk.pk}")
+    return bulk
+
+
+def run_bulk(
+    bulk_pk: int,
+    query: Query,
+    *,
+    seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
+    """Apply a BulkAction a page at a time, recording its progress after each page. After
+    `seconds` (default: half the task timeout) it queues a task to go on where it stopped, so
+    no task runs into the timeout whatever the number of threads. A task delivered again after
+    its worker died resumes after the last page it recorded. Returns the status."""
+    bulk = BulkAction.objects.select_related("requested_by").get(pk=bulk_pk)
+    if bulk.is_finished:
+        return bulk.status
+    touched = BulkAction.objects.filter(pk=bulk_pk)
+    touched.update(status=BulkAction.Status.RUNNING, updated_at=Now())
+    threads = Thread.objects.all()
+    threads.query = query
+    budget = seconds if seconds is not None else settings.Q_CLUSTER["timeout"] / 2
+    stop_at = clock() + budget
+    eligible = threads.filter(states.ELIGIBLE[bulk.action])
+    try:
+        for page in pk_pages(eligible, after=bulk.last_pk):
+            with transaction.atomic():
+                changed = apply_page(
+                    bulk.action, page, group=bulk.task_group, user=bulk.requested_by
+                )
+                touched.update(done=F("done") + len(changed), last_pk=page[-1], updated_at=Now())
+            if clock() >= stop_at:
+                _go_on_later(bulk, query)
+                return BulkAction.Status.QUEUED
+    except Exception as error:
+        log.exception("bulk action %s stopped", bulk_pk)
+        touched.update(
+            status=BulkAction.Status.FAILED,
+            finished_at=Now(),
+            updated_at=Now(),
+            error=f"Stopped: {error} ({type(error).__name__}). Threads acted on before it stay "
+            "so; apply the action again for the rest (they are the ones it still applies to).",
+        )
+        raise
+    touched.update(status=BulkAction.Status.DONE, finished_at=Now(), updated_at=Now())
+    return BulkAction.Status.DONE
+
+
+def _go_on_later(bulk: BulkAction, query: Query) -> None:
+    from django_q.tasks import async_task
+
+    with transaction.atomic():
+        BulkAction.objects.filter(pk=bulk.pk).update(
+            status=BulkAction.Status.QUEUED, updated_at=Now()
+        )
+        async_task(BULK_TASK, bulk.pk, query, group=bulk.task_group, task_name=f"bulk #{bulk.pk}")
+
+
+def sweep_stopped_bulk_actions() -> int:
+    """Bulk actions running but untouched for longer than a task can be re-delivered and run:
+    their worker was killed and the task is gone. Failed with that reason; returns how many."""
+    timeout, retry = settings.Q_CLUSTER["timeout"], settings.Q_CLUSTER["retry"]
+    stale = timezone.now() - timedelta(seconds=timeout + retry)
+    return BulkAction.objects.filter(status=BulkAction.Status.RUNNING, updated_at__lt=stale).update(
+        status=BulkAction.Status.FAILED,
+        finished_at=Now(),
+        updated_at=Now(),
+        error="The worker applying it stopped without finishing. Threads acted on before it stay "
+        "so; apply the action again for the rest (they are the ones it still applies to).",
+    )

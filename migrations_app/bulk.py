@@ -4,14 +4,21 @@ PostgreSQL gets COPY and INSERT … ON CONFLICT over arrays; SQLite gets execute
 used only inside the caller's transaction.
 """
 
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
 from django.db import connection
+from django.db.models import Model
+
+Row = Sequence[Any]
 
 
-def _columns(columns):
+def _columns(columns: Iterable[str]) -> str:
     return ", ".join(connection.ops.quote_name(c) for c in columns)
 
 
-def copy_rows(model, columns, rows):
+def copy_rows(model: type[Model], columns: list[str], rows: Iterable[Row]) -> None:
     """Append rows (tuples in `columns` order; JSON columns as text) to the model's table."""
     table = connection.ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
@@ -21,10 +28,14 @@ def copy_rows(model, columns, rows):
                     copy.write_row(row)
         else:
             marks = ", ".join(["%s"] * len(columns))
-            cursor.executemany(f"INSERT INTO {table} ({_columns(columns)}) VALUES ({marks})", rows)
+            cursor.executemany(
+                f"INSERT INTO {table} ({_columns(columns)}) VALUES ({marks})", list(rows)
+            )
 
 
-def insert_new_thread_ids(model, thread_ids, import_batch_id):
+def insert_new_thread_ids(
+    model: type[Model], thread_ids: Iterable[str], import_batch_id: int | None
+) -> int:
     """Insert the ids not yet registered; returns how many were new. Every other column takes
     its database default."""
     table = connection.ops.quote_name(model._meta.db_table)
@@ -56,13 +67,15 @@ MIRROR_COLUMNS = [
 _ARRAY_TYPES = ["text", "timestamptz", "integer", "bigint", "integer", "integer"]
 
 
-def _adapted(rows, at):
+def _adapted(rows: Iterable[Row], at: int) -> list[tuple[Any, ...]]:
     """Rows with their datetimes as the backend stores them (SQLite: text)."""
     adapt = connection.ops.adapt_datetimefield_value
     return [(*row[:at], adapt(row[at]), *row[at + 1 :]) for row in rows]
 
 
-def insert_mirror_rows(model, rows, import_batch_id, now):
+def insert_mirror_rows(
+    model: type[Model], rows: list[Row], import_batch_id: int | None, now: datetime
+) -> dict[str, int]:
     """Insert threads that are not registered yet, with their mirror: rows are
     (thread_id, *MIRROR_COLUMNS values). Existing threads are left untouched (their mirror is
     replaced only under a lock, by update_mirror_rows). Returns {thread_id: pk} of those
@@ -88,7 +101,9 @@ def insert_mirror_rows(model, rows, import_batch_id, now):
         # SQLite: one writer at a time (the transaction holds the lock), so "not there yet" is
         # "inserted by us".
         ids = [row[0] for row in rows]
-        there = set(model.objects.filter(thread_id__in=ids).values_list("thread_id", flat=True))
+        there = set(
+            model._default_manager.filter(thread_id__in=ids).values_list("thread_id", flat=True)
+        )
         new = [row for row in rows if row[0] not in there]
         stamp = connection.ops.adapt_datetimefield_value(now)
         marks = ", ".join(["%s"] * (4 + len(MIRROR_COLUMNS)))
@@ -97,11 +112,13 @@ def insert_mirror_rows(model, rows, import_batch_id, now):
             [(row[0], import_batch_id, stamp, stamp, *row[1:]) for row in _adapted(new, 2)],
         )
     return dict(
-        model.objects.filter(thread_id__in=[row[0] for row in new]).values_list("thread_id", "pk")
+        model._default_manager.filter(thread_id__in=[row[0] for row in new]).values_list(
+            "thread_id", "pk"
+        )
     )
 
 
-def update_mirror_rows(model, rows, now):
+def update_mirror_rows(model: type[Model], rows: list[Row], now: datetime) -> None:
     """Replace the mirror of existing threads: rows are (pk, *MIRROR_COLUMNS values). The caller
     holds their row locks (states.lock_writable_mirrors)."""
     if not rows:

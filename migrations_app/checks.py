@@ -1,12 +1,18 @@
 """Start-up checks for configurations that would fail later, at the worst moment."""
 
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 
 @register()
-def check_api_configuration(app_configs, **kwargs):
-    messages = []
+def check_api_configuration(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
     if settings.OPENAI_BASE_URL and not settings.OPENAI_API_KEY:
         messages.append(
             Error(
@@ -27,7 +33,9 @@ def check_api_configuration(app_configs, **kwargs):
 
 
 @register(deploy=True)
-def check_database_for_workers(app_configs, **kwargs):
+def check_database_for_workers(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
     engine = settings.DATABASES["default"]["ENGINE"]
     if "sqlite" in engine and not settings.DEBUG:
         return [
@@ -42,7 +50,9 @@ def check_database_for_workers(app_configs, **kwargs):
 
 
 @register()
-def check_cluster_settings(app_configs, **kwargs):
+def check_cluster_settings(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
     conf = settings.Q_CLUSTER
     if conf.get("retry", 0) <= conf.get("timeout", 0):
         return [
@@ -56,7 +66,9 @@ def check_cluster_settings(app_configs, **kwargs):
 
 
 @register()
-def check_lease_outlives_requests(app_configs, **kwargs):
+def check_lease_outlives_requests(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
     if settings.MIGRATION_LEASE_SECONDS < 2 * settings.API_TIMEOUT_SECONDS:
         return [
             Error(

@@ -5,6 +5,7 @@ that names its source object, what was lost or changed, and why.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -18,6 +19,8 @@ METADATA_MAX_VALUE_LENGTH = 512
 CALL_ID_MAX_LENGTH = 64
 CONTAINER_MAX_FILES = 50
 SOURCE_THREAD_KEY = "source_thread_id"
+# An object of the API's JSON (a thread, a message, a run step, an item, a part…).
+JSON = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class ConversionWarning:
     source: str  # the message, step, thread or assistant id
     text: str
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.source}: {self.text}"
 
 
@@ -55,51 +58,39 @@ class Origin:
     MESSAGE = "message"
     STEP = "step"
 
-    @property
-    def sent(self) -> bool:
-        return self.stop > self.start
-
 
 @dataclass
 class Conversion:
-    items: list
-    metadata: dict
-    warnings: list = field(default_factory=list)
+    items: list[JSON]
+    metadata: dict[str, str]
+    warnings: list[ConversionWarning] = field(default_factory=list)
     skipped_messages: int = 0
     # Every source message and run step, in conversation order, with the items it became.
-    origins: list = field(default_factory=list)
+    origins: list[Origin] = field(default_factory=list)
 
     @property
-    def item_sources(self) -> list:
-        """The id of the message or run step each item came from, parallel to `items`."""
-        sources = [""] * len(self.items)
-        for origin in self.origins:
-            sources[origin.start : origin.stop] = [origin.source] * (origin.stop - origin.start)
-        return sources
-
-    @property
-    def batches(self):
+    def batches(self) -> list[list[JSON]]:
         return batches(self.items)
 
     @property
-    def write_calls(self):
+    def write_calls(self) -> int:
         """One create (metadata only, so an ambiguous create can never copy messages) plus
         one call per batch of 20 items."""
         return 1 + len(self.batches)
 
     @property
-    def verify_calls(self):
+    def verify_calls(self) -> int:
         return max(1, -(-len(self.items) // ITEMS_PER_VERIFY_PAGE))
 
-    @property
-    def api_calls(self):
-        return self.write_calls + self.verify_calls
 
-
-def batches(items, size=MAX_ITEMS_PER_CALL, max_bytes=MAX_BATCH_BYTES):
+def batches(
+    items: Sequence[JSON], size: int = MAX_ITEMS_PER_CALL, max_bytes: int = MAX_BATCH_BYTES
+) -> list[list[JSON]]:
     """Items split into API calls of at most `size` items and `max_bytes` of JSON, order kept;
     an item bigger than `max_bytes` goes alone (the API then says whether it takes it)."""
-    chunks, current, weight = [], [], 0
+    chunks: list[list[JSON]] = []
+    current: list[JSON] = []
+    weight = 0
     for item in items:
         item_bytes = len(orjson.dumps(item))
         if current and (len(current) >= size or weight + item_bytes > max_bytes):
@@ -113,11 +104,11 @@ def batches(items, size=MAX_ITEMS_PER_CALL, max_bytes=MAX_BATCH_BYTES):
 
 
 # --- messages ------------------------------------------------------------------------------------
-def _input_image(source, detail):
+def _input_image(source: dict[str, str], detail: str | None) -> JSON:
     return {"type": "input_image", **source, "detail": detail or "auto"}
 
 
-def _user_part(block, message_id, warnings):
+def _user_part(block: JSON, message_id: str, warnings: list[ConversionWarning]) -> JSON | None:
     kind = block.get("type")
     if kind == "text":
         return {"type": "input_text", "text": block["text"]["value"]}
@@ -133,11 +124,11 @@ def _user_part(block, message_id, warnings):
     return None
 
 
-def _output_text(text):
+def _output_text(text: str) -> JSON:
     return {"type": "output_text", "text": text, "annotations": []}
 
 
-def _assistant_part(block, message_id, warnings):
+def _assistant_part(block: JSON, message_id: str, warnings: list[ConversionWarning]) -> JSON | None:
     kind = block.get("type")
     if kind == "text":
         annotations = block["text"].get("annotations") or []
@@ -175,13 +166,15 @@ def _assistant_part(block, message_id, warnings):
     return None
 
 
-def _describe_annotation(annotation):
+def _describe_annotation(annotation: JSON) -> str:
     kind = annotation.get("type", "?")
     file_id = (annotation.get(kind) or {}).get("file_id", "")
     return f"{kind} {file_id}".strip()
 
 
-def _attachment_parts(message, warnings, options):
+def _attachment_parts(
+    message: JSON, warnings: list[ConversionWarning], options: Options
+) -> list[JSON]:
     parts = []
     for attachment in message.get("attachments") or []:
         file_id = attachment.get("file_id")
@@ -214,7 +207,9 @@ def _attachment_parts(message, warnings, options):
     return parts
 
 
-def message_item(message, warnings, options=DEFAULT_OPTIONS):
+def message_item(
+    message: JSON, warnings: list[ConversionWarning], options: Options = DEFAULT_OPTIONS
+) -> JSON | None:
     """The one item a source message becomes, or None (with a warning) when nothing is left."""
     role = message["role"]
     convert = _assistant_part if role == "assistant" else _user_part
@@ -231,7 +226,7 @@ def message_item(message, warnings, options=DEFAULT_OPTIONS):
 
 
 # --- run steps -----------------------------------------------------------------------------------
-def _tool_call_pair(call, step_id, warnings):
+def _tool_call_pair(call: JSON, step_id: str, warnings: list[ConversionWarning]) -> list[JSON]:
     function = call.get("function") or {}
     name = function.get("name", "?")
     if function.get("output") is None:
@@ -261,8 +256,8 @@ def _tool_call_pair(call, step_id, warnings):
     ]
 
 
-def _step_items(step, warnings, options):
-    items = []
+def _step_items(step: JSON, warnings: list[ConversionWarning], options: Options) -> list[JSON]:
+    items: list[JSON] = []
     for call in (step.get("step_details") or {}).get("tool_calls") or []:
         kind = call.get("type")
         if kind != "function":
@@ -285,7 +280,9 @@ def _step_items(step, warnings, options):
 
 
 # --- the thread ----------------------------------------------------------------------------------
-def conversation_metadata(thread, options=DEFAULT_OPTIONS):
+def conversation_metadata(
+    thread: JSON, options: Options = DEFAULT_OPTIONS
+) -> tuple[dict[str, str], list[ConversionWarning]]:
     """Thread metadata as conversation metadata, validated against the API's limits.
 
     The rule, deterministic whatever order the keys were stored in: keys are taken in sorted
@@ -293,7 +290,8 @@ def conversation_metadata(thread, options=DEFAULT_OPTIONS):
     left out; past 16 keys the rest are left out. Each omission is a warning; the thread's full
     metadata stays in the console. `source_thread_id` is added when a slot is free.
     """
-    warnings, metadata = [], {}
+    warnings: list[ConversionWarning] = []
+    metadata: dict[str, str] = {}
     source = thread.get("metadata") or {}
     for key in sorted(source):
         value = source[key]
@@ -326,16 +324,16 @@ def conversation_metadata(thread, options=DEFAULT_OPTIONS):
     return metadata, warnings
 
 
-def _ordered(objects):
+def _ordered(objects: Sequence[JSON]) -> list[JSON]:
     """By created_at, ties broken by the order the source listed them in."""
     indexed = sorted(enumerate(objects), key=lambda pair: (pair[1].get("created_at") or 0, pair[0]))
     return [obj for _, obj in indexed]
 
 
 def convert_thread(
-    thread: dict,
-    messages: Sequence[dict],
-    run_steps: Sequence[dict] = (),
+    thread: JSON,
+    messages: Sequence[JSON],
+    run_steps: Sequence[JSON] = (),
     options: Options = DEFAULT_OPTIONS,
 ) -> Conversion:
     """A mirrored thread as the ordered items a new conversation receives.
@@ -346,7 +344,7 @@ def convert_thread(
     (none for a skipped message or a step whose calls cannot be sent).
     """
     metadata, warnings = conversation_metadata(thread, options)
-    calls_by_run = {}
+    calls_by_run: dict[str | None, list[tuple[JSON, list[JSON]]]] = {}
     for step in _ordered(run_steps):
         step_items = _step_items(step, warnings, options)
         calls_by_run.setdefault(step.get("run_id"), []).append((step, step_items))
@@ -355,9 +353,11 @@ def convert_thread(
         (pair for run, pairs in calls_by_run.items() if run not in message_runs for pair in pairs),
         key=lambda pair: pair[0].get("created_at") or 0,
     )
-    items, origins, skipped = [], [], 0
+    items: list[JSON] = []
+    origins: list[Origin] = []
+    skipped = 0
 
-    def place(kind: str, source: str, new_items: list, message: str | None = None) -> None:
+    def place(kind: str, source: str, new_items: list[JSON], message: str | None = None) -> None:
         origins.append(Origin(kind, source, len(items), len(items) + len(new_items), message))
         items.extend(new_items)
 
@@ -388,13 +388,13 @@ def convert_thread(
 RANKERS = {"auto": "auto", "default_2024_08_21": "default-2024-11-15"}
 
 
-def _resource_ids(resources, tool, key):
+def _resource_ids(resources: JSON | None, tool: str, key: str) -> list[str]:
     return list(((resources or {}).get(tool) or {}).get(key) or [])
 
 
-def _function_tool(tool):
+def _function_tool(tool: JSON) -> JSON:
     function = tool.get("function") or {}
-    config = {
+    config: JSON = {
         "type": "function",
         "name": function.get("name"),
         "parameters": function.get("parameters"),
@@ -406,14 +406,16 @@ def _function_tool(tool):
     return config
 
 
-def _file_search_tool(tool, vector_store_ids, source, warnings):
+def _file_search_tool(
+    tool: JSON, vector_store_ids: list[str], source: str, warnings: list[ConversionWarning]
+) -> JSON | None:
     if not vector_store_ids:
         warnings.append(
             ConversionWarning(source, "file_search left out: no vector store is attached to it")
         )
         return None
     options = tool.get("file_search") or {}
-    config = {"type": "file_search", "vector_store_ids": vector_store_ids}
+    config: JSON = {"type": "file_search", "vector_store_ids": vector_store_ids}
     if options.get("max_num_results") is not None:
         config["max_num_results"] = options["max_num_results"]
     ranking = options.get("ranking_options")
@@ -434,7 +436,9 @@ def _file_search_tool(tool, vector_store_ids, source, warnings):
     return config
 
 
-def _code_interpreter_tool(file_ids, source, warnings):
+def _code_interpreter_tool(
+    file_ids: list[str], source: str, warnings: list[ConversionWarning]
+) -> JSON:
     if len(file_ids) > CONTAINER_MAX_FILES:
         warnings.append(
             ConversionWarning(
@@ -449,15 +453,19 @@ def _code_interpreter_tool(file_ids, source, warnings):
     }
 
 
-def _text_format(response_format):
-    if response_format in (None, "auto"):
+def _text_format(response_format: JSON | str | None) -> JSON | None:
+    if response_format is None or isinstance(response_format, str):  # "auto"
         return None
     kind = response_format.get("type")
     if kind in ("text", "json_object"):
         return {"type": kind}
     if kind == "json_schema":
         schema = response_format.get("json_schema") or {}
-        flat = {"type": "json_schema", "name": schema.get("name"), "schema": schema.get("schema")}
+        flat: JSON = {
+            "type": "json_schema",
+            "name": schema.get("name"),
+            "schema": schema.get("schema"),
+        }
         for key in ("description", "strict"):
             if schema.get(key) is not None:
                 flat[key] = schema[key]
@@ -465,21 +473,23 @@ def _text_format(response_format):
     return None
 
 
-def _unique(values):
+def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def responses_config(assistant, thread=None):
+def responses_config(
+    assistant: JSON, thread: JSON | None = None
+) -> tuple[JSON, list[ConversionWarning]]:
     """(configuration for responses.create, warnings) for an assistant, optionally merged with
     one thread's tool resources."""
     source = assistant["id"]
-    warnings = []
-    config = {"model": assistant.get("model")}
+    warnings: list[ConversionWarning] = []
+    config: JSON = {"model": assistant.get("model")}
     if assistant.get("instructions"):
         config["instructions"] = assistant["instructions"]
     assistant_resources = assistant.get("tool_resources") or {}
     thread_resources = (thread or {}).get("tool_resources") or {}
-    tools = []
+    tools: list[JSON] = []
     for tool in assistant.get("tools") or []:
         kind = tool.get("type")
         if kind == "function":
@@ -489,7 +499,7 @@ def responses_config(assistant, thread=None):
                 _resource_ids(assistant_resources, "file_search", "vector_store_ids")
                 + _resource_ids(thread_resources, "file_search", "vector_store_ids")
             )
-            if _resource_ids(thread_resources, "file_search", "vector_store_ids"):
+            if thread and _resource_ids(thread_resources, "file_search", "vector_store_ids"):
                 warnings.append(
                     ConversionWarning(
                         thread["id"],
@@ -538,13 +548,13 @@ def responses_config(assistant, thread=None):
 
 
 # --- comparing with what the server holds --------------------------------------------------------
-def _part_fingerprint(part):
+def _part_fingerprint(part: JSON) -> tuple[Any, Any]:
     kind = part.get("type")
     value = part.get("text") or part.get("file_id") or part.get("image_url") or part.get("file_url")
     return kind, value
 
 
-def item_fingerprint(item):
+def item_fingerprint(item: JSON) -> tuple[Any, ...]:
     """What must match between an item we sent and the item the server lists back (the server
     adds ids and statuses, and spells string content as a list)."""
     kind = item.get("type", "message")
@@ -561,7 +571,9 @@ def item_fingerprint(item):
     return (kind,)
 
 
-def match_listing(listed, expected, start=0):
+def match_listing(
+    listed: Sequence[JSON], expected: Sequence[JSON], start: int = 0
+) -> tuple[int, list[int]] | None:
     """Line up what a conversation lists with the items we meant it to hold from `start` on.
 
     Our writes go in order, so a listing is the next expected items, possibly with copies of
@@ -571,7 +583,8 @@ def match_listing(listed, expected, start=0):
     """
     wanted = [item_fingerprint(item) for item in expected]
     known = set(wanted)
-    position, copies = start, []
+    position = start
+    copies: list[int] = []
     for index, item in enumerate(listed):
         fingerprint = item_fingerprint(item)
         if position < len(wanted) and fingerprint == wanted[position]:

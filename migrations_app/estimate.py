@@ -87,9 +87,11 @@ def estimate(sizes: Iterable[SizeClass], per_minute: int, threads: int | None = 
     elif not sampled and threads:
         sizes, sampled = [SizeClass(threads, messages=None)], threads  # nothing known: guess
     scale = threads / sampled if sampled else 0
-    fetched = [s for s in sizes if s.messages is not None]
-    known = sum(s.count for s in fetched)
-    average = sum(s.count * s.messages for s in fetched) / known if known else DEFAULT_MESSAGES
+    fetched = [(s.count, s.messages) for s in sizes if s.messages is not None]
+    known = sum(count for count, _ in fetched)
+    average = (
+        sum(count * messages for count, messages in fetched) / known if known else DEFAULT_MESSAGES
+    )
     upload = source = unfetched = 0.0
     for size in sizes:
         weight = size.count * scale

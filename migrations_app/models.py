@@ -6,7 +6,7 @@ and sort on.
 """
 
 import time
-from datetime import timedelta
+from typing import Self
 
 from django.conf import settings
 from django.db import models
@@ -57,11 +57,11 @@ class ImportBatch(models.Model):
         verbose_name_plural = "import batches"
         ordering = ["-created_at"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         name = self.filename or self.get_source_display()
         return f"#{self.pk} {name}"
 
-    def add_error(self, message, *, line=None, file=None):
+    def add_error(self, message: str, *, line: int | None = None, file: str | None = None) -> None:
         self.invalid_count += 1
         if len(self.errors) < self.MAX_ERRORS:
             self.errors.append({"file": file, "line": line, "message": message})
@@ -89,7 +89,7 @@ class Assistant(models.Model):
         ordering = ["name", "assistant_id"]
         permissions = [("sync_assistants", "Can sync assistants from the source")]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name} ({self.assistant_id})" if self.name else self.assistant_id
 
 
@@ -111,20 +111,6 @@ class ErrorKind(models.TextChoices):
     TRANSIENT = "transient", "Network or server error"
     CONFLICT = "conflict", "Conversation does not match"
     INTERNAL = "internal", "Console error"
-
-
-class ThreadQuerySet(models.QuerySet):
-    def needing_attention(self):
-        return self.filter(status=ThreadStatus.FAILED)
-
-    def retryable(self):
-        return self.filter(status__in=[ThreadStatus.FAILED, ThreadStatus.CANCELLED])
-
-    def fetched(self):
-        return self.filter(fetched_at__isnull=False)
-
-    def lease_expired(self, now=None):
-        return self.filter(status=ThreadStatus.RUNNING, lease_expires_at__lt=now or timezone.now())
 
 
 class Thread(models.Model):
@@ -173,8 +159,6 @@ class Thread(models.Model):
     conversation_id = models.CharField(max_length=64, blank=True, db_default="")
     updated_at = models.DateTimeField(default=timezone.now, db_default=Now())
 
-    objects = ThreadQuerySet.as_manager()
-
     class Meta:
         ordering = ["-updated_at"]
         permissions = [
@@ -219,37 +203,8 @@ class Thread(models.Model):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.thread_id
-
-    def save(self, *args, **kwargs):
-        self.updated_at = timezone.now()
-        if kwargs.get("update_fields") is not None:
-            kwargs["update_fields"] = {*kwargs["update_fields"], "updated_at"}
-        super().save(*args, **kwargs)
-
-    @property
-    def metadata(self):
-        return (self.data or {}).get("metadata") or {}
-
-    @property
-    def is_mirrored(self) -> bool:
-        """Fetched from the source or loaded from an export: the mirror holds its messages. A
-        thread only registered by id has message_count 0 without having zero messages."""
-        return self.fetched_at is not None
-
-    def lease_is_live(self, now=None):
-        return bool(self.lease_expires_at and self.lease_expires_at > (now or timezone.now()))
-
-    def clear_error(self):
-        self.error_kind = ""
-        self.error_message = ""
-        self.error_http_status = None
-        self.error_request_id = ""
-
-    @staticmethod
-    def lease_deadline(seconds):
-        return timezone.now() + timedelta(seconds=seconds)
 
 
 class Message(models.Model):
@@ -275,7 +230,7 @@ class Message(models.Model):
             )
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message_id
 
 
@@ -294,12 +249,12 @@ class RunStep(models.Model):
             models.UniqueConstraint(fields=["thread", "step_id"], name="run_step_unique_per_thread")
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.step_id
 
 
 class ConversationQuerySet(models.QuerySet):
-    def live(self):
+    def live(self) -> Self:
         return self.filter(replaced_at__isnull=True)
 
 
@@ -332,7 +287,7 @@ class Conversation(models.Model):
             )
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.conversation_id
 
 
@@ -390,12 +345,52 @@ class Attempt(models.Model):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.get_action_display()} {self.thread_id}: {self.outcome}"
 
     @property
-    def who(self):
+    def who(self) -> str:
         return str(self.actor) if self.actor_id else self.actor_label
+
+
+class BulkAction(models.Model):
+    """An action applied to more threads than one request should touch ("Select all N"): a
+    worker applies it a page at a time, and this row is the progress staff follow. The threads
+    acted on get their history rows as usual; the admin's log gets one entry for the whole."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    action = models.CharField(max_length=16, choices=Attempt.Action)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # The threads list's filters and search when it was asked for (its query string).
+    selection = models.TextField(blank=True)
+    eligible = models.PositiveIntegerField(help_text="Threads it applied to when confirmed")
+    done = models.PositiveIntegerField(default=0, help_text="Threads acted on so far")
+    # The last thread (pk) handled: a task that stopped resumes after it.
+    last_pk = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
+    task_group = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Touched by every page applied: a row running but untouched for long lost its worker.
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_action_display()}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
 class RateLimit(models.Model):
@@ -416,9 +411,9 @@ class RateLimit(models.Model):
 
     WINDOW_SECONDS = 60
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
-    def requests_in_window(self, now=None):
+    def requests_in_window(self, now: float | None = None) -> int:
         now = now or time.time()
         return self.window_requests if self.window_started > now - self.WINDOW_SECONDS else 0

@@ -3,18 +3,19 @@ use. The admin preview, the dry run and the upload all call `preview_thread`."""
 
 from django.conf import settings
 
-from migrations_app.conversion import Options, convert_thread
+from migrations_app.conversion import Conversion, Options, convert_thread
+from migrations_app.models import Thread
 
 
 class ThreadNotMirrored(Exception):
     """The thread's messages have not been fetched or loaded yet."""
 
 
-def conversion_options():
+def conversion_options() -> Options:
     return Options(tool_calls=settings.MIGRATE_TOOL_CALLS, attachments=settings.MIGRATE_ATTACHMENTS)
 
 
-def preview_thread(thread, options=None):
+def preview_thread(thread: Thread, options: Options | None = None) -> Conversion:
     """The thread's conversion with `options` (default: the current settings)."""
     if thread.data is None:
         raise ThreadNotMirrored(f"{thread.thread_id} has not been fetched from the source yet")

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db import transaction
+from django.db.models import Field
 
 if TYPE_CHECKING:
+    from django.apps.registry import Apps
     from django.contrib.auth.base_user import AbstractBaseUser
 
 ACTING = [
@@ -24,7 +26,7 @@ ACTING = [
 VIEWABLE_APPS = ["migrations_app", "django_q"]
 
 
-def create_staff_groups(apps):
+def create_staff_groups(apps: Apps) -> None:
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     viewing = Permission.objects.filter(
@@ -79,8 +81,10 @@ def ensure_staff_user(
     if group not in STAFF_GROUPS:
         raise StaffUserError(f"Unknown group '{group}': choose {' or '.join(STAFF_GROUPS)}.")
     User = get_user_model()
+    username_field = User._meta.get_field(User.USERNAME_FIELD)
     try:
-        User._meta.get_field(User.USERNAME_FIELD).run_validators(username)
+        if isinstance(username_field, Field):
+            username_field.run_validators(username)
     except ValidationError as error:
         raise StaffUserError(f"Invalid username '{username}': {' '.join(error.messages)}") from None
     groups = {g.name: g for g in Group.objects.filter(name__in=STAFF_GROUPS)}
@@ -88,12 +92,14 @@ def ensure_staff_user(
         raise StaffUserError(f"The group '{group}' does not exist: run `manage.py migrate`.")
 
     with transaction.atomic():
-        user = User.objects.select_for_update().filter(**{User.USERNAME_FIELD: username}).first()
-        created = user is None
-        if created:
+        found = User.objects.select_for_update().filter(**{User.USERNAME_FIELD: username}).first()
+        created = found is None
+        if found is None:
             if password is None:
                 raise StaffUserError(f"A new user needs a password: {username} has none.")
             user = User(**{User.USERNAME_FIELD: username}, email=email, is_staff=True)
+        else:
+            user = found
         made_staff = not created and not user.is_staff
         user.is_staff = True
         if password is not None:

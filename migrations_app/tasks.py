@@ -1,51 +1,45 @@
 """Thin django-q2 entry points: each calls one service function with plain ids."""
 
-import os
-import socket
-from collections.abc import Iterable
+from typing import Any
 
-from django_q.tasks import async_task
+from django.db.models.sql import Query
+from django.utils import timezone
 
-from migrations_app import intake, states, upload
-
-
-def worker_label():
-    return f"worker {socket.gethostname()}:{os.getpid()}"
+from migrations_app import actions, intake, states, upload
 
 
-def fetch_thread(thread_id: str) -> str:
-    """Fetch one thread into the mirror for staff; returns the outcome recorded in its history."""
-    attempt = intake.fetch_thread(thread_id, actor_label=worker_label())
+def fetch_from_source(thread_id: str) -> str:
+    """One fetch staff queued (intake.queue_fetches): the thread into the mirror; returns the
+    outcome recorded in its history."""
+    attempt = intake.fetch_for_staff(thread_id, actor_label=f"worker {upload.worker_name()}")
     return attempt.outcome if attempt else "unknown thread"
 
 
-def queue_fetch(thread_ids: Iterable[str], group: str) -> int:
-    """One task per thread: a fetch is a handful of reads, and per-thread tasks keep a slow
-    thread from holding up others in its group. Returns how many were queued."""
-    count = 0
-    for thread_id in thread_ids:
-        async_task("migrations_app.tasks.fetch_thread", thread_id, group=group)
-        count += 1
-    return count
+# Fetch tasks queued before the rename still name the old function.
+fetch_thread = fetch_from_source
 
 
-def migrate_threads(thread_pks):
+def migrate_threads(thread_pks: list[int]) -> dict[str, int]:
     """A small group of threads, migrated with several in flight (see upload.migrate_many)."""
     return upload.migrate_many(thread_pks)
 
 
-def sweep_stuck_threads():
-    """Scheduled every minute (migration 0003): resumes threads whose worker died or froze past
-    its lease, re-queues queued threads whose task is gone, closes attempts of dead workers."""
-    from django.utils import timezone
+def apply_bulk_action(bulk_pk: int, query: Query) -> str:
+    """An action on many threads, applied a page at a time (see actions.run_bulk)."""
+    return actions.run_bulk(bulk_pk, query)
 
+
+def sweep_stuck_threads() -> dict[str, Any]:
+    """Scheduled every minute (migration 0003): resumes threads whose worker died or froze past
+    its lease, re-queues queued threads whose task is gone, closes attempts of dead workers, and
+    fails imports and bulk actions whose worker stopped."""
     swept = states.sweep(f"resume {timezone.now():%Y-%m-%d %H:%M:%S}")
-    stopped_imports = intake.sweep_stopped_imports()
     return {
         "resumed": swept.resumed,
         "requeued": swept.requeued,
         "abandoned": swept.abandoned,
-        "imports_failed": stopped_imports,
+        "imports_failed": intake.sweep_stopped_imports(),
+        "bulk_actions_failed": actions.sweep_stopped_bulk_actions(),
     }
 
 

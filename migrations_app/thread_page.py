@@ -138,7 +138,7 @@ def thread_page(thread: Thread, page_number: Any = 1, per_page: int = ROWS_PER_P
         "warning_links": [],
         "config": None,
     }
-    if thread.assistant_id:
+    if thread.assistant is not None:
         context["config"] = responses_config(thread.assistant.data, thread.data)
     if thread.data is None:
         context["preview_error"] = f"{thread.thread_id} has not been fetched from the source yet"

@@ -1,6 +1,6 @@
 """Every admin URL the console serves, enumerated from the URL conf, and a small world of objects
 (one row of every registered model, threads in every state an action applies to) to fill their
-ids in. Shared by the permission ladder and the secrets test."""
+ids in. Shared by the permission ladder and the secrets test; and how a test sends an action."""
 
 import re
 from dataclasses import dataclass
@@ -11,7 +11,9 @@ from django.contrib import admin
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
-from django.urls import URLPattern, URLResolver
+from django.http import HttpResponse
+from django.test import Client
+from django.urls import URLPattern, URLResolver, reverse
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Task
 
@@ -20,6 +22,7 @@ from migrations_app.admin.threads import VALID_BUTTONS
 from migrations_app.models import (
     Assistant,
     Attempt,
+    BulkAction,
     Conversation,
     ImportBatch,
     RunStep,
@@ -132,6 +135,13 @@ class World:
         ]
 
 
+def post_action(client: Client, action: str, pks: list[int], **extra: str) -> HttpResponse:
+    """An admin action on the threads list, as its form sends it (`post="yes"`: confirmed)."""
+    url = reverse("admin:migrations_app_thread_changelist")
+    data = {"action": action, "_selected_action": [str(pk) for pk in pks], "index": "0", **extra}
+    return client.post(url, data)
+
+
 def build_world() -> World:
     """A few rows of everything; threads pending (fetched and not), queued, failed, cancelled and
     succeeded, so that every action and every thread-page button has a thread to act on."""
@@ -170,6 +180,9 @@ def build_world() -> World:
     Conversation.objects.create(thread=succeeded, conversation_id="conv_ladder", items_committed=1)
     Attempt.objects.create(thread=succeeded, action="migrate", outcome="succeeded")
     batch = ImportBatch.objects.create(source="csv", filename="ids.csv", status="done")
+    BulkAction.objects.create(
+        action="retry", selection="status__exact=failed", eligible=120, done=40, status="running"
+    )
     now = timezone.now()
     Task.objects.create(
         id="a" * 32, name="ladder-success", func="math.floor", args=(1.5,), kwargs={},

@@ -83,6 +83,19 @@ def wait_until(condition, timeout=180, what="condition"):
     pytest.fail(f"timed out after {timeout}s waiting for {what}\n{snapshot()}")
 
 
+def nothing_queued_or_running():
+    from migrations_app.models import Thread, ThreadStatus
+
+    return not Thread.objects.filter(
+        status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]
+    ).exists()
+
+
+def wait_for_the_cluster(timeout=180):
+    """Until the cluster has taken and finished every queued thread."""
+    wait_until(nothing_queued_or_running, timeout, what="the cluster to finish")
+
+
 def snapshot():
     """Where the threads and the database sessions stand: what a timed-out test needs to say."""
     from django.db.models import Count

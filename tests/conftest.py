@@ -5,6 +5,7 @@ import pytest
 from django.test import override_settings
 
 from migrations_app.sandbox import SandboxServer, seeded_state
+from tests import factories, personas
 
 
 def pytest_sessionstart(session):
@@ -38,6 +39,27 @@ def sandbox():
     )
     with server, pointed:
         yield server
+
+
+# --- people, logged in to the test client (tests/personas.py says who they are) -------------------
+@pytest.fixture
+def operator(client):
+    user = personas.operator()
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def auditor(client):
+    user = personas.auditor()
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def mirrored():
+    """30 generated threads with their assistants, mirrored as an export loads them."""
+    return factories.mirrored()
 
 
 @pytest.fixture

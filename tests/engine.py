@@ -13,7 +13,7 @@ def register(sandbox, minimum=1, maximum=120, fetched=True, thread_id=None, queu
     )
     thread = Thread.objects.create(thread_id=thread_id)
     if fetched:
-        intake.fetch_thread(thread_id)
+        intake.fetch_for_staff(thread_id)
     if queued:
         queue(thread)
     thread.refresh_from_db()
@@ -27,8 +27,8 @@ def queue(thread, action="migrate"):
     thread.refresh_from_db()
 
 
-def script(sandbox, *faults):
-    """Faults the sandbox injects once each, on POSTs unless a fault names its method."""
+def script(sandbox, *faults, times=1):
+    """Faults the sandbox injects `times` each, on POSTs unless a fault names its method."""
     sandbox.state.configure_faults(
-        scripted=[{"method": "POST", "times": 1, **fault} for fault in faults]
+        scripted=[{"method": "POST", "times": times, **fault} for fault in faults]
     )

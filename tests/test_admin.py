@@ -2,7 +2,6 @@
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -19,44 +18,17 @@ from migrations_app.models import (
     ThreadStatus,
 )
 from migrations_app.sandbox import generate_dataset
+from tests import factories
+from tests.admin_pages import post_action
 from tests.factories import HOSTILE, give_conversation, hostile_bundle
 
 pytestmark = pytest.mark.django_db
 
 
-def logged_in(client, username, group):
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def operator(client):
-    return logged_in(client, "olga", "operators")
-
-
-@pytest.fixture
-def auditor(client):
-    return logged_in(client, "aldo", "auditors")
-
-
-@pytest.fixture
-def mirrored():
-    assistants, bundles = generate_dataset(seed=4, thread_count=30)
-    bundles = list(bundles)
-    intake.upsert_assistants(assistants)
-    intake.store_bundles(bundles)
-    return bundles
-
-
 def hostile_thread():
-    bundle = hostile_bundle()
-    intake.store_bundles([bundle])
+    intake.store_bundles([hostile_bundle()])
     thread = Thread.objects.get(thread_id="thread_hostile")
-    thread.status, thread.error_kind, thread.error_message = "failed", "invalid", HOSTILE
-    thread.save()
-    return thread
+    return factories.failed(thread, error_kind="invalid", error_message=HOSTILE)
 
 
 def changelist(**params):
@@ -68,9 +40,9 @@ def test_every_admin_url_answers_without_error(admin_client, mirrored):
     thread = Thread.objects.first()
     give_conversation(thread, "conv_smoke")
     Attempt.objects.create(thread=thread, action="migrate", outcome="failed", error_message="x")
-    batch = ImportBatch.objects.create(source="csv", filename="ids.csv")
-    batch.add_error("Line 3: bad", line=3)
-    batch.save()
+    batch = factories.import_batch(
+        errors=[{"file": None, "line": 3, "message": "Line 3: bad"}], invalid_count=1
+    )
     urls = [
         reverse("admin:index"),
         reverse("admin:migrations_app_dashboard"),
@@ -123,10 +95,9 @@ def test_the_thread_list_query_count_does_not_grow_with_the_page(admin_client, m
 
 
 def test_the_list_shows_status_progress_error_and_conversation(admin_client, mirrored):
-    thread = Thread.objects.first()
-    thread.status, thread.items_total, thread.items_committed = "running", 40, 20
-    thread.conversation_id = "conv_listed"  # as the state machine records it
-    thread.save()
+    thread = factories.in_state(
+        Thread.objects.first(), ThreadStatus.RUNNING, items_total=40, items_committed=20
+    )
     give_conversation(thread, "conv_listed")
     html = admin_client.get(reverse("admin:migrations_app_thread_changelist")).content.decode()
     assert "20/40" in html and "conv_listed" in html and "status-badge" in html
@@ -136,22 +107,14 @@ def test_search_finds_threads_by_conversation_id_and_metadata(admin_client, mirr
     thread = Thread.objects.get(thread_id=mirrored[0]["thread"]["id"])
     give_conversation(thread, "conv_found")
     url = reverse("admin:migrations_app_thread_changelist")
-    for term in ["conv_found", thread.thread_id, f"customer={thread.metadata['customer']}"]:
+    for term in ["conv_found", thread.thread_id, f"customer={thread.data['metadata']['customer']}"]:
         response = admin_client.get(url, {"q": term})
         assert list(response.context["cl"].result_list) == [thread], term
 
 
 # --- actions --------------------------------------------------------------------------------------
-def post_action(client, action, pks, **extra):
-    url = reverse("admin:migrations_app_thread_changelist")
-    data = {"action": action, "_selected_action": [str(pk) for pk in pks], "index": "0", **extra}
-    return client.post(url + extra.pop("query", ""), data)
-
-
 def test_migrate_confirms_first_then_queues_and_logs(client, operator, mirrored):
-    done = Thread.objects.first()
-    done.status = ThreadStatus.SUCCEEDED
-    done.save()
+    done = factories.succeeded(Thread.objects.first())
     pks = list(Thread.objects.exclude(pk=done.pk).values_list("pk", flat=True)[:5])
     first = post_action(client, "migrate_selected", [*pks, done.pk])
     html = first.content.decode()
@@ -193,16 +156,13 @@ def test_the_thread_page_offers_only_the_actions_valid_for_its_state(client, ope
     url = reverse("admin:migrations_app_thread_change", args=[thread.pk])
     html = client.get(url).content.decode()
     assert 'name="button-migrate"' in html and 'name="button-retry"' not in html
-    thread.status = ThreadStatus.SUCCEEDED
-    thread.save()
+    factories.succeeded(thread)
     html = client.get(url).content.decode()
     assert 'name="button-remigrate"' in html and 'name="button-migrate"' not in html
 
 
 def test_a_thread_page_button_goes_through_the_confirmation(client, operator, mirrored):
-    thread = Thread.objects.first()
-    thread.status = ThreadStatus.FAILED
-    thread.save()
+    thread = factories.failed(Thread.objects.first())
     url = reverse("admin:migrations_app_thread_act", args=[thread.pk, "retry"])
     assert "are you sure" in client.post(url).content.decode().lower()
     assert client.post(url, {"post": "yes"}).status_code == 302
@@ -295,10 +255,7 @@ def test_the_import_form_needs_exactly_one_input(client, operator):
 
 # --- mapping --------------------------------------------------------------------------------------
 def test_the_mapping_downloads_for_the_current_filter(admin_client, mirrored):
-    done = Thread.objects.first()
-    done.status = ThreadStatus.SUCCEEDED
-    done.save()
-    give_conversation(done, "conv_done")
+    done = factories.succeeded(Thread.objects.first(), "conv_done")
     url = reverse("admin:migrations_app_thread_mapping") + "?status__exact=succeeded"
     response = admin_client.get(url)
     body = b"".join(response.streaming_content).decode()

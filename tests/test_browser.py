@@ -7,14 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group, User
 from playwright.sync_api import expect, sync_playwright
 
 from migrations_app import intake
 from migrations_app.models import Thread, ThreadStatus
 from migrations_app.sandbox import SandboxServer, seeded_state
-from migrations_app.staff_groups import create_staff_groups
-from tests.cluster import Cluster, wait_until
+from tests import personas
+from tests.cluster import Cluster, wait_for_the_cluster
 from tests.factories import HOSTILE, hostile_bundle
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -99,19 +98,10 @@ def world():
         yield server
 
 
-def staff(username, group):
-    from django.apps import apps
-
-    create_staff_groups(apps)  # a transactional test starts from empty tables
-    user = User.objects.create_user(username, password="console-pw", is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    return user
-
-
 def log_in(page, live_server, username):
     page.goto(f"{live_server.url}/admin/login/")
     page.fill("#id_username", username)
-    page.fill("#id_password", "console-pw")
+    page.fill("#id_password", personas.PASSWORD)
     page.click("input[type=submit]")
     expect(page.locator("#console-links")).to_be_visible()
 
@@ -124,7 +114,7 @@ def shot(page, name):
 def test_an_operator_imports_migrates_watches_compares_and_retries(
     page, live_server, world, tmp_path
 ):
-    staff("olga", "operators")
+    personas.operator("olga")
     cluster = Cluster(world, tmp_path).start()
     try:
         log_in(page, live_server, "olga")
@@ -162,14 +152,7 @@ def test_an_operator_imports_migrates_watches_compares_and_retries(
         expect(page.locator(".messagelist")).to_contain_text("Migrate: 12 threads")
         shot(page, "threads-list")
 
-        wait_until(
-            lambda: (
-                not Thread.objects.filter(
-                    status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]
-                ).exists()
-            ),
-            what="the cluster to finish",
-        )
+        wait_for_the_cluster()
         failed = Thread.objects.get(status=ThreadStatus.FAILED)
 
         # The dashboard shows the failure group with its reason.
@@ -200,7 +183,7 @@ def test_an_operator_imports_migrates_watches_compares_and_retries(
 
 
 def test_an_auditor_sees_no_action_buttons_and_a_forged_post_is_refused(page, live_server):
-    staff("aldo", "auditors")
+    personas.auditor("aldo")
     intake.import_thread_ids(["thread_audited"], batch=intake.ImportBatch(source="paste"))
     thread = Thread.objects.get()
     log_in(page, live_server, "aldo")
@@ -222,7 +205,7 @@ def test_an_auditor_sees_no_action_buttons_and_a_forged_post_is_refused(page, li
 
 
 def test_hostile_content_is_shown_as_text_and_never_runs(page, live_server):
-    admin = User.objects.create_superuser("root", password="console-pw")
+    admin = personas.superuser("root")
     assert admin.is_staff
     bundle = hostile_bundle()
     intake.store_bundles([bundle])

@@ -4,15 +4,14 @@ scale, a readable progress label and failure groups that let go of a retried thr
 Screenshots go to test-artifacts/console-*.png."""
 
 import pytest
-from django.contrib.auth.models import User
 from playwright.sync_api import expect
 
 from migrations_app import intake
 from migrations_app.models import Conversation, Thread, ThreadStatus
 from migrations_app.sandbox import generate_dataset
-from tests import test_browser
-from tests.cluster import Cluster, wait_until
-from tests.test_browser import log_in, shot, staff
+from tests import personas, test_browser
+from tests.cluster import Cluster, wait_for_the_cluster, wait_until
+from tests.test_browser import log_in, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -60,7 +59,7 @@ def mirrored():
 
 
 def superuser():
-    user = User.objects.create_superuser("root", password="console-pw")
+    user = personas.superuser("root")
     return user.username
 
 
@@ -201,7 +200,7 @@ def contrast(page, selector):
 def test_the_dashboard_lets_go_of_a_retried_group_and_shows_its_scale(
     page, live_server, world, tmp_path
 ):
-    staff("olga", "operators")
+    personas.operator("olga")
     intake.import_thread_ids(list(world.state.threads), batch=intake.ImportBatch(source="csv"))
     world.state.configure_faults(
         scripted=[
@@ -226,14 +225,7 @@ def test_the_dashboard_lets_go_of_a_retried_group_and_shows_its_scale(
         page.click("button[name=index]")
         page.click("input[value^='Yes, migrate']")
         expect(page.locator(".messagelist")).to_contain_text("Migrate: 12 threads queued.")
-        wait_until(
-            lambda: (
-                not Thread.objects.filter(
-                    status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]
-                ).exists()
-            ),
-            what="the cluster to finish",
-        )
+        wait_for_the_cluster()
         page.goto(f"{live_server.url}/admin/migrations_app/thread/dashboard/")
         group = page.locator("#failures tbody tr", has_text="API key was refused")
         expect(group).to_have_count(1)
@@ -263,7 +255,7 @@ def test_the_dashboard_lets_go_of_a_retried_group_and_shows_its_scale(
 
 
 def test_an_auditor_meets_a_403_page_with_the_consoles_frame(page, live_server):
-    staff("aldo", "auditors")
+    personas.auditor("aldo")
     log_in(page, live_server, "aldo")
     response = page.goto(f"{live_server.url}/admin/migrations_app/importbatch/new/")
     assert response.status == 403

@@ -5,14 +5,15 @@ import pytest
 from playwright.sync_api import expect
 
 from migrations_app.models import ImportBatch, Thread
+from tests import personas
 from tests.cluster import Cluster
-from tests.test_browser import browser, log_in, page, shot, staff, world  # noqa: F401
+from tests.test_browser import browser, log_in, page, shot, world  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_pasted_ids_are_fetched_and_the_batch_page_shows_it(page, live_server, world, tmp_path):  # noqa: F811
-    staff("olga", "operators")
+    personas.operator("olga")
     cluster = Cluster(world, tmp_path).start()
     try:
         log_in(page, live_server, "olga")
@@ -33,7 +34,7 @@ def test_pasted_ids_are_fetched_and_the_batch_page_shows_it(page, live_server, w
         batch = ImportBatch.objects.get()
         assert batch.status == ImportBatch.Status.DONE
         fetched = Thread.objects.filter(thread_id__in=known)
-        assert all(thread.is_mirrored and thread.message_count for thread in fetched)
+        assert all(thread.fetched_at and thread.message_count for thread in fetched)
 
         page.goto(
             f"{live_server.url}/admin/migrations_app/thread/?import_batch__id__exact={batch.pk}"
@@ -45,7 +46,7 @@ def test_pasted_ids_are_fetched_and_the_batch_page_shows_it(page, live_server, w
 
 
 def test_an_auditor_sees_no_import_button_and_is_refused_the_import_page(page, live_server):  # noqa: F811
-    staff("aldo", "auditors")
+    personas.auditor("aldo")
     log_in(page, live_server, "aldo")
     page.goto(f"{live_server.url}/admin/migrations_app/importbatch/")
     expect(page.locator("#content")).to_be_visible()

@@ -7,8 +7,9 @@ from playwright.sync_api import expect
 
 from migrations_app import actions, intake
 from migrations_app.models import ImportBatch, Thread
+from tests import personas
 from tests.cluster import Cluster, wait_until
-from tests.test_browser import browser, log_in, page, shot, staff, world  # noqa: F401
+from tests.test_browser import browser, log_in, page, shot, world  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 GONE = "thread_NotAtTheSourceAtAll"
@@ -19,7 +20,7 @@ def thread_page(live_server, thread):
 
 
 def test_each_failure_offers_the_action_that_fixes_it(page, live_server, world, tmp_path):  # noqa: F811
-    staff("olga", "operators")
+    personas.operator("olga")
     known = sorted(world.state.threads)[:2]
     intake.import_thread_ids([*known, GONE], batch=ImportBatch(source="paste"))
     refused, done = (Thread.objects.get(thread_id=t) for t in known)

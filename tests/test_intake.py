@@ -132,7 +132,7 @@ def test_import_threads_fetch_queues_one_task_per_new_thread(tmp_path):
     call_command("import_threads", str(path), "--fetch")
     tasks = [q.task for q in OrmQ.objects.all()]
     assert sorted(t["args"][0] for t in tasks) == ["thread_a", "thread_b"]
-    assert {t["func"] for t in tasks} == {"migrations_app.tasks.fetch_thread"}
+    assert {t["func"] for t in tasks} == {"migrations_app.tasks.fetch_from_source"}
     assert {t["group"] for t in tasks} == {f"fetch batch {ImportBatch.objects.get().pk}"}
 
 
@@ -149,7 +149,7 @@ def a_thread_with_tool_calls(sandbox):
 def test_fetch_copies_thread_messages_in_order_and_tool_call_steps(sandbox):
     thread_id = a_thread_with_tool_calls(sandbox)
     register(thread_id)
-    attempt = intake.fetch_thread(thread_id)
+    attempt = intake.fetch_for_staff(thread_id)
     assert attempt.outcome == Attempt.Outcome.SUCCEEDED
     thread = Thread.objects.get(thread_id=thread_id)
     source = sandbox.state.messages[thread_id]
@@ -170,7 +170,7 @@ def test_fetch_copies_thread_messages_in_order_and_tool_call_steps(sandbox):
 def test_fetch_reads_messages_in_pages_of_100_oldest_first(sandbox):
     thread_id = max(sandbox.state.messages, key=lambda t: len(sandbox.state.messages[t]))
     register(thread_id)
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     pages = -(-len(sandbox.state.messages[thread_id]) // 100)
     assert sandbox.state.request_counts["GET list_messages"] == pages
     assert Message.objects.filter(thread__thread_id=thread_id).count() == len(
@@ -181,12 +181,12 @@ def test_fetch_reads_messages_in_pages_of_100_oldest_first(sandbox):
 def test_fetching_again_updates_and_never_duplicates(sandbox):
     thread_id = a_thread_with_tool_calls(sandbox)
     register(thread_id)
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     counts = (Message.objects.count(), RunStep.objects.count())
     sandbox.state.messages[thread_id][0]["content"] = [
         {"type": "text", "text": {"value": "edited", "annotations": []}}
     ]
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     assert (Message.objects.count(), RunStep.objects.count()) == counts
     first = Message.objects.get(thread__thread_id=thread_id, position=0)
     assert first.data["content"][0]["text"]["value"] == "edited"
@@ -195,10 +195,10 @@ def test_fetching_again_updates_and_never_duplicates(sandbox):
 def test_a_thread_whose_upload_started_keeps_its_mirror(sandbox):
     thread_id = a_thread_with_tool_calls(sandbox)
     thread = register(thread_id)
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     give_conversation(thread, "conv_x")
     sandbox.state.messages[thread_id].pop()
-    attempt = intake.fetch_thread(thread_id)
+    attempt = intake.fetch_for_staff(thread_id)
     assert attempt.outcome == Attempt.Outcome.SKIPPED
     thread.refresh_from_db()
     assert Message.objects.filter(thread=thread).count() == thread.message_count
@@ -206,7 +206,7 @@ def test_a_thread_whose_upload_started_keeps_its_mirror(sandbox):
 
 def test_a_404_thread_is_recorded_as_failed_not_found_not_raised(sandbox):
     register("thread_unknown")
-    attempt = intake.fetch_thread("thread_unknown")
+    attempt = intake.fetch_for_staff("thread_unknown")
     thread = Thread.objects.get(thread_id="thread_unknown")
     assert thread.status == ThreadStatus.FAILED
     assert thread.error_kind == ErrorKind.NOT_FOUND
@@ -221,9 +221,9 @@ def test_a_thread_found_after_a_404_is_pending_again(sandbox):
     thread_id = a_thread_with_tool_calls(sandbox)
     bundle = {"thread": sandbox.state.threads.pop(thread_id)}
     register(thread_id)
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     sandbox.state.threads[thread_id] = bundle["thread"]
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     thread = Thread.objects.get(thread_id=thread_id)
     assert (thread.status, thread.error_kind) == (ThreadStatus.PENDING, "")
 
@@ -234,7 +234,7 @@ def test_a_dropped_connection_fails_the_fetch_as_transient(sandbox):
     sandbox.state.configure_faults(
         scripted=[{"kind": "drop", "method": "GET", "path_contains": "/messages", "times": 10}]
     )
-    intake.fetch_thread(thread_id, client=source_client(max_retries=0))
+    intake.fetch_for_staff(thread_id, client=source_client(max_retries=0))
     thread = Thread.objects.get(thread_id=thread_id)
     assert thread.error_kind == ErrorKind.TRANSIENT
     assert "connection to the API failed" in thread.error_message
@@ -252,7 +252,7 @@ def test_sync_assistants_copies_every_assistant_once(sandbox):
 def test_sync_assistants_links_threads_fetched_before(sandbox):
     thread_id = a_thread_with_tool_calls(sandbox)
     register(thread_id)
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     call_command("sync_assistants")
     assistant_id = sandbox.state.runs[thread_id][0]["assistant_id"]
     assert Thread.objects.get(thread_id=thread_id).assistant.assistant_id == assistant_id
@@ -434,7 +434,7 @@ def while_fetching(monkeypatch, change):
 def test_a_fetch_that_fails_while_a_worker_runs_the_thread_changes_nothing(sandbox, monkeypatch):
     thread = register("thread_unknown")
     while_fetching(monkeypatch, lambda: running_under(thread, "worker-1"))
-    attempt = intake.fetch_thread("thread_unknown")
+    attempt = intake.fetch_for_staff("thread_unknown")
     thread.refresh_from_db()
     assert (thread.status, thread.lease_owner, thread.error_kind) == ("running", "worker-1", "")
     assert attempt.outcome == Attempt.Outcome.FAILED
@@ -447,7 +447,7 @@ def test_a_fetch_that_succeeds_after_a_worker_took_the_thread_leaves_its_mirror(
     thread_id = a_thread_with_tool_calls(sandbox)
     thread = register(thread_id)
     while_fetching(monkeypatch, lambda: running_under(thread, "worker-1"))
-    attempt = intake.fetch_thread(thread_id)
+    attempt = intake.fetch_for_staff(thread_id)
     thread.refresh_from_db()
     assert attempt.outcome == Attempt.Outcome.SKIPPED
     assert (thread.data, thread.fetched_at, thread.messages.count()) == (None, None, 0)
@@ -501,8 +501,8 @@ def test_intake_never_saves_a_whole_thread_row(sandbox, tmp_path, dataset, monke
     register(thread_id)
     monkeypatch.setattr(Thread, "save", refuse)
     intake.load_export(write_jsonl(tmp_path / "x.jsonl", dataset[1][:2]))
-    intake.fetch_thread(thread_id)
-    intake.fetch_thread("thread_unknown")
+    intake.fetch_for_staff(thread_id)
+    intake.fetch_for_staff("thread_unknown")
     intake.sync_assistants()
     assert Thread.objects.get(thread_id="thread_unknown").error_kind == ErrorKind.NOT_FOUND
 
@@ -511,7 +511,7 @@ def test_a_fetched_thread_links_its_assistant_when_synced_first(sandbox):
     intake.sync_assistants()
     thread_id = a_thread_with_tool_calls(sandbox)
     register(thread_id)
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     assistant_id = sandbox.state.runs[thread_id][0]["assistant_id"]
     assert Thread.objects.get(thread_id=thread_id).assistant.assistant_id == assistant_id
 
@@ -527,7 +527,7 @@ def test_a_fetched_thread_knows_its_warnings_before_any_migration(sandbox):
         )
     )
     register(thread_id)
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     thread = Thread.objects.get(thread_id=thread_id)
     conversion = preview_thread(thread)
     assert (thread.warning_count, thread.items_total) == (
@@ -544,7 +544,7 @@ def test_a_source_answering_with_unusable_thread_data_fails_the_fetch_in_words(
     thread_id = a_thread_with_tool_calls(sandbox)
     register(thread_id)
     sandbox.state.messages[thread_id][0]["created_at"] = 1717000000123
-    attempt = intake.fetch_thread(thread_id)
+    attempt = intake.fetch_for_staff(thread_id)
     thread = Thread.objects.get(thread_id=thread_id)
     assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.INVALID)
     assert thread.error_message.startswith(

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import Group, Permission
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -35,23 +35,6 @@ def stored_files(storage):
     return sorted(p.name for p in storage.rglob("*") if p.is_file())
 
 
-def logged_in(client, username, group):
-    user = User.objects.create_user(username, password="pw", is_staff=True)
-    user.groups.add(Group.objects.get(name=group))
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def operator(client):
-    return logged_in(client, "olga", "operators")
-
-
-@pytest.fixture
-def auditor(client):
-    return logged_in(client, "aldo", "auditors")
-
-
 def batch_page(client, batch):
     return client.get(reverse("admin:migrations_app_importbatch_change", args=[batch.pk]))
 
@@ -60,7 +43,7 @@ def fetch_tasks():
     return sorted(
         q.task["args"][0]
         for q in OrmQ.objects.all()
-        if q.func() == "migrations_app.tasks.fetch_thread"
+        if q.func() == "migrations_app.tasks.fetch_from_source"
     )
 
 
@@ -96,14 +79,14 @@ def test_the_batch_page_counts_fetches_as_they_come_back(client, operator, sandb
     batch = ImportBatch.objects.get()
     assert "<b>0</b> fetched" in batch_page(client, batch).content.decode()
     for thread_id in fetch_tasks():
-        tasks.fetch_thread(thread_id)  # what the workers do
+        tasks.fetch_from_source(thread_id)  # what the workers do
     html = batch_page(client, batch).content.decode()
     assert (
         "2 fetch tasks queued: <b>1</b> fetched, <b>1</b> not found at the source, "
         "<b>0</b> failed, <b>0</b> waiting."
     ) in html
     assert '<meta http-equiv="refresh"' not in html
-    assert Thread.objects.get(thread_id=known).is_mirrored
+    assert Thread.objects.get(thread_id=known).fetched_at is not None
 
 
 def test_without_a_source_api_ids_are_registered_and_the_message_says_nothing_is_fetched(
@@ -122,7 +105,7 @@ def test_a_never_fetched_thread_shows_not_fetched_instead_of_zero_messages(admin
     intake.store_bundles([json.loads(bundle_line("thread_mirrored"))])
     html = admin_client.get(reverse("admin:migrations_app_thread_changelist")).content.decode()
     assert html.count("not fetched") == 1
-    assert not Thread.objects.get(thread_id="thread_registered").is_mirrored
+    assert Thread.objects.get(thread_id="thread_registered").fetched_at is None
 
 
 def test_a_long_pasted_list_is_imported_and_queued_by_a_worker(
@@ -181,7 +164,7 @@ def test_the_upload_handler_stops_storing_at_the_limit():
 def test_an_upload_is_imported_from_the_storage_and_removed(client, operator, storage):
     data = (bundle_line("thread_a") + "\n").encode()
     client.post(reverse(IMPORT), {"export_file": SimpleUploadedFile("x.jsonl", data)})
-    assert Thread.objects.get().is_mirrored
+    assert Thread.objects.get().fetched_at is not None
     assert stored_files(storage) == []
     assert ImportBatch.objects.get().upload_name == ""
 
@@ -337,7 +320,7 @@ def test_an_operator_syncs_assistants_from_the_admin(client, operator, sandbox):
 def test_sync_links_threads_mirrored_before_their_assistant(client, operator, sandbox):
     thread_id = next(iter(sandbox.state.threads))
     Thread.objects.create(thread_id=thread_id)
-    intake.fetch_thread(thread_id)
+    intake.fetch_for_staff(thread_id)
     client.post(reverse(SYNC))
     assert Thread.objects.get(thread_id=thread_id).assistant is not None
 

@@ -238,7 +238,7 @@ def test_nul_characters_are_replaced_with_a_warning_and_the_thread_loads(tmp_pat
     assert batch.invalid_count == 0 and batch.new_count == 3
     stored = Message.objects.get(thread__thread_id="thread_bad", message_id="msg_1")
     assert stored.data["content"][0]["text"]["value"] == "a\ufffdb\ufffd"
-    assert Thread.objects.get(thread_id="thread_bad").metadata == {"note": "x\ufffd"}
+    assert Thread.objects.get(thread_id="thread_bad").data["metadata"] == {"note": "x\ufffd"}
     assert [(w["file"], w["line"], w["message"]) for w in batch.warnings] == [
         (
             "export.jsonl",
@@ -259,7 +259,7 @@ def test_a_fetched_thread_with_nul_characters_says_so_in_its_history(sandbox):
     thread_id = next(iter(sandbox.state.threads))
     sandbox.state.threads[thread_id]["metadata"] = {"k": "\x00"}
     Thread.objects.create(thread_id=thread_id)
-    attempt = intake.fetch_thread(thread_id)
+    attempt = intake.fetch_for_staff(thread_id)
     assert attempt.outcome == "succeeded"
     assert attempt.detail["changed"] == [
         "thread object: 1 NUL character(s) replaced with U+FFFD (the database cannot store U+0000)"

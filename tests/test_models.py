@@ -4,7 +4,6 @@ from django.utils import timezone
 
 from migrations_app.models import (
     Conversation,
-    ErrorKind,
     ImportBatch,
     Message,
     RunStep,
@@ -78,27 +77,6 @@ def test_status_and_error_kind_reject_unknown_values_on_validation(thread):
     thread.error_kind = "weird"
     with pytest.raises(ValidationError, match="error_kind"):
         thread.full_clean()
-
-
-def test_querysets_speak_the_domain(thread):
-    failed = Thread.objects.create(thread_id="thread_f", status=ThreadStatus.FAILED,
-                                   error_kind=ErrorKind.NOT_FOUND)  # fmt: skip
-    stuck = Thread.objects.create(
-        thread_id="thread_s", status=ThreadStatus.RUNNING,
-        lease_expires_at=timezone.now() - timezone.timedelta(seconds=5),
-    )  # fmt: skip
-    assert list(Thread.objects.needing_attention()) == [failed]
-    assert list(Thread.objects.retryable()) == [failed]
-    assert list(Thread.objects.lease_expired()) == [stuck]
-    assert not stuck.lease_is_live()
-
-
-def test_saving_a_thread_touches_updated_at_even_with_update_fields(thread):
-    before = thread.updated_at
-    thread.status = ThreadStatus.QUEUED
-    thread.save(update_fields=["status"])
-    thread.refresh_from_db()
-    assert thread.updated_at > before
 
 
 def test_import_batch_caps_its_error_list_but_counts_every_error():

@@ -14,6 +14,7 @@ from openai.types.conversations import Message as ConversationMessage
 from migrations_app.sandbox import SandboxServer, SandboxState, generate_dataset, seeded_state
 from migrations_app.sandbox import server as sandbox_server
 from migrations_app.sandbox.validation import is_guide_assistant_message
+from tests.engine import script
 from tests.validity import ACCEPTED_ITEMS, GUIDE_FORM, REJECTED_ITEMS, USER_ITEM
 
 
@@ -308,12 +309,6 @@ def test_sandbox_responses_parse_as_the_sdk_models_with_every_required_field(api
 
 
 # --- faults ---------------------------------------------------------------------------------------
-def script(sandbox, kind, method="POST", path_contains="/conversations", times=1):
-    sandbox.state.configure_faults(
-        scripted=[{"kind": kind, "method": method, "path_contains": path_contains, "times": times}]
-    )
-
-
 def test_rate_limit_fault_answers_429_with_rate_limit_headers(sandbox, http):
     sandbox.state.configure_faults(rate_limit=1.0, retry_after_seconds=7)
     response = http.post("/conversations", json={})
@@ -326,7 +321,7 @@ def test_rate_limit_fault_answers_429_with_rate_limit_headers(sandbox, http):
 
 
 def test_server_error_fault_answers_500_and_writes_nothing(sandbox, api):
-    script(sandbox, "server_error")
+    script(sandbox, {"kind": "server_error", "path_contains": "/conversations"})
     with pytest.raises(openai.InternalServerError):
         api.conversations.create()
     assert sandbox.state.conversations == {}
@@ -335,7 +330,7 @@ def test_server_error_fault_answers_500_and_writes_nothing(sandbox, api):
 
 
 def test_drop_before_write_closes_the_connection_and_writes_nothing(sandbox, api):
-    script(sandbox, "drop_before_write")
+    script(sandbox, {"kind": "drop_before_write", "path_contains": "/conversations"})
     with pytest.raises(openai.APIConnectionError):
         api.conversations.create(items=[USER_ITEM])
     assert sandbox.state.conversations == {}
@@ -344,21 +339,21 @@ def test_drop_before_write_closes_the_connection_and_writes_nothing(sandbox, api
 
 def test_drop_after_write_applies_the_write_then_closes_the_connection(sandbox, api):
     conversation = api.conversations.create()
-    script(sandbox, "drop_after_write", path_contains="/items")
+    script(sandbox, {"kind": "drop_after_write", "path_contains": "/items"})
     with pytest.raises(openai.APIConnectionError):
         api.conversations.items.create(conversation.id, items=[USER_ITEM, USER_ITEM])
     assert len(sandbox.state.conversations[conversation.id]["items"]) == 2
 
 
 def test_drop_after_write_on_create_leaves_a_conversation_the_client_never_heard_of(sandbox, api):
-    script(sandbox, "drop_after_write")
+    script(sandbox, {"kind": "drop_after_write", "path_contains": "/conversations"})
     with pytest.raises(openai.APIConnectionError):
         api.conversations.create(metadata={"a": "b"})
     assert len(sandbox.state.conversations) == 1
 
 
 def test_a_read_can_be_dropped_too(sandbox, api):
-    script(sandbox, "drop", method="GET", path_contains="/threads/")
+    script(sandbox, {"kind": "drop", "method": "GET", "path_contains": "/threads/"})
     with pytest.raises(openai.APIConnectionError):
         quiet(api.beta.threads.retrieve, a_thread_with(sandbox, 1))
 

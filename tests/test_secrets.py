@@ -6,7 +6,6 @@ searched: no secret appears anywhere."""
 
 import io
 import logging
-import random
 import socket
 
 import openai
@@ -21,10 +20,9 @@ from django_q.models import OrmQ
 from console.errors import SUBSTITUTE, SecretsFilter, mask_url_passwords, redact
 from migrations_app import openai_client, upload
 from migrations_app.models import Attempt, Thread, ThreadStatus
-from migrations_app.ratelimit import SharedRateLimiter
 from tests import personas
 from tests.admin_pages import admin_patterns, build_world
-from tests.engine import queue
+from tests.engine import queue, script
 
 pytestmark = pytest.mark.django_db
 
@@ -84,35 +82,18 @@ def log_output():
         handler.setStream(previous_stream)
 
 
-def run_migration(thread: Thread, source_client: openai.OpenAI | None = None) -> str:
-    """The one place this test drives the engine (as tests/test_upload.py does), with the clients
-    the console builds from its settings."""
-    slept = []
-    worker = upload.Worker(
-        client=openai_client.destination_client(),
-        source_client=source_client or openai_client.source_client(max_retries=0),
-        sleeper=slept.append,
-        rng=random.Random(0),
-        limiter=SharedRateLimiter(per_minute=10**7, sleeper=slept.append),
-        max_retries=1,
-    )
-    return upload.migrate_thread(thread.pk, worker)
-
-
-def fail_with(sandbox, *faults: dict) -> None:
-    sandbox.state.configure_faults(scripted=[{"times": 10, **fault} for fault in faults])
-
-
-def provoke_api_failures(sandbox) -> list[Thread]:
-    """One thread per kind of failure, plus one that succeeds."""
+def provoke_api_failures(sandbox, make_worker) -> list[Thread]:
+    """One thread per kind of failure, plus one that succeeds, each migrated by a worker with
+    the clients the console builds from its settings."""
     thread_ids = iter(sorted(sandbox.state.threads))
     threads = []
 
     def migrate(*faults: dict, source_client: openai.OpenAI | None = None) -> Thread:
         thread = Thread.objects.create(thread_id=next(thread_ids))
         queue(thread)
-        fail_with(sandbox, *faults)
-        run_migration(thread, source_client)
+        script(sandbox, *faults, times=10)
+        clients = {"source_client": source_client} if source_client else {}
+        upload.migrate_thread(thread.pk, make_worker(max_retries=1, **clients))
         threads.append(thread)
         return thread
 
@@ -202,9 +183,9 @@ def leaks(where: str, text: str) -> list[str]:
 
 
 def test_no_secret_appears_anywhere_after_failures_of_every_kind(
-    configured, monkeypatch, log_output
+    configured, make_worker, monkeypatch, log_output
 ):
-    threads = provoke_api_failures(configured)
+    threads = provoke_api_failures(configured, make_worker)
     error_pages = unhandled_exception_pages(monkeypatch)
     written, raw_records = log_output()
     attempts = [repr(a) + repr(vars(a)) for a in Attempt.objects.all()]

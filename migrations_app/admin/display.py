@@ -3,6 +3,7 @@ line with the whole of it in a tooltip. HTML only through format_html."""
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from django.contrib import admin
 from django.db.models import Model
@@ -48,18 +49,23 @@ def time_column(field: str, description: str) -> Callable[[Model], SafeString | 
     return column
 
 
-def count_column(field: str, description: str) -> Callable[[Model], int]:
+# A count column's value: a number, or None (shown as the admin's empty value). Django shows any
+# value; django-stubs types list_display entries as callables returning str or bool.
+CountCell = Any
+
+
+def count_column(field: str, description: str) -> Callable[[Model], CountCell]:
     """A list_display column for a count under a short header, sortable."""
 
     @admin.display(description=description, ordering=field)
-    def column(obj: Model) -> int:
+    def column(obj: Model) -> CountCell:
         return getattr(obj, field)
 
     column.__name__ = field
     return column
 
 
-def import_error_text(error: dict) -> str:
+def import_error_text(error: dict[str, Any]) -> str:
     """One import error as a line: 'file, line N: message', without repeating a location the
     message already starts with ('Line 4: …')."""
     message = error.get("message") or ""

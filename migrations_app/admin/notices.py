@@ -6,7 +6,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import ngettext
 
-from migrations_app.models import ImportBatch
+from migrations_app.intake.source import Synced
+from migrations_app.models import BulkAction, ImportBatch
 
 NEXT_STEP = {
     "migrate": "The workers upload and verify each one; follow them on the {dashboard}.",
@@ -45,6 +46,34 @@ def action_done(name: str, label: str, count: int) -> SafeString:
         reverse("admin:migrations_app_dashboard"),
         after,
     )
+
+
+def bulk_started(bulk: BulkAction) -> SafeString:
+    """'Migrate: 12,345 threads are handed to a worker, which applies it a page at a time; follow
+    its progress on bulk action #3.'"""
+    said = ngettext(
+        "%(action)s: %(count)s thread is handed to a worker, which applies it a page at a time;",
+        "%(action)s: %(count)s threads are handed to a worker, which applies it a page at a time;",
+        bulk.eligible,
+    ) % {"action": bulk.get_action_display(), "count": f"{bulk.eligible:,}"}
+    return format_html(
+        '{} follow its progress on <a href="{}">bulk action #{}</a>.',
+        said,
+        reverse("admin:migrations_app_bulkaction_change", args=[bulk.pk]),
+        bulk.pk,
+    )
+
+
+def assistants_synced(synced: Synced) -> tuple[int, str]:
+    """(message level, message) after "Sync assistants"."""
+    if synced.failure:
+        return messages.ERROR, f"Syncing assistants failed: {synced.failure.message}"
+    count = ngettext("%d assistant", "%d assistants", synced.stored) % synced.stored
+    message = f"Synced {count} from the source; threads that use them now show them."
+    if synced.rejected:
+        shown = "; ".join(f"{aid}: {why}" for aid, why in synced.rejected[:5])
+        return messages.WARNING, f"{message} {len(synced.rejected)} could not be stored ({shown})."
+    return messages.SUCCESS, message
 
 
 def _lines(count: int) -> str:

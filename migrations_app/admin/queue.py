@@ -7,8 +7,12 @@ so resubmitting is kept for those who may change task records (superusers by def
 retry threads from the threads list instead.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django_q import admin as q_admin
 from django_q.models import Failure, Success
@@ -27,6 +31,10 @@ class FailureAdmin(q_admin.FailAdmin):
     actions = [resubmit_task]
 
 
-for model, model_admin in [(Success, SuccessAdmin), (Failure, FailureAdmin)]:
+OURS: list[tuple[type[Model], type[admin.ModelAdmin[Any]]]] = [
+    (Success, SuccessAdmin),
+    (Failure, FailureAdmin),
+]
+for model, model_admin in OURS:
     admin.site.unregister(model)
     admin.site.register(model, model_admin)

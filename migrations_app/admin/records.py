@@ -1,28 +1,30 @@
-"""Assistants, import batches, the dashboard and the read-only mirror and history."""
+"""Assistants, import batches, bulk actions and the read-only mirror and history."""
+
+from __future__ import annotations
 
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from migrations_app import intake, search
 from migrations_app.admin import display, notices
-from migrations_app.admin.pages import viewable_object
+from migrations_app.admin.pages import staff_user, viewable_object
 from migrations_app.conversion import responses_config
 from migrations_app.intake import uploads
 from migrations_app.models import (
     Assistant,
     Attempt,
+    BulkAction,
     Conversation,
     ImportBatch,
     Message,
@@ -33,13 +35,13 @@ from migrations_app.models import (
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Mirror and history rows are records: staff read them, nobody edits them here."""
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -109,14 +111,14 @@ class AssistantAdmin(ReadOnlyAdmin):
     search_fields = ["name", "=assistant_id", "model"]
 
     @admin.display(description="tools")
-    def tool_count(self, obj):
+    def tool_count(self, obj: Assistant) -> int:
         return len(obj.data.get("tools") or [])
 
     # --- "Sync assistants": copy every assistant from the source API --------------------------
     def has_sync_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("migrations_app.sync_assistants")
 
-    def get_urls(self) -> list:
+    def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
             path("sync/", wrap(self.sync_view), name="migrations_app_assistant_sync"),
@@ -124,7 +126,7 @@ class AssistantAdmin(ReadOnlyAdmin):
         ]
 
     def changelist_view(
-        self, request: HttpRequest, extra_context: dict | None = None
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         extra = {
             "can_sync": self.has_sync_permission(request) and intake.source_configured(),
@@ -136,10 +138,12 @@ class AssistantAdmin(ReadOnlyAdmin):
         if request.method != "POST" or not self.has_sync_permission(request):
             raise PermissionDenied
         started = timezone.now()
-        level, message = sync_assistants_now()
+        level, message = notices.assistants_synced(intake.sync_assistants())
         self.message_user(request, message, level)
         synced = Assistant.objects.filter(synced_at__gte=started)
-        LogEntry.objects.log_actions(request.user.pk, synced, CHANGE, "Synced from the source")
+        LogEntry.objects.log_actions(
+            staff_user(request).pk, synced, CHANGE, "Synced from the source"
+        )
         return HttpResponseRedirect(reverse("admin:migrations_app_assistant_changelist"))
 
     def change_view(
@@ -147,9 +151,9 @@ class AssistantAdmin(ReadOnlyAdmin):
         request: HttpRequest,
         object_id: str,
         form_url: str = "",
-        extra_context: dict | None = None,
+        extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        assistant = viewable_object(self, request, object_id)
+        assistant: Assistant = viewable_object(self, request, object_id)
         config, warnings = responses_config(assistant.data)
         context = {
             **self.admin_site.each_context(request),
@@ -194,8 +198,8 @@ class ImportForm(forms.Form):
             raise forms.ValidationError("An export must be a .jsonl or a .zip file.")
         return export
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         given = [k for k in ("ids_file", "pasted", "export_file") if data.get(k)]
         given += [k for k in ("ids_file", "export_file") if k in self.errors]
         if len(given) != 1:
@@ -227,6 +231,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["source", "status"]
     list_select_related = ["created_by"]
+    change_form_template = "admin/migrations_app/refreshing_change_form.html"
     readonly_fields = [
         "source",
         "filename",
@@ -270,9 +275,6 @@ class ImportBatchAdmin(ReadOnlyAdmin):
             " (this page refreshes until none wait)" if counts["waiting"] else ".",
         )
 
-    def has_change_permission(self, request, obj=None):
-        return False
-
     def has_import_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("migrations_app.import_threads")
 
@@ -289,7 +291,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         ]
 
     def changelist_view(
-        self, request: HttpRequest, extra_context: dict | None = None
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         extra = {"can_import": self.has_import_permission(request)}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
@@ -298,7 +300,8 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         if not self.has_import_permission(request):
             raise PermissionDenied  # before the body is read
         limiter = uploads.LimitHandler(request)
-        request.upload_handlers.insert(0, limiter)  # before anything reads the body
+        # First of the handlers, before anything reads the body.
+        request.upload_handlers = [limiter, *request.upload_handlers]
         return csrf_protect(self._import_view)(request, limiter)
 
     def _import_view(self, request: HttpRequest, limiter: uploads.LimitHandler) -> HttpResponse:
@@ -306,7 +309,12 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         if request.method == "POST":
             form = ImportForm(request.POST, request.FILES, refused=limiter.refused)
             if form.is_valid():
-                batch = start_import(form.cleaned_data, request.user)
+                batch = uploads.start_import(
+                    staff_user(request),
+                    pasted=form.cleaned_data["pasted"],
+                    ids_file=form.cleaned_data["ids_file"],
+                    export_file=form.cleaned_data["export_file"],
+                )
                 level, message = notices.import_done(batch, intake.source_configured())
                 self.message_user(request, message, level)
                 return HttpResponseRedirect(
@@ -325,7 +333,13 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         }
         return TemplateResponse(request, "admin/migrations_app/importbatch/import.html", context)
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         intake.sweep_stopped_imports()  # a batch whose worker died says so, here too
         batch = self.get_object(request, object_id)
         waiting = False
@@ -346,33 +360,60 @@ def _report_lines(entries: list[dict]) -> str:
     return format_html("<ul>{}{}</ul>", rows, more)
 
 
-# --- the import, as the page runs it ------------------------------------------------------------
-def start_import(data: dict, user: Any) -> ImportBatch:
-    """The form's one input, imported now or by a worker (see intake.uploads.start_import)."""
-    if data.get("pasted"):
-        return uploads.start_import(uploads.IDS, user, text=data["pasted"])
-    if data.get("ids_file"):
-        return uploads.start_import(uploads.IDS, user, upload=data["ids_file"])
-    return uploads.start_import(uploads.EXPORT, user, upload=data["export_file"])
+@admin.register(BulkAction)
+class BulkActionAdmin(ReadOnlyAdmin):
+    """An action on many threads, applied by a worker: its progress, read-only."""
 
-
-def sync_assistants_now() -> tuple[int, str]:
-    """Sync every assistant from the source now; (level, message) for the page."""
-    from migrations_app import openai_client
-
-    try:
-        synced = intake.sync_assistants()
-    except Exception as error:
-        try:
-            failure = openai_client.classify(error)
-        except Exception:
-            raise error from None
-        return messages.ERROR, f"Syncing assistants failed: {failure.message}"
-    message = (
-        f"Synced {ngettext('%d assistant', '%d assistants', synced.stored) % synced.stored} "
-        "from the source; threads that use them now show them."
+    list_display = [
+        "__str__",
+        "status",
+        display.count_column("eligible", "threads"),
+        display.count_column("done", "done"),
+        "requested_by",
+        display.time_column("created_at", "created"),
+        display.time_column("finished_at", "finished"),
+    ]
+    list_filter = ["action", "status"]
+    list_select_related = ["requested_by"]
+    change_form_template = "admin/migrations_app/refreshing_change_form.html"
+    fields = readonly_fields = (
+        "action",
+        "selected_threads",
+        "requested_by",
+        "status",
+        "progress",
+        "error",
+        "created_at",
+        "finished_at",
+        "task_group",
     )
-    if synced.rejected:
-        shown = "; ".join(f"{aid}: {why}" for aid, why in synced.rejected[:5])
-        return messages.WARNING, f"{message} {len(synced.rejected)} could not be stored ({shown})."
-    return messages.SUCCESS, message
+
+    @admin.display(description="progress")
+    def progress(self, obj: BulkAction) -> str:
+        return format_html(
+            '<span id="bulk-progress">{} of {} threads acted on{}</span>',
+            f"{obj.done:,}",
+            f"{obj.eligible:,}",
+            "" if obj.is_finished else " (this page refreshes until it is done)",
+        )
+
+    @admin.display(description="threads selected")
+    def selected_threads(self, obj: BulkAction) -> str:
+        threads = reverse("admin:migrations_app_thread_changelist")
+        return format_html(
+            '<a href="{}?{}">the threads list, filtered as it was</a> (threads the action no '
+            "longer applies to when their page is reached are skipped)",
+            threads,
+            obj.selection,
+        )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        bulk = self.get_object(request, object_id)
+        extra = {"refresh_seconds": 2 if bulk is not None and not bulk.is_finished else None}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})

@@ -1,10 +1,13 @@
 """The threads changelist, its confirmed bulk actions, the thread page and the mapping export."""
 
-import csv
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
@@ -19,17 +22,27 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from migrations_app import actions, dashboard, intake, search, states, tasks
+from migrations_app import actions, dashboard, mapping, search, states
+from migrations_app.actions import Plan
 from migrations_app.admin import display, notices
-from migrations_app.admin.pages import require_view_permission, viewable_object
-from migrations_app.models import Thread, ThreadStatus
+from migrations_app.admin.pages import require_view_permission, staff_user, viewable_object
+from migrations_app.conversion import Conversion
+from migrations_app.models import BulkAction, Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
 from migrations_app.thread_page import thread_page
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    class Mirrored(TypedDict):
+        mirrored: bool
+
+    Listed = WithAnnotations[Thread, Mirrored]  # a row of the list (see get_queryset)
 
 COUNT_LIMIT = 10_000
 
@@ -38,8 +51,10 @@ class CappedCountPaginator(Paginator):
     """Never COUNT(*) ten million rows: the table's estimate when unfiltered, else a count
     that stops at COUNT_LIMIT."""
 
+    object_list: QuerySet[Thread]
+
     @cached_property
-    def count(self):
+    def count(self) -> int:
         query = self.object_list.query
         if not query.where and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
@@ -47,7 +62,8 @@ class CappedCountPaginator(Paginator):
                     "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
                     [Thread._meta.db_table],
                 )
-                estimate = cursor.fetchone()[0]
+                row = cursor.fetchone()
+            estimate = int(row[0]) if row else 0
             if estimate > COUNT_LIMIT:
                 return estimate
         return self.object_list.order_by()[: COUNT_LIMIT + 1].count()
@@ -57,8 +73,8 @@ class ThreadChangeList(ChangeList):
     """The list never loads the source JSON: whether it is there is all a row shows."""
 
     def get_queryset(
-        self, request: HttpRequest, exclude_parameters: list | None = None
-    ) -> QuerySet:
+        self, request: HttpRequest, exclude_parameters: list[str | None] | None = None
+    ) -> QuerySet[Thread]:
         return super().get_queryset(request, exclude_parameters).defer("data")
 
 
@@ -66,10 +82,12 @@ class HasWarningsFilter(admin.SimpleListFilter):
     title = "warnings"
     parameter_name = "warnings"
 
-    def lookups(self, request, model_admin):
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Thread]
+    ) -> list[tuple[str, str]]:
         return [("yes", "Has warnings"), ("no", "No warnings")]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Thread]) -> QuerySet[Thread]:
         if self.value() == "yes":
             return queryset.filter(warning_count__gt=0)
         if self.value() == "no":
@@ -83,10 +101,15 @@ def status_badge(status: str, label: str) -> SafeString:
     return format_html('<span class="status-badge status-{}">{}</span>', status, label)
 
 
-def _action(name, description, permission):
+ActionFunction = Callable[["ThreadAdmin", HttpRequest, QuerySet[Thread]], HttpResponse | None]
+
+
+def _action(name: str, description: str, permission: str) -> ActionFunction:
     """An admin action in the shape of delete_selected: confirm first, then act."""
 
-    def run(modeladmin, request, queryset):
+    def run(
+        modeladmin: ThreadAdmin, request: HttpRequest, queryset: QuerySet[Thread]
+    ) -> HttpResponse | None:
         return modeladmin.confirm_and_apply(request, queryset, name)
 
     run.__name__ = f"{name}_selected"
@@ -136,7 +159,7 @@ class ThreadAdmin(admin.ModelAdmin):
     ]
 
     # --- the list -------------------------------------------------------------------------------
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Thread]:
         mirrored = ExpressionWrapper(Q(data__isnull=False), output_field=BooleanField())
         return super().get_queryset(request).annotate(mirrored=mirrored)
 
@@ -144,22 +167,22 @@ class ThreadAdmin(admin.ModelAdmin):
         return ThreadChangeList
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
+        self, request: HttpRequest, queryset: QuerySet[Thread], search_term: str
+    ) -> tuple[QuerySet[Thread], bool]:
         return search.search_threads(queryset, search_term), False
 
     @admin.display(description="status", ordering="status")
-    def status_display(self, obj):
+    def status_display(self, obj: Thread) -> SafeString:
         return status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="messages", ordering="message_count")
-    def source_messages(self, obj: Thread) -> int | str:
+    def source_messages(self, obj: Listed) -> int | str:
         if not obj.mirrored:
             return format_html('<span class="quiet">{}</span>', "not fetched")
         return obj.message_count
 
     @admin.display(description="items")
-    def progress(self, obj):
+    def progress(self, obj: Thread) -> str:
         if not obj.items_total:
             return "—"
         return f"{obj.items_committed}/{obj.items_total}"
@@ -172,31 +195,31 @@ class ThreadAdmin(admin.ModelAdmin):
     def conversation(self, obj: Thread) -> str:
         return display.one_line(obj.conversation_id)
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Thread | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Thread | None = None) -> bool:
         return False
 
-    def _has(self, request, codename):
+    def _has(self, request: HttpRequest, codename: str) -> bool:
         return request.user.has_perm(f"migrations_app.{codename}")
 
-    def has_fetch_permission(self, request):
+    def has_fetch_permission(self, request: HttpRequest) -> bool:
         return self._has(request, "fetch_thread")
 
-    def has_migrate_permission(self, request):
+    def has_migrate_permission(self, request: HttpRequest) -> bool:
         return self._has(request, "migrate_thread")
 
-    def has_retry_permission(self, request):
+    def has_retry_permission(self, request: HttpRequest) -> bool:
         return self._has(request, "retry_thread")
 
-    def has_cancel_permission(self, request):
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
         return self._has(request, "cancel_thread")
 
-    def has_remigrate_permission(self, request):
+    def has_remigrate_permission(self, request: HttpRequest) -> bool:
         return self._has(request, "remigrate_thread")
 
     # --- actions --------------------------------------------------------------------------------
@@ -207,10 +230,14 @@ class ThreadAdmin(admin.ModelAdmin):
             return self.preview_response(request, queryset)
         plan = actions.plan(name, queryset)
         if request.POST.get("post") == "yes" and plan.eligible:
-            count = self.apply(request, queryset, name)
-            self.message_user(
-                request, notices.action_done(name, plan.rule.label, count), messages.SUCCESS
-            )
+            if plan.eligible > actions.INLINE_LIMIT:
+                bulk = self.hand_to_worker(request, queryset, plan)
+                self.message_user(request, notices.bulk_started(bulk), messages.SUCCESS)
+            else:
+                count = self.apply_now(request, queryset, name)
+                self.message_user(
+                    request, notices.action_done(name, plan.rule.label, count), messages.SUCCESS
+                )
             if request.POST.get("return_to") == "dashboard":
                 return HttpResponseRedirect(reverse("admin:migrations_app_dashboard"))
             return None
@@ -228,22 +255,49 @@ class ThreadAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/migrations_app/thread/confirm_action.html", context)
 
-    def apply(self, request, queryset, name):
-        def log(pks):
+    def apply_now(self, request: HttpRequest, queryset: QuerySet[Thread], name: str) -> int:
+        """A few threads: acted on inside the request, one log entry each (as Django's own
+        actions log)."""
+
+        user = staff_user(request)
+
+        def log(pks: list[int]) -> None:
             LogEntry.objects.log_actions(
-                request.user.pk,
+                user.pk,
                 list(Thread.objects.filter(pk__in=pks).only("pk", "thread_id")),
                 CHANGE,
                 change_message=f"{name} (console action)",
             )
 
-        if name == "fetch":
-            return apply_fetch(queryset, request.user, log)
-        count, _ = actions.apply(name, queryset, user=request.user, on_chunk=log)
+        count, _ = actions.apply(name, queryset, user=user, on_chunk=log)
         return count
 
-    def preview_response(self, request, queryset):
-        previews = []
+    def hand_to_worker(
+        self, request: HttpRequest, queryset: QuerySet[Thread], plan: Plan
+    ) -> BulkAction:
+        """Many threads: one task applies the action a page at a time, one log entry says who
+        asked for what (each thread still gets its own history row)."""
+        user = staff_user(request)
+        bulk = actions.start_bulk(
+            plan.rule.name,
+            queryset,
+            eligible=plan.eligible,
+            user=user,
+            selection=request.GET.urlencode(),
+        )
+        LogEntry.objects.log_actions(
+            user.pk,
+            [bulk],
+            ADDITION,
+            change_message=f"{plan.rule.label}: {plan.eligible} threads (console action, "
+            "applied by a worker)",
+        )
+        return bulk
+
+    def preview_response(
+        self, request: HttpRequest, queryset: QuerySet[Thread]
+    ) -> TemplateResponse:
+        previews: list[tuple[Thread, Conversion | None, str | None]] = []
         for thread in queryset[:50]:
             try:
                 previews.append((thread, preview_thread(thread), None))
@@ -259,7 +313,7 @@ class ThreadAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/migrations_app/thread/preview.html", context)
 
     # --- extra pages ----------------------------------------------------------------------------
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
             path("mapping.csv", wrap(self.mapping_view), name="migrations_app_thread_mapping"),
@@ -276,11 +330,7 @@ class ThreadAdmin(admin.ModelAdmin):
         require_view_permission(self, request)
         changelist = self.get_changelist_instance(request)
         threads = changelist.get_queryset(request)
-        writer = csv.writer(Echo(), lineterminator="\n")
-        response = StreamingHttpResponse(
-            (writer.writerow(row) for row in intake.mapping_rows(threads)),
-            content_type="text/csv",
-        )
+        response = StreamingHttpResponse(mapping.mapping_lines(threads), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="thread-conversation-mapping.csv"'
         return response
 
@@ -306,9 +356,9 @@ class ThreadAdmin(admin.ModelAdmin):
         request: HttpRequest,
         object_id: str,
         form_url: str = "",
-        extra_context: dict | None = None,
+        extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        thread = viewable_object(self, request, object_id)
+        thread: Thread = viewable_object(self, request, object_id)
         context = {
             **self.admin_site.each_context(request),
             **thread_page(thread, request.GET.get("page")),
@@ -360,14 +410,11 @@ class ThreadAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/migrations_app/dashboard.html", context)
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         extra = {"mapping_url": reverse("admin:migrations_app_thread_mapping")}
         return super().changelist_view(request, {**(extra_context or {}), **extra})
-
-
-class Echo:
-    def write(self, value):
-        return value
 
 
 REMEDY_LABELS = {
@@ -378,7 +425,9 @@ REMEDY_LABELS = {
 VALID_BUTTONS = ("fetch", "migrate", "retry", "cancel", "remigrate")
 
 
-def buttons_for(thread, request, model_admin):
+def buttons_for(
+    thread: Thread, request: HttpRequest, model_admin: ThreadAdmin
+) -> list[tuple[str, str]]:
     """Only the actions valid for this thread's state, and only for staff allowed to act."""
     offered = []
     applicable = states.applicable_actions(thread.pk)
@@ -388,11 +437,3 @@ def buttons_for(thread, request, model_admin):
         if name in applicable:
             offered.append((name, actions.RULES[name].label))
     return offered
-
-
-# --- fetch as an action -------------------------------------------------------------------------
-def apply_fetch(queryset, user, log):
-    ids = list(queryset.filter(states.ELIGIBLE["fetch"]).values_list("pk", "thread_id"))
-    log([pk for pk, _ in ids])
-    tasks.queue_fetch([thread_id for _, thread_id in ids], group=f"fetch by {user}")
-    return len(ids)

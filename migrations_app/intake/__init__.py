@@ -19,15 +19,15 @@ from migrations_app.intake.exports import load_export, read_export
 from migrations_app.intake.ids import import_thread_id_file, import_thread_ids, parse_thread_ids
 from migrations_app.intake.mirror import (
     BundleRejected,
-    is_frozen,
     prepare,
     store_bundles,
     upsert_assistants,
 )
 from migrations_app.intake.source import (
+    fetch_for_staff,
     fetch_into_mirror,
-    fetch_thread,
     queue_batch_fetch,
+    queue_fetches,
     source_configured,
     sync_assistants,
 )
@@ -43,17 +43,17 @@ __all__ = [
     "IntakeError",
     "check_assistant",
     "check_bundle",
+    "fetch_for_staff",
     "fetch_into_mirror",
     "fetch_progress",
-    "fetch_thread",
     "import_thread_id_file",
     "import_thread_ids",
-    "is_frozen",
     "load_export",
     "mapping_rows",
     "parse_thread_ids",
     "prepare",
     "queue_batch_fetch",
+    "queue_fetches",
     "read_export",
     "source_configured",
     "store_bundles",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 from django.conf import settings
@@ -63,22 +63,30 @@ def _parse(data: bytes, where: str, line: int | None = None) -> Item:
         return where, line, None, f"invalid JSON: {error}"
 
 
-def _lines(stream: IO[bytes], limit: int | None = None) -> Iterator[tuple[int, Any]]:
+class Readable(Protocol):
+    """A binary stream, as far as reading it goes (a file, a zip member, a _Counted one)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _lines(stream: Readable, limit: int | None = None) -> Iterator[tuple[int, bytes | None]]:
     """(line number, bytes) of a binary stream, read a chunk at a time; a line longer than
     `limit` (default MAX_DOCUMENT_BYTES) comes as (number, None) without ever being held whole."""
     limit = limit or MAX_DOCUMENT_BYTES
-    number, pieces, size, too_long = 0, [], 0, False
+    number, size, too_long = 0, 0, False
+    pieces: list[bytes] = []
     while chunk := stream.read(READ_CHUNK):
         *complete, rest = chunk.split(b"\n")
         for index, line in enumerate(complete):
             number += 1
+            whole: bytes | None = line
             if index == 0 and (pieces or too_long):
                 too_long = too_long or size + len(line) > limit
-                line = None if too_long else b"".join([*pieces, line])
+                whole = None if too_long else b"".join([*pieces, line])
                 pieces, size, too_long = [], 0, False
             elif len(line) > limit:
-                line = None
-            yield number, line
+                whole = None
+            yield number, whole
         if too_long:
             continue
         if rest:
@@ -90,7 +98,7 @@ def _lines(stream: IO[bytes], limit: int | None = None) -> Iterator[tuple[int, A
         yield number + 1, None if too_long else b"".join(pieces)
 
 
-def _from_jsonl(stream: IO[bytes], where: str) -> Iterator[Item]:
+def _from_jsonl(stream: Readable, where: str) -> Iterator[Item]:
     for number, line in _lines(stream):
         if line is None:
             yield where, number, None, f"line longer than {human_size(MAX_DOCUMENT_BYTES)}"

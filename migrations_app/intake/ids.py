@@ -7,7 +7,6 @@ INSERT … ON CONFLICT per 5,000 ids, the csv module only for lines that need it
 
 import csv
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from migrations_app import bulk
 from migrations_app.intake.batches import IntakeError, describe_decode_error, running
 from migrations_app.intake.validation import THREAD_ID
 from migrations_app.models import ImportBatch, Thread
+from migrations_app.paging import chunks
 
 ID_CHUNK = 5000
 BOM = b"\xef\xbb\xbf"
@@ -83,12 +83,6 @@ class _Reader:
 
 def parse_thread_ids(lines: Iterable[str], batch: ImportBatch) -> Iterator[str]:
     return iter(_Reader(lines, batch))
-
-
-def chunks(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(iterable)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def import_thread_ids(lines: Iterable[str], *, batch: ImportBatch) -> ImportBatch:

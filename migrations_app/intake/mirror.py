@@ -208,9 +208,10 @@ def store_prepared(
         Assistant.objects.filter(assistant_id__in=wanted).values_list("assistant_id", "pk")
     )
 
-    def mirror(p: Prepared) -> tuple:
-        return (p.thread_text, p.created_at, len(p.messages), assistants.get(p.assistant_id),
-                p.warning_count, p.items_total)  # fmt: skip
+    def mirror(p: Prepared) -> tuple[Any, ...]:
+        assistant_pk = assistants.get(p.assistant_id) if p.assistant_id else None
+        return (p.thread_text, p.created_at, len(p.messages), assistant_pk, p.warning_count,
+                p.items_total)  # fmt: skip
 
     with transaction.atomic():
         inserted = bulk.insert_mirror_rows(
@@ -254,11 +255,6 @@ def store_prepared(
         updated=[p.thread_id for p in updated],
         skipped=[p.thread_id for p in rest if existing.get(p.thread_id) not in writable],
     )
-
-
-def is_frozen(thread: Thread) -> bool:
-    """A thread whose upload has started keeps its mirror: a retry must reuse the same input."""
-    return bool(thread.conversation_id) or thread.items_committed > 0
 
 
 # --- assistants ---------------------------------------------------------------------------------

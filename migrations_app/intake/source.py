@@ -2,6 +2,7 @@
 one). Threads are fetched one at a time into the mirror; assistants are synced all at once."""
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,6 @@ from django.db.models import F
 from django.utils import timezone
 
 from migrations_app import states
-from migrations_app.intake.ids import chunks
 from migrations_app.intake.mirror import (
     BundleRejected,
     conversion_options,
@@ -19,7 +19,8 @@ from migrations_app.intake.mirror import (
     store_prepared,
     upsert_assistants,
 )
-from migrations_app.models import Attempt, ErrorKind, ImportBatch, Thread, ThreadStatus
+from migrations_app.models import Attempt, ErrorKind, ImportBatch, Thread
+from migrations_app.paging import chunks, pk_pages
 
 if TYPE_CHECKING:
     from migrations_app.openai_client import ApiFailure
@@ -119,19 +120,20 @@ def fetch_into_mirror(
     return fetched.failure
 
 
-def fetch_thread(
+def fetch_for_staff(
     thread_id: str, *, client: Any = None, actor: Any = None, actor_label: str = "worker"
 ) -> Attempt | None:
-    """Fetch one thread for staff, recording an Attempt (returned; None if the id is unknown).
-    A failure (404 included) marks the thread failed unless it moved on meanwhile; it does not
-    raise. A thread running or whose upload started is skipped."""
+    """The fetch staff asked for (an action, an import): one thread into the mirror, recorded as
+    an Attempt (returned; None if the id is unknown). A failure (404 included) marks the thread
+    failed unless it moved on meanwhile; it does not raise. A thread the fetch no longer applies
+    to (running, or its upload started: `states.ELIGIBLE`) is skipped."""
     thread = Thread.objects.filter(thread_id=thread_id).first()
     if thread is None:
         return None
     attempt = Attempt(
         thread=thread, action=Attempt.Action.FETCH, actor=actor, actor_label=actor_label
     )
-    if thread.status == ThreadStatus.RUNNING or thread.conversation_id:
+    if "fetch" not in states.applicable_actions(thread.pk):
         fetched = Fetched(skipped=True)
     else:
         fetched = _fetch(thread, client, "")
@@ -162,23 +164,28 @@ def fetch_thread(
     return attempt
 
 
-FETCH_PAGE = 5000
+FETCH_TASK = "migrations_app.tasks.fetch_from_source"
+
+
+def queue_fetches(thread_ids: Iterable[str], group: str) -> int:
+    """One task per thread: a fetch is a handful of reads, and per-thread tasks keep a slow
+    thread from holding up others in its group. Returns how many were queued."""
+    from django_q.tasks import async_task
+
+    count = 0
+    for thread_id in thread_ids:
+        async_task(FETCH_TASK, thread_id, group=group)
+        count += 1
+    return count
 
 
 def queue_batch_fetch(batch: ImportBatch) -> int:
     """Queue one fetch task for each of the batch's threads not mirrored yet (and not running or
     uploading); recorded on the batch. Returns how many were queued."""
-    from migrations_app import tasks
-
     waiting = batch.threads.filter(states.ELIGIBLE["fetch"], fetched_at__isnull=True)
-    count, last = 0, 0
-    # Page by pk, each page read whole before queueing: the broker writes to the same database,
-    # which must not happen while a cursor is open on it (SQLite closes it).
-    while page := list(
-        waiting.filter(pk__gt=last).order_by("pk").values_list("pk", "thread_id")[:FETCH_PAGE]
-    ):
-        count += tasks.queue_fetch([thread_id for _, thread_id in page], f"fetch batch {batch.pk}")
-        last = page[-1][0]
+    count = 0
+    for page in pk_pages(waiting, "thread_id"):
+        count += queue_fetches([thread_id for _, thread_id in page], f"fetch batch {batch.pk}")
     ImportBatch.objects.filter(pk=batch.pk).update(fetch_queued=F("fetch_queued") + count)
     batch.fetch_queued += count
     return count
@@ -188,15 +195,20 @@ def queue_batch_fetch(batch: ImportBatch) -> int:
 class Synced:
     stored: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (assistant id, why)
+    failure: "ApiFailure | None" = None  # the API error that stopped it
 
 
 def sync_assistants(client: Any = None) -> Synced:
     """Copy every assistant from the source (update, never duplicate); invalid ones are left out
-    and returned with the reason. Raises what the API raised (classify it to show it)."""
+    and returned with the reason. An API error stops it and is returned as its `failure` (the
+    assistants stored before it stay); any other exception is raised."""
     from migrations_app import openai_client
 
     client = client or openai_client.source_client()
     result = Synced()
-    for chunk in chunks(openai_client.list_assistants(client), 100):
-        result.stored += upsert_assistants(chunk, rejected=result.rejected)
+    try:
+        for chunk in chunks(openai_client.list_assistants(client), 100):
+            result.stored += upsert_assistants(chunk, rejected=result.rejected)
+    except Exception as error:
+        result.failure = openai_client.classify(error)  # raises what is not an API error
     return result

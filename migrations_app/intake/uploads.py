@@ -6,10 +6,12 @@ disk, so the worker that imports one may run on another machine: a folder every 
 (UPLOAD_DIR), or S3 through django-storages. The worker opens the file through the same API.
 """
 
+from __future__ import annotations
+
 import logging
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -22,6 +24,11 @@ from migrations_app.intake.exports import load_export_file
 from migrations_app.intake.ids import import_thread_ids, utf8_lines
 from migrations_app.intake.source import queue_batch_fetch, source_configured
 from migrations_app.models import ImportBatch
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from django.core.files.uploadedfile import UploadedFile
+    from django.http import HttpRequest
 
 log = logging.getLogger(__name__)
 FOLDER = "imports"
@@ -62,14 +69,15 @@ class LimitHandler(FileUploadHandler):
 
     KINDS = {"ids_file": IDS, "export_file": EXPORT}
 
-    def __init__(self, request: Any = None) -> None:
+    def __init__(self, request: HttpRequest | None = None) -> None:
         super().__init__(request)
         self.refused: dict[str, str] = {}
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
         kind = self.KINDS.get(self.field_name, EXPORT)
         if start + len(raw_data) > size_limit(kind):
-            self.refused[self.field_name] = size_problem(kind, self.file_name, None) or ""
+            name = self.file_name or self.field_name
+            self.refused[self.field_name] = size_problem(kind, name, None) or ""
             raise SkipFile
         return raw_data
 
@@ -154,36 +162,45 @@ def _import(kind: str, name: str, filename: str, batch: ImportBatch) -> None:
 
 # --- the import page's entry point --------------------------------------------------------------
 def start_import(
-    kind: str, user: Any, *, text: str | None = None, upload: Any = None
+    user: User,
+    *,
+    pasted: str = "",
+    ids_file: UploadedFile | None = None,
+    export_file: UploadedFile | None = None,
 ) -> ImportBatch:
-    """Import pasted ids (`text`) or an uploaded file: small inputs now, large ones by a worker
-    (the batch shows its progress). Imported ids are queued for fetching when a source API
-    answers. Returns the batch."""
+    """The import page's one input — pasted ids, an id file or an export — imported now when it
+    is small, else by a worker (the batch shows its progress). Imported ids are queued for
+    fetching when a source API answers. Returns the batch."""
+    kind = EXPORT if export_file is not None else IDS
     fetch = kind == IDS and source_configured()
     limit = INLINE_FETCH_IMPORT_LIMIT if fetch else INLINE_IMPORT_LIMIT
-    if text is not None:
-        if len(text.encode()) <= limit:
+    if pasted:
+        if len(pasted.encode()) <= limit:
             batch = ImportBatch(
                 source=ImportBatch.Source.PASTE, filename="pasted ids", created_by=user
             )
             try:
-                import_thread_ids(text.splitlines(), batch=batch)
+                import_thread_ids(pasted.splitlines(), batch=batch)
             except IntakeError:
                 return batch  # recorded on the batch
             if fetch:
                 queue_batch_fetch(batch)
             return batch
-        name = save(text.encode(), "pasted.txt")
+        name = save(pasted.encode(), "pasted.txt")
         return _to_worker(kind, name, "pasted ids", user, fetch, ImportBatch.Source.PASTE)
+    upload = export_file or ids_file
+    if upload is None:
+        raise ValueError("nothing to import: give pasted ids, an id file or an export")
+    filename = upload.name or "upload"
     name = save(upload)
-    if upload.size <= limit:
-        return import_upload(kind, name, upload.name, user_pk=user.pk, fetch=fetch)
+    if (upload.size or 0) <= limit:
+        return import_upload(kind, name, filename, user_pk=user.pk, fetch=fetch)
     source = ImportBatch.Source.CSV if kind == IDS else ImportBatch.Source.EXPORT
-    return _to_worker(kind, name, upload.name, user, fetch, source)
+    return _to_worker(kind, name, filename, user, fetch, source)
 
 
 def _to_worker(
-    kind: str, name: str, filename: str, user: Any, fetch: bool, source: str
+    kind: str, name: str, filename: str, user: User, fetch: bool, source: str
 ) -> ImportBatch:
     from django_q.tasks import async_task
 

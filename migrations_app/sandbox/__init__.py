@@ -5,7 +5,7 @@ from migrations_app.sandbox.server import SandboxServer
 from migrations_app.sandbox.state import FaultConfig, SandboxState
 
 
-def seeded_state(seed=1, thread_count=50):
+def seeded_state(seed: int = 1, thread_count: int = 50) -> SandboxState:
     """A sandbox state holding the deterministic demo data set."""
     state = SandboxState()
     assistants, bundles = generate_dataset(seed=seed, thread_count=thread_count)

@@ -12,6 +12,10 @@ A thread bundle is the export format: {"thread", "messages", "runs", "run_steps"
 import json
 import random
 import string
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+JSON = dict[str, Any]
 
 BASE_TIME = 1_717_000_000
 MODELS = ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3-mini"]
@@ -55,17 +59,17 @@ class IdMaker:
 
     ALPHABET = string.ascii_letters + string.digits
 
-    def __init__(self, rng):
+    def __init__(self, rng: random.Random) -> None:
         self.rng = rng
 
-    def __call__(self, prefix):
+    def __call__(self, prefix: str) -> str:
         return prefix + "".join(self.rng.choices(self.ALPHABET, k=24))
 
 
-def generate_assistants(rng, ids, count=4):
+def generate_assistants(rng: random.Random, ids: IdMaker, count: int = 4) -> list[JSON]:
     assistants = []
     for index in range(count):
-        tools = [{"type": "code_interpreter"}] if index % 2 == 0 else []
+        tools: list[JSON] = [{"type": "code_interpreter"}] if index % 2 == 0 else []
         tools.append(
             {
                 "type": "file_search",
@@ -129,11 +133,11 @@ def generate_assistants(rng, ids, count=4):
     return assistants
 
 
-def _text_block(value, annotations=()):
+def _text_block(value: str, annotations: Sequence[JSON] = ()) -> JSON:
     return {"type": "text", "text": {"value": value, "annotations": list(annotations)}}
 
 
-def _annotated_text(rng, ids):
+def _annotated_text(rng: random.Random, ids: IdMaker) -> JSON:
     placeholder = f"【{rng.randint(1, 20)}:{rng.randint(0, 3)}†source】"
     path = "sandbox:/mnt/data/report.csv"
     value = f"According to the policy{placeholder}, you can download it here: {path}"
@@ -160,7 +164,7 @@ def _annotated_text(rng, ids):
     )
 
 
-def _user_content(rng, ids):
+def _user_content(rng: random.Random, ids: IdMaker) -> list[JSON]:
     roll = rng.random()
     text = _text_block(rng.choice(USER_LINES))
     if roll < 0.08:
@@ -181,7 +185,7 @@ def _user_content(rng, ids):
     return [text]
 
 
-def _assistant_content(rng, ids):
+def _assistant_content(rng: random.Random, ids: IdMaker) -> list[JSON]:
     roll = rng.random()
     if roll < 0.10:
         return [_annotated_text(rng, ids)]
@@ -197,7 +201,7 @@ def _assistant_content(rng, ids):
     return [_text_block(rng.choice(ASSISTANT_LINES))]
 
 
-def _attachments(rng, ids, role):
+def _attachments(rng: random.Random, ids: IdMaker, role: str) -> list[JSON]:
     if rng.random() > 0.06:
         return []
     tools = rng.choice(
@@ -210,7 +214,16 @@ def _attachments(rng, ids, role):
     return [{"file_id": ids("file-"), "tools": tools}]
 
 
-def _message(ids, thread_id, role, created_at, content, attachments, assistant_id, run_id):
+def _message(
+    ids: IdMaker,
+    thread_id: str,
+    role: str,
+    created_at: int,
+    content: list[JSON],
+    attachments: list[JSON],
+    assistant_id: str | None,
+    run_id: str | None,
+) -> JSON:
     return {
         "id": ids("msg_"),
         "object": "thread.message",
@@ -229,7 +242,7 @@ def _message(ids, thread_id, role, created_at, content, attachments, assistant_i
     }
 
 
-def _run(ids, thread_id, assistant, created_at):
+def _run(ids: IdMaker, thread_id: str, assistant: JSON, created_at: int) -> JSON:
     return {
         "id": ids("run_"),
         "object": "thread.run",
@@ -261,7 +274,7 @@ def _run(ids, thread_id, assistant, created_at):
     }
 
 
-def _tool_calls(rng, ids):
+def _tool_calls(rng: random.Random, ids: IdMaker) -> list[JSON]:
     calls = []
     roll = rng.random()
     if roll < 0.6:
@@ -299,7 +312,7 @@ def _tool_calls(rng, ids):
     return calls
 
 
-def _step(ids, run, created_at, tool_calls):
+def _step(ids: IdMaker, run: JSON, created_at: int, tool_calls: list[JSON]) -> JSON:
     return {
         "id": ids("step_"),
         "object": "thread.run.step",
@@ -320,7 +333,7 @@ def _step(ids, run, created_at, tool_calls):
     }
 
 
-def _message_count(rng, index):
+def _message_count(rng: random.Random, index: int) -> int:
     if index % 97 == 3:
         return rng.randint(200, 320)  # a few very long threads
     if index % 50 == 7:
@@ -328,14 +341,20 @@ def _message_count(rng, index):
     return rng.choice([1, 2, 4, 6, 8, 12, 19, 20, 21, 25, 30, 40])
 
 
-def generate_thread(rng, ids, assistants, index, message_count=None):
+def generate_thread(
+    rng: random.Random,
+    ids: IdMaker,
+    assistants: list[JSON],
+    index: int,
+    message_count: int | None = None,
+) -> JSON:
     """One thread bundle in the export format."""
     thread_id = ids("thread_")
     created = BASE_TIME + index * 600
     metadata = {"customer": f"cust_{index:06d}", "channel": rng.choice(["web", "ios", "android"])}
     if index % 13 == 5:
         metadata["note"] = "VIP — 日本語 ✓"
-    thread = {
+    thread: JSON = {
         "id": thread_id,
         "object": "thread",
         "created_at": created,
@@ -346,7 +365,9 @@ def generate_thread(rng, ids, assistants, index, message_count=None):
     }
     count = _message_count(rng, index) if message_count is None else message_count
     assistant = assistants[index % len(assistants)]
-    messages, runs, steps = [], [], []
+    messages: list[JSON] = []
+    runs: list[JSON] = []
+    steps: list[JSON] = []
     clock = created
     role = "user"
     while len(messages) < count:
@@ -389,13 +410,15 @@ def generate_thread(rng, ids, assistants, index, message_count=None):
     return {"thread": thread, "messages": messages, "runs": runs, "run_steps": steps}
 
 
-def generate_dataset(seed=1, thread_count=50, assistant_count=4):
+def generate_dataset(
+    seed: int = 1, thread_count: int = 50, assistant_count: int = 4
+) -> tuple[list[JSON], Iterator[JSON]]:
     """(assistants, iterator of thread bundles): lazily, so a large export stays flat in memory."""
     rng = random.Random(seed)
     ids = IdMaker(rng)
     assistants = generate_assistants(rng, ids, assistant_count)
 
-    def bundles():
+    def bundles() -> Iterator[JSON]:
         for index in range(thread_count):
             yield generate_thread(rng, ids, assistants, index)
 

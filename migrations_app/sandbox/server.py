@@ -7,14 +7,18 @@ Introspection (no /v1, never faulted): GET /_sandbox/state, POST /_sandbox/fault
 GET /_sandbox/health.
 """
 
+from __future__ import annotations
+
 import json
 import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Self
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from migrations_app.sandbox.state import SandboxState
 from migrations_app.sandbox.validation import (
@@ -24,11 +28,16 @@ from migrations_app.sandbox.validation import (
     validate_metadata,
 )
 
-ROUTES = []
+JSON = dict[str, Any]
+Query = dict[str, list[str]]  # parse_qs
+Reply = tuple[int, Any]  # status, JSON body
+Answer = tuple[int, Any, dict[str, str]]  # status, JSON body, extra headers
+Handler = Callable[..., Reply]  # (state, request, query, **ids from the URL)
+ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
 
 
-def route(method, pattern):
-    def register(handler):
+def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
         ROUTES.append((method, re.compile(f"^{pattern}$"), handler))
         return handler
 
@@ -36,18 +45,26 @@ def route(method, pattern):
 
 
 class ApiError(Exception):
-    def __init__(self, status, message, *, type_="invalid_request_error", param=None, code=None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def not_found(kind, object_id):
+def not_found(kind: str, object_id: str) -> ApiError:
     return ApiError(404, f"No {kind} found with id '{object_id}'.", code=None)
 
 
 # --- paging ------------------------------------------------------------------------------------
-def _int_param(query, name, default, low, high):
+def _int_param(query: Query, name: str, default: int, low: int, high: int) -> int:
     raw = query.get(name, [str(default)])[0]
     try:
         value = int(raw)
@@ -63,7 +80,7 @@ def _int_param(query, name, default, low, high):
     return value
 
 
-def paginate(objects, query, *, allow_before=True):
+def paginate(objects: Sequence[JSON], query: Query, *, allow_before: bool = True) -> JSON:
     """A cursor page the way the API builds it: order (default desc), after, before, limit."""
     limit = _int_param(query, "limit", 20, 1, 100)
     order = query.get("order", ["desc"])[0]
@@ -71,8 +88,8 @@ def paginate(objects, query, *, allow_before=True):
         raise ApiError(400, "Invalid 'order': expected 'asc' or 'desc'.", param="order")
     ordered = list(objects) if order == "asc" else list(reversed(objects))
     ids = [obj["id"] for obj in ordered]
-    after = query.get("after", [None])[0]
-    before = query.get("before", [None])[0] if allow_before else None
+    after = query.get("after", [""])[0]
+    before = query.get("before", [""])[0] if allow_before else ""
     start, end = 0, len(ordered)
     if after:
         if after not in ids:
@@ -94,7 +111,7 @@ def paginate(objects, query, *, allow_before=True):
 
 
 # --- source endpoints --------------------------------------------------------------------------
-def _require_beta(request):
+def _require_beta(request: SandboxHandler) -> None:
     if "assistants=v2" not in (request.headers.get("OpenAI-Beta") or ""):
         raise ApiError(
             400,
@@ -105,7 +122,7 @@ def _require_beta(request):
 
 
 @route("GET", r"/v1/assistants")
-def list_assistants(state, request, query):
+def list_assistants(state: SandboxState, request: SandboxHandler, query: Query) -> Reply:
     _require_beta(request)
     with state.lock:
         objects = sorted(state.assistants.values(), key=lambda a: (a["created_at"], a["id"]))
@@ -113,41 +130,49 @@ def list_assistants(state, request, query):
 
 
 @route("GET", r"/v1/assistants/(?P<assistant_id>[^/]+)")
-def retrieve_assistant(state, request, query, assistant_id):
+def retrieve_assistant(
+    state: SandboxState, request: SandboxHandler, query: Query, assistant_id: str
+) -> Reply:
     _require_beta(request)
     if assistant_id not in state.assistants:
         raise not_found("assistant", assistant_id)
     return 200, state.assistants[assistant_id]
 
 
-def _thread_or_404(state, thread_id):
+def _thread_or_404(state: SandboxState, thread_id: str) -> JSON:
     if thread_id not in state.threads:
         raise not_found("thread", thread_id)
     return state.threads[thread_id]
 
 
 @route("GET", r"/v1/threads/(?P<thread_id>[^/]+)")
-def retrieve_thread(state, request, query, thread_id):
+def retrieve_thread(
+    state: SandboxState, request: SandboxHandler, query: Query, thread_id: str
+) -> Reply:
     _require_beta(request)
     return 200, _thread_or_404(state, thread_id)
 
 
 @route("GET", r"/v1/threads/(?P<thread_id>[^/]+)/messages")
-def list_messages(state, request, query, thread_id):
+def list_messages(
+    state: SandboxState, request: SandboxHandler, query: Query, thread_id: str
+) -> Reply:
     _require_beta(request)
     _thread_or_404(state, thread_id)
     return 200, paginate(state.messages.get(thread_id, []), query)
 
 
 @route("GET", r"/v1/threads/(?P<thread_id>[^/]+)/runs")
-def list_runs(state, request, query, thread_id):
+def list_runs(state: SandboxState, request: SandboxHandler, query: Query, thread_id: str) -> Reply:
     _require_beta(request)
     _thread_or_404(state, thread_id)
     return 200, paginate(state.runs.get(thread_id, []), query)
 
 
 @route("GET", r"/v1/threads/(?P<thread_id>[^/]+)/runs/(?P<run_id>[^/]+)/steps")
-def list_run_steps(state, request, query, thread_id, run_id):
+def list_run_steps(
+    state: SandboxState, request: SandboxHandler, query: Query, thread_id: str, run_id: str
+) -> Reply:
     _require_beta(request)
     _thread_or_404(state, thread_id)
     if run_id not in {run["id"] for run in state.runs.get(thread_id, [])}:
@@ -156,18 +181,18 @@ def list_run_steps(state, request, query, thread_id, run_id):
 
 
 # --- conversations -----------------------------------------------------------------------------
-def _invalid(error):
+def _invalid(error: InvalidRequest) -> ApiError:
     return ApiError(400, error.message, param=error.param, code=error.code)
 
 
-def _conversation_or_404(state, conversation_id):
+def _conversation_or_404(state: SandboxState, conversation_id: str) -> JSON:
     if conversation_id not in state.conversations:
         raise not_found("conversation", conversation_id)
     return state.conversations[conversation_id]
 
 
 @route("POST", r"/v1/conversations")
-def create_conversation(state, request, query):
+def create_conversation(state: SandboxState, request: SandboxHandler, query: Query) -> Reply:
     body = request.json_body()
     try:
         check_known_keys(body, {"items", "metadata"})
@@ -179,12 +204,16 @@ def create_conversation(state, request, query):
 
 
 @route("GET", r"/v1/conversations/(?P<conversation_id>[^/]+)")
-def retrieve_conversation(state, request, query, conversation_id):
+def retrieve_conversation(
+    state: SandboxState, request: SandboxHandler, query: Query, conversation_id: str
+) -> Reply:
     return 200, _conversation_or_404(state, conversation_id)["object"]
 
 
 @route("DELETE", r"/v1/conversations/(?P<conversation_id>[^/]+)")
-def delete_conversation(state, request, query, conversation_id):
+def delete_conversation(
+    state: SandboxState, request: SandboxHandler, query: Query, conversation_id: str
+) -> Reply:
     with state.lock:
         _conversation_or_404(state, conversation_id)
         del state.conversations[conversation_id]
@@ -193,7 +222,9 @@ def delete_conversation(state, request, query, conversation_id):
 
 
 @route("POST", r"/v1/conversations/(?P<conversation_id>[^/]+)/items")
-def create_items(state, request, query, conversation_id):
+def create_items(
+    state: SandboxState, request: SandboxHandler, query: Query, conversation_id: str
+) -> Reply:
     body = request.json_body()
     _conversation_or_404(state, conversation_id)
     try:
@@ -212,7 +243,9 @@ def create_items(state, request, query, conversation_id):
 
 
 @route("DELETE", r"/v1/conversations/(?P<conversation_id>[^/]+)/items/(?P<item_id>[^/]+)")
-def delete_item(state, request, query, conversation_id, item_id):
+def delete_item(
+    state: SandboxState, request: SandboxHandler, query: Query, conversation_id: str, item_id: str
+) -> Reply:
     with state.lock:
         conversation = _conversation_or_404(state, conversation_id)
         kept = [item for item in conversation["items"] if item["id"] != item_id]
@@ -223,7 +256,9 @@ def delete_item(state, request, query, conversation_id, item_id):
 
 
 @route("GET", r"/v1/conversations/(?P<conversation_id>[^/]+)/items")
-def list_items(state, request, query, conversation_id):
+def list_items(
+    state: SandboxState, request: SandboxHandler, query: Query, conversation_id: str
+) -> Reply:
     with state.lock:
         items = list(_conversation_or_404(state, conversation_id)["items"])
     return 200, paginate(items, query, allow_before=False)
@@ -235,11 +270,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go as two writes; no 40 ms stalls
     server_version = "ConsoleSandbox/1"
     state: SandboxState  # set on the subclass made by SandboxServer
+    _body: bytes = b""
+    _pending: Answer | None = None  # what a fault answers instead of the handler
 
-    def log_message(self, format, *args):  # quiet: tests read the state instead
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read the state
         pass
 
-    def json_body(self):
+    def json_body(self) -> JSON:
         raw = self._body
         if not raw:
             return {}
@@ -251,16 +288,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
             raise ApiError(400, "The JSON body of your request must be an object.")
         return body
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_DELETE(self):
+    def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def _dispatch(self, method):
+    def _dispatch(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self._body = self.rfile.read(length) if length else b""
         url = urlsplit(self.path)
@@ -279,14 +316,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self.state.record(method, route_name, status, fault if status >= 400 else None)
         self._send(status, body, error_headers)
 
-    def _match(self, method, path):
+    def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
         for route_method, pattern, handler in ROUTES:
             found = pattern.match(path)
             if found and route_method == method:
                 return handler, found.groupdict()
         return None
 
-    def _pre_fault(self, method, path):
+    def _pre_fault(self, method: str, path: str) -> str | None:
         """Latency, cap and injected faults that answer before the handler runs."""
         faults = self.state.faults
         if faults.latency_ms:
@@ -327,13 +364,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
             )
         return fault
 
-    def _rate_limited(self, wait, message):
+    def _rate_limited(self, wait: float, message: str) -> Answer:
         error = ApiError(429, message, type_="requests", code="rate_limit_exceeded")
         return 429, error.body, {"retry-after": str(max(1, round(wait))),
                                  "retry-after-ms": str(int(wait * 1000))}  # fmt: skip
 
-    def _handle(self, method, url, match):
-        pending = getattr(self, "_pending", None)
+    def _handle(
+        self, method: str, url: SplitResult, match: tuple[Handler, dict[str, str]] | None
+    ) -> Answer:
+        pending = self._pending
         if pending:
             self._pending = None
             return pending
@@ -350,7 +389,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return error.status, error.body, {}
         return status, body, {}
 
-    def _send(self, status, body, extra_headers):
+    def _send(self, status: int, body: Any, extra_headers: dict[str, str]) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status, HTTPStatus(status).phrase)
         self.send_header("Content-Type", "application/json")
@@ -365,11 +404,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _drop(self):
+    def _drop(self) -> None:
         self.close_connection = True
         self.connection.close()
 
-    def _introspect(self, method, url):
+    def _introspect(self, method: str, url: SplitResult) -> None:
         if method == "GET" and url.path == "/_sandbox/health":
             return self._send(200, {"ok": True}, {})
         if method == "GET" and url.path == "/_sandbox/state":
@@ -393,25 +432,28 @@ class _Server(ThreadingHTTPServer):
 class SandboxServer:
     """Start with `with SandboxServer(port=0) as sandbox:`; `sandbox.url` is the /v1 base URL."""
 
-    def __init__(self, host="127.0.0.1", port=0, state=None):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, state: SandboxState | None = None
+    ) -> None:
         self.state = state or SandboxState()
         handler = type("Handler", (SandboxHandler,), {"state": self.state})
         self.httpd = _Server((host, port), handler)
-        self.host, self.port = self.httpd.server_address[:2]
+        bound_host, bound_port = self.httpd.server_address[:2]
+        self.host, self.port = str(bound_host), int(bound_port)
         self.url = f"http://{self.host}:{self.port}/v1"
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
-    def start(self):
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()

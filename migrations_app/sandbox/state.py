@@ -6,7 +6,11 @@ import random
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+JSON = dict[str, Any]
 
 
 @dataclass
@@ -23,34 +27,36 @@ class FaultConfig:
     max_body_bytes: int = 0  # a larger request body is refused with 413 (0: no limit)
     seed: int = 0
     # Scripted faults for deterministic tests: [{"kind", "method", "path_contains", "times"}].
-    scripted: list = field(default_factory=list)
+    scripted: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SandboxState:
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.assistants = {}
-        self.threads = {}
-        self.messages = {}  # thread_id -> [message], ascending
-        self.runs = {}  # thread_id -> [run], ascending
-        self.steps = {}  # run_id -> [step], ascending
-        self.conversations = {}  # conv id -> {"object": conversation, "items": [item]}
-        self.deleted_conversations = set()
+        self.assistants: dict[str, JSON] = {}
+        self.threads: dict[str, JSON] = {}
+        self.messages: dict[str, list[JSON]] = {}  # thread_id -> [message], ascending
+        self.runs: dict[str, list[JSON]] = {}  # thread_id -> [run], ascending
+        self.steps: dict[str, list[JSON]] = {}  # run_id -> [step], ascending
+        # conv id -> {"object": conversation, "items": [item]}
+        self.conversations: dict[str, JSON] = {}
+        self.deleted_conversations: set[str] = set()
         self.faults = FaultConfig()
         self._rng = random.Random(0)
         self._ids = itertools.count(1)
-        self._recent = deque()  # request times for the rpm cap
-        self.request_counts = Counter()  # "METHOD route" -> count
-        self.fault_counts = Counter()
-        self.requests_log = deque(maxlen=5000)
+        self._recent: deque[float] = deque()  # request times for the rpm cap
+        self.request_counts: Counter[str] = Counter()  # "METHOD route" -> count
+        self.fault_counts: Counter[str] = Counter()
+        # (time, method, route, status, fault)
+        self.requests_log: deque[tuple[float, str, str, int, str | None]] = deque(maxlen=5000)
 
     # --- seeding ------------------------------------------------------------------------------
-    def load_assistants(self, assistants):
+    def load_assistants(self, assistants: Iterable[JSON]) -> None:
         with self.lock:
             for assistant in assistants:
                 self.assistants[assistant["id"]] = assistant
 
-    def load_bundle(self, bundle):
+    def load_bundle(self, bundle: JSON) -> None:
         thread = bundle["thread"]
         with self.lock:
             self.threads[thread["id"]] = thread
@@ -59,11 +65,11 @@ class SandboxState:
             for step in bundle.get("run_steps") or []:
                 self.steps.setdefault(step["run_id"], []).append(step)
 
-    def new_id(self, prefix):
+    def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):08d}{self._rng.getrandbits(64):016x}"
 
     # --- faults -------------------------------------------------------------------------------
-    def configure_faults(self, **values):
+    def configure_faults(self, **values: Any) -> None:
         with self.lock:
             config = asdict(self.faults)
             unknown = set(values) - set(config)
@@ -73,7 +79,7 @@ class SandboxState:
             self.faults = FaultConfig(**config)
             self._rng = random.Random(self.faults.seed)
 
-    def choose_fault(self, method, path):
+    def choose_fault(self, method: str, path: str) -> str | None:
         """The fault to inject for this request, or None. Scripted faults come first."""
         with self.lock:
             for script in self.faults.scripted:
@@ -99,7 +105,7 @@ class SandboxState:
                 roll -= chance
             return None
 
-    def over_rpm_cap(self, now=None):
+    def over_rpm_cap(self, now: float | None = None) -> tuple[bool, float]:
         """True if this request exceeds the rolling-minute cap (then it is not counted)."""
         with self.lock:
             cap = self.faults.rpm_cap
@@ -113,30 +119,33 @@ class SandboxState:
             self._recent.append(now)
             return False, 0
 
-    def remaining_requests(self):
+    def remaining_requests(self) -> tuple[int, int]:
         cap = self.faults.rpm_cap or 10_000
         return cap, max(0, cap - len(self._recent))
 
     # --- conversations ------------------------------------------------------------------------
-    def create_conversation(self, metadata, items):
+    def create_conversation(
+        self, metadata: dict[str, str] | None, items: list[JSON] | None
+    ) -> JSON:
         with self.lock:
-            conversation = {
-                "id": self.new_id("conv_"),
+            conversation_id = self.new_id("conv_")
+            conversation: JSON = {
+                "id": conversation_id,
                 "object": "conversation",
                 "created_at": int(time.time()),
                 "metadata": metadata or {},
             }
-            self.conversations[conversation["id"]] = {"object": conversation, "items": []}
-            self.add_items(conversation["id"], items or [])
+            self.conversations[conversation_id] = {"object": conversation, "items": []}
+            self.add_items(conversation_id, items or [])
             return conversation
 
-    def add_items(self, conversation_id, items):
+    def add_items(self, conversation_id: str, items: list[JSON]) -> list[JSON]:
         with self.lock:
             stored = [self._stored_item(item) for item in items]
             self.conversations[conversation_id]["items"].extend(stored)
             return stored
 
-    def _stored_item(self, item):
+    def _stored_item(self, item: JSON) -> JSON:
         """An input item as the API stores and lists it: a server id and a status."""
         kind = item.get("type", "message")
         stored = {**item, "type": kind}
@@ -159,7 +168,7 @@ class SandboxState:
         return stored
 
     # --- introspection ------------------------------------------------------------------------
-    def snapshot(self, include_items=True):
+    def snapshot(self, include_items: bool = True) -> JSON:
         with self.lock:
             return {
                 "conversations": {
@@ -178,7 +187,7 @@ class SandboxState:
                 "assistants": len(self.assistants),
             }
 
-    def record(self, method, route, status, fault):
+    def record(self, method: str, route: str, status: int, fault: str | None) -> None:
         with self.lock:
             self.request_counts[f"{method} {route}"] += 1
             if fault:

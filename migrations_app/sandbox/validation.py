@@ -5,7 +5,9 @@ The one documented exception (DESIGN.md): an assistant message whose content is 
 API accepts, which the published spec and the SDK types do not describe (openai/openai-openapi#475).
 """
 
+from collections.abc import Collection, Iterator
 from functools import cache
+from typing import Any
 
 from openai.types.responses import ResponseInputItemParam
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -17,7 +19,7 @@ METADATA_MAX_VALUE_LENGTH = 512
 
 
 class InvalidRequest(Exception):
-    def __init__(self, message, param=None, code="invalid_value"):
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_value") -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -25,12 +27,12 @@ class InvalidRequest(Exception):
 
 
 @cache
-def _item_adapter():
+def _item_adapter() -> TypeAdapter[Any]:
     # extra="forbid": the real API answers "Unknown parameter" for keys it does not know.
     return TypeAdapter(ResponseInputItemParam, config=ConfigDict(extra="forbid"))
 
 
-def is_guide_assistant_message(item):
+def is_guide_assistant_message(item: object) -> bool:
     """True for exactly the documented exception and nothing wider."""
     if not isinstance(item, dict) or set(item) - {"type", "role", "content"}:
         return False
@@ -49,7 +51,7 @@ def is_guide_assistant_message(item):
     )
 
 
-def _closest_error(error, prefix, labelled=True):
+def _closest_error(error: ValidationError, prefix: str, labelled: bool = True) -> InvalidRequest:
     """Pick, of a union's many errors, the one from the member that matched furthest.
 
     Members whose `type` or `role` literal did not match are discarded (the API dispatches on
@@ -75,12 +77,12 @@ def _closest_error(error, prefix, labelled=True):
 
 
 class _LazyElementError(Exception):
-    def __init__(self, error, path):
+    def __init__(self, error: ValidationError, path: str) -> None:
         self.error = error
         self.path = path
 
 
-def _drain(value, path):
+def _drain(value: object, path: str) -> None:
     """pydantic validates `Iterable[...]` fields (which the SDK uses for lists) lazily; walk the
     result so every element is checked now, remembering where we are for the error message."""
     if isinstance(value, dict):
@@ -89,7 +91,7 @@ def _drain(value, path):
     elif isinstance(value, list | tuple):
         for index, inner in enumerate(value):
             _drain(inner, f"{path}[{index}]")
-    elif type(value).__name__ == "ValidatorIterator":
+    elif type(value).__name__ == "ValidatorIterator" and isinstance(value, Iterator):
         try:
             for index, inner in enumerate(value):
                 _drain(inner, f"{path}[{index}]")
@@ -97,7 +99,7 @@ def _drain(value, path):
             raise _LazyElementError(error, path) from None
 
 
-def validate_typed(adapter: TypeAdapter, value: object, param: str) -> None:
+def validate_typed(adapter: TypeAdapter[Any], value: object, param: str) -> None:
     """Validate `value` with one of the SDK's typed params; an error names the param the way the
     API does."""
     try:
@@ -114,7 +116,7 @@ def validate_item(item: object, param: str) -> None:
     validate_typed(_item_adapter(), item, param)
 
 
-def validate_items(items, param="items", *, required):
+def validate_items(items: object, param: str = "items", *, required: bool) -> None:
     if items is None:
         if required:
             raise InvalidRequest(f"Missing required parameter: '{param}'.", param, "missing")
@@ -134,7 +136,7 @@ def validate_items(items, param="items", *, required):
         validate_item(item, f"{param}[{index}]")
 
 
-def validate_metadata(metadata, param="metadata"):
+def validate_metadata(metadata: object, param: str = "metadata") -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict):
@@ -166,7 +168,7 @@ def validate_metadata(metadata, param="metadata"):
             )
 
 
-def check_known_keys(body, allowed):
+def check_known_keys(body: dict[str, Any], allowed: Collection[str]) -> None:
     for key in body:
         if key not in allowed:
             raise InvalidRequest(f"Unknown parameter: '{key}'.", key, "unknown_parameter")

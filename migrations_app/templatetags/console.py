@@ -12,13 +12,13 @@ register = template.Library()
 
 
 @register.filter
-def as_json(value):
+def as_json(value: Any) -> str:
     """Pretty JSON as text: the template escapes it like any other string."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
 
 
 @register.filter
-def unix_time(value):
+def unix_time(value: Any) -> datetime | None:
     try:
         return datetime.fromtimestamp(int(value), tz=UTC)
     except (TypeError, ValueError):
@@ -26,7 +26,7 @@ def unix_time(value):
 
 
 @register.filter
-def get(mapping, key):
+def get(mapping: dict[str, Any] | None, key: str) -> Any:
     return (mapping or {}).get(key)
 
 
@@ -67,7 +67,7 @@ def error_text(message: str, http_status: int | None) -> str:
 
 
 @register.inclusion_tag("admin/migrations_app/_overview.html")
-def console_overview() -> dict:
+def console_overview() -> dict[str, Any]:
     """The dashboard's key figures for the admin index: counts per state and the progress bar
     (one query that an index serves)."""
     from django.urls import reverse

@@ -2,6 +2,7 @@ import getpass
 import secrets
 import sys
 from argparse import ArgumentParser
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
@@ -46,7 +47,7 @@ class Command(BaseCommand):
         password: str | None,
         generate_password: bool,
         email: str,
-        **options: object,
+        **options: Any,
     ) -> None:
         self.stdin = options.get("stdin") or sys.stdin  # a stand-in terminal in tests
         User = get_user_model()

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from argparse import ArgumentParser
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -27,11 +29,11 @@ class Command(BaseCommand):
         "server on 127.0.0.1:8000. Ctrl-C stops everything."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--threads", type=int, default=200)
         parser.add_argument("--port", type=int, default=8000)
 
-    def handle(self, *args, threads, port, **options):
+    def handle(self, *args: Any, threads: int, port: int, **options: Any) -> None:
         if settings.OPENAI_API_KEY:
             raise CommandError("The demo runs on the sandbox only: unset OPENAI_API_KEY.")
         call_command("migrate", interactive=False, verbosity=0)
@@ -74,7 +76,7 @@ class Command(BaseCommand):
             sandbox.stop()
             self.stdout.write("Stopped.")
 
-    def _demo_user(self):
+    def _demo_user(self) -> None:
         user, _ = get_user_model().objects.get_or_create(username=DEMO_USER)
         user.is_staff = user.is_superuser = True
         user.set_password(DEMO_PASSWORD)
@@ -83,9 +85,11 @@ class Command(BaseCommand):
     def _sync_assistants(self) -> None:
         """The sandbox's assistants first, so every fetched thread shows its assistant."""
         synced = intake.sync_assistants()
+        if synced.failure:
+            raise CommandError(f"Syncing the demo assistants failed: {synced.failure.message}")
         self.stdout.write(f"Synced {synced.stored} demo assistants from the sandbox.")
 
-    def _import_demo_ids(self, thread_ids):
+    def _import_demo_ids(self, thread_ids: list[str]) -> None:
         if ImportBatch.objects.filter(filename="demo-thread-ids.csv").exists():
             return
         with tempfile.TemporaryDirectory() as folder:

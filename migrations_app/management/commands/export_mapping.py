@@ -1,3 +1,6 @@
+from argparse import ArgumentParser
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from migrations_app import mapping
@@ -10,11 +13,11 @@ class Command(BaseCommand):
         "(thread_id,conversation_id,status,items,warnings). No API can rebuild it: keep a copy."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("-o", "--output", help="file to write (default: standard output)")
         parser.add_argument("--status", choices=ThreadStatus.values, help="only this status")
 
-    def handle(self, *args, output, status, **options):
+    def handle(self, *args: Any, output: str | None, status: str | None, **options: Any) -> None:
         threads = Thread.objects.all()
         if status:
             threads = threads.filter(status=status)

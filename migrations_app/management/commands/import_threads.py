@@ -1,3 +1,6 @@
+from argparse import ArgumentParser
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from migrations_app import intake
@@ -9,7 +12,7 @@ class Command(BaseCommand):
         "The API cannot list threads, so this is how the console learns which exist."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("file", help="CSV or text file of thread ids")
         parser.add_argument(
             "--fetch",
@@ -17,15 +20,15 @@ class Command(BaseCommand):
             help="queue a fetch from the source API for every newly imported thread",
         )
 
-    def handle(self, *args, file, fetch, **options):
+    def handle(self, *args: Any, file: str, fetch: bool, **options: Any) -> None:
         try:
             batch = intake.import_thread_id_file(file)
         except FileNotFoundError:
             raise CommandError(f"{file}: no such file") from None
         except intake.IntakeError as error:
             raise CommandError(f"{file}: {error}") from None
-        for error in batch.errors[:50]:
-            self.stderr.write(self.style.WARNING(error["message"]))
+        for entry in batch.errors[:50]:
+            self.stderr.write(self.style.WARNING(entry["message"]))
         if batch.invalid_count > 50:
             self.stderr.write(f"… and {batch.invalid_count - 50} more invalid lines")
         self.stdout.write(

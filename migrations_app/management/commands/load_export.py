@@ -1,3 +1,6 @@
+from argparse import ArgumentParser
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from migrations_app import intake
@@ -9,11 +12,11 @@ class Command(BaseCommand):
         "assistants.json), a .jsonl file (one thread bundle per line) or a .zip holding either."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("path")
 
-    def handle(self, *args, path, verbosity, **options):
-        def progress(batch):
+    def handle(self, *args: Any, path: str, verbosity: int, **options: Any) -> None:
+        def progress(batch: intake.ImportBatch) -> None:
             if verbosity > 1:
                 self.stdout.write(f"  {batch.new_count + batch.duplicate_count} threads stored")
 
@@ -21,9 +24,9 @@ class Command(BaseCommand):
             batch = intake.load_export(path, progress=progress)
         except intake.IntakeError as error:
             raise CommandError(str(error)) from None
-        for error in batch.errors[:50]:
-            where = error["file"] + (f":{error['line']}" if error.get("line") else "")
-            self.stderr.write(self.style.WARNING(f"{where}: {error['message']}"))
+        for entry in batch.errors[:50]:
+            where = entry["file"] + (f":{entry['line']}" if entry.get("line") else "")
+            self.stderr.write(self.style.WARNING(f"{where}: {entry['message']}"))
         if batch.invalid_count > 50:
             self.stderr.write(f"… and {batch.invalid_count - 50} more invalid objects")
         for note in batch.warnings[:50]:

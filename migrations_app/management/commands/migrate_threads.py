@@ -1,6 +1,8 @@
 import json
 import sys
+from argparse import ArgumentParser
 from collections import Counter
+from collections.abc import Callable
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import QuerySet
@@ -17,7 +19,7 @@ class Command(BaseCommand):
         "threads are queued for the django-q2 workers and the command returns at once."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("thread_ids", nargs="*", help="thread ids (thread_…)")
         parser.add_argument("--status", choices=ThreadStatus.values, help="every thread in it")
         parser.add_argument("--all", action="store_true", help="every thread")
@@ -55,14 +57,14 @@ class Command(BaseCommand):
             return
         self._run_inline(action, threads, plan.eligible)
 
-    def _run_inline(self, action, threads, total):
+    def _run_inline(self, action: str, threads: QuerySet[Thread], total: int) -> None:
         """Chunk by chunk: each chunk is queued for this process (no task) and run here. If the
         run stops early, what it queued and did not start goes to the workers' queue."""
         group = f"{action} inline {timezone.now():%Y-%m-%d %H:%M:%S}"
-        outcomes = Counter()
+        outcomes: Counter[str] = Counter()
         progress = self._progress(total)
 
-        def run_chunk(pks):
+        def run_chunk(pks: list[int]) -> None:
             outcomes.update(upload.migrate_many(pks, on_done=progress))
 
         try:
@@ -79,7 +81,7 @@ class Command(BaseCommand):
         summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
         self.stdout.write(self.style.SUCCESS(f"Done: {summary or 'nothing to do'}."))
 
-    def _select(self, thread_ids, status, every):
+    def _select(self, thread_ids: list[str], status: str | None, every: bool) -> QuerySet[Thread]:
         if sum(map(bool, (thread_ids, status, every))) != 1:
             raise CommandError("Name thread ids, or --status STATUS, or --all (one of them).")
         if every:
@@ -94,7 +96,7 @@ class Command(BaseCommand):
             )
         return threads
 
-    def _dry_run(self, threads: QuerySet, remigrate: bool = False) -> None:
+    def _dry_run(self, threads: QuerySet[Thread], remigrate: bool = False) -> None:
         for thread in threads.iterator(chunk_size=200):
             try:
                 preview = preview_thread(thread)
@@ -115,7 +117,7 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.WARNING(f"  warning {warning}"))
         self._estimate(threads if remigrate else threads.exclude(status=ThreadStatus.SUCCEEDED))
 
-    def _estimate(self, threads: QuerySet) -> None:
+    def _estimate(self, threads: QuerySet[Thread]) -> None:
         """How long the selected threads take at the request budget (the dashboard's sum)."""
         result = dashboard.remaining_estimate(threads)
         line = f"Estimate for {result.threads} thread{'s' if result.threads != 1 else ''}: {result}"
@@ -127,11 +129,11 @@ class Command(BaseCommand):
             )
         self.stdout.write(self.style.SUCCESS(line + "."))
 
-    def _progress(self, total):
+    def _progress(self, total: int) -> Callable[[int, str], None]:
         done = [0]
         tty = sys.stdout.isatty()
 
-        def report(pk, outcome):
+        def report(pk: int, outcome: str) -> None:
             done[0] += 1
             if tty:
                 filled = int(30 * done[0] / max(total, 1))

@@ -1,6 +1,8 @@
 import contextlib
 import signal
 import threading
+from argparse import ArgumentParser
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -14,7 +16,7 @@ class Command(BaseCommand):
         "data and a Conversations destination, with faults on demand (POST /_sandbox/faults)."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--port", type=int, default=settings.SANDBOX_PORT)
         parser.add_argument("--threads", type=int, default=200, help="demo threads to seed")
         parser.add_argument("--seed", type=int, default=1)
@@ -23,7 +25,7 @@ class Command(BaseCommand):
         for kind in ("rate-limit", "server-error", "drop-before-write", "drop-after-write"):
             parser.add_argument(f"--{kind}", type=float, default=0, help="probability 0–1")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         state = seeded_state(seed=options["seed"], thread_count=options["threads"])
         state.configure_faults(
             latency_ms=options["latency_ms"],

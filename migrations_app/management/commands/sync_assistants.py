@@ -1,17 +1,17 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
-from migrations_app import intake, openai_client
+from migrations_app import intake
 
 
 class Command(BaseCommand):
     help = "Copy every assistant from the source API into the mirror (update, never duplicate)."
 
-    def handle(self, *args, **options):
-        try:
-            synced = intake.sync_assistants()
-        except Exception as error:
-            failure = openai_client.classify(error)
-            raise CommandError(f"Syncing assistants failed: {failure.message}") from None
+    def handle(self, *args: Any, **options: Any) -> None:
+        synced = intake.sync_assistants()
+        if synced.failure:
+            raise CommandError(f"Syncing assistants failed: {synced.failure.message}")
         for assistant_id, problem in synced.rejected:
             self.stderr.write(self.style.WARNING(f"{assistant_id}: not stored: {problem}"))
         self.stdout.write(self.style.SUCCESS(f"Synced {synced.stored} assistants."))
