@@ -59,7 +59,7 @@ def test_an_auditor_sees_no_import_button_and_is_refused_the_import_page(page, l
 
 def test_an_operator_syncs_the_assistants_from_the_admin(page, live_server, world, settings):  # noqa: F811
     settings.SANDBOX_URL = world.url
-    staff("olga", "operators")
+    personas.operator("olga")
     log_in(page, live_server, "olga")
     page.goto(f"{live_server.url}/admin/migrations_app/assistant/")
     expect(page.locator("#result_list")).to_have_count(0)
