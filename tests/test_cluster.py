@@ -142,6 +142,8 @@ def test_a_cluster_frozen_past_its_leases_and_thawed_duplicates_nothing(world, c
         "API_TIMEOUT_SECONDS": 3,
         "Q_TIMEOUT": 300,
         "Q_RETRY": 360,
+        # A worker frozen inside a transaction holds its rows until the server ends its session.
+        "DATABASE_IDLE_TRANSACTION_SECONDS": 4,
     }
     slow = clusters(**short_leases)
     wait_until(
@@ -161,7 +163,14 @@ def test_a_cluster_frozen_past_its_leases_and_thawed_duplicates_nothing(world, c
         timeout=30,
         what="the frozen cluster's leases to expire",
     )
-    assert states.sweep("resume").resumed == len(frozen)  # the minute's sweeper, now
+    resumed = []
+
+    def swept_them_all():  # what the minute's sweeper does, sooner
+        resumed.append(states.sweep("resume").resumed)
+        return not Thread.objects.filter(pk__in=frozen, status=ThreadStatus.RUNNING).exists()
+
+    wait_until(swept_them_all, timeout=60, what="the sweeper to resume every frozen thread")
+    assert sum(resumed) == len(frozen)
     clusters(**short_leases)
     wait_until(
         lambda: (
