@@ -90,6 +90,8 @@ ASSISTANTS_API_KEY = env_str("ASSISTANTS_API_KEY", OPENAI_API_KEY)
 ASSISTANTS_BASE_URL = env_str("ASSISTANTS_BASE_URL", OPENAI_BASE_URL)
 API_TIMEOUT_SECONDS = env_float("API_TIMEOUT_SECONDS", 60.0, minimum=1)
 API_REQUESTS_PER_MINUTE = env_int("API_REQUESTS_PER_MINUTE", 3000, minimum=1)
+# The source's own budget (often another API with another limit); every read from it is paced.
+ASSISTANTS_REQUESTS_PER_MINUTE = env_int("ASSISTANTS_REQUESTS_PER_MINUTE", 3000, minimum=1)
 
 # --- Conversion (DESIGN.md "Conversion rules") --------------------------------------------------
 MIGRATE_TOOL_CALLS = env_bool("MIGRATE_TOOL_CALLS", True)

@@ -4,9 +4,10 @@ Every OpenAI call the console makes goes through this module. With no OPENAI_API
 source and the destination are the built-in sandbox on loopback.
 """
 
+import functools
+import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from django.conf import settings
 from migrations_app.models import ErrorKind
 
 PAGE_SIZE = 100  # the largest page the list endpoints allow
-STEP_READS_IN_FLIGHT = 4
 
 
 # The check a write must pass just before its bytes leave (set per request by the upload): a
@@ -46,27 +46,82 @@ def _check_write(request):
         check()
 
 
-def _build(api_key, base_url, max_retries, event_hooks=None):
+# Every request to the source waits for a slot in the source's own budget
+# (ASSISTANTS_REQUESTS_PER_MINUTE), whoever sends it: a staff fetch or a migration. A migration
+# sets the check its lease must pass (the wait plus the request's timeout) and its sleeper.
+_read_guard: ContextVar[tuple[Callable[[float], None], Callable[[float], object]] | None] = (
+    ContextVar("read_guard", default=None)
+)
+
+
+@contextmanager
+def guarded_reads(check, sleeper=time.sleep):
+    """Run `check(wait)` before each source request of this thread, once its slot in the source
+    budget is known and before waiting for it; an exception stops the request unsent."""
+    token = _read_guard.set((check, sleeper))
+    try:
+        yield
+    finally:
+        _read_guard.reset(token)
+
+
+def _source_limiter():
+    from migrations_app import ratelimit
+
+    return ratelimit.shared(ratelimit.SOURCE)
+
+
+def _pace_source(request):
+    wait = _source_limiter().reserve()
+    guard = _read_guard.get()
+    check, sleeper = guard or (None, time.sleep)
+    if check is not None:
+        check(wait)
+    if wait > 0:
+        sleeper(wait)
+
+
+def _source_answered(response):
+    """A 429 from the source slows every worker, as one from the destination does."""
+    if response.status_code == 429:
+        _source_limiter().slow_down(_retry_after(response) or 1.0)
+
+
+def _build(api_key, base_url, max_retries, hooks=None):
+    """One client per configuration and process: building one costs an SSL context (tens of
+    milliseconds of CPU), and a client is safe to share between threads."""
     if not api_key:
         api_key, base_url = "sandbox", settings.SANDBOX_URL
+    return _client(api_key, base_url, max_retries, settings.API_TIMEOUT_SECONDS, hooks)
+
+
+@functools.lru_cache(maxsize=32)
+def _client(api_key, base_url, max_retries, timeout, hooks):
+    event_hooks = {name: list(functions) for name, functions in hooks or ()}
     return openai.OpenAI(
         api_key=api_key,
         base_url=base_url,
         max_retries=max_retries,
-        timeout=settings.API_TIMEOUT_SECONDS,
+        timeout=timeout,
         http_client=openai.DefaultHttpxClient(event_hooks=event_hooks) if event_hooks else None,
     )
 
 
+SOURCE_HOOKS = (("request", (_pace_source,)), ("response", (_source_answered,)))
+DESTINATION_HOOKS = (("request", (_check_write,)),)
+
+
 def source_client(max_retries=2):
     """The Assistants-shaped source. Reads only, so the SDK's own retries are safe here."""
-    return _build(settings.ASSISTANTS_API_KEY, settings.ASSISTANTS_BASE_URL, max_retries)
+    return _build(
+        settings.ASSISTANTS_API_KEY, settings.ASSISTANTS_BASE_URL, max_retries, SOURCE_HOOKS
+    )
 
 
 def destination_client():
     """The Conversations destination. SDK retries are off: a retried POST can duplicate items, so
     the upload retries in its own code, where it can check what was applied first."""
-    return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0, {"request": [_check_write]})
+    return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0, DESTINATION_HOOKS)
 
 
 @contextmanager
@@ -118,13 +173,11 @@ def fetch_thread_bundle(client, thread_id):
         messages = list(list_all(threads.messages, thread_id))
         runs = list(list_all(threads.runs, thread_id))
         # A run without tools cannot have made tool calls. Steps are listed per run (the API
-        # has no other way), so a long thread's runs are read several at a time.
+        # has no other way), one run after another: a worker has many threads in flight, and
+        # each read is paced by the source's budget from the thread (and lease) asking.
         with_tools = [run["id"] for run in runs if run.get("tools")]
-        with ThreadPoolExecutor(max_workers=STEP_READS_IN_FLIGHT) as pool:
-            per_run = pool.map(
-                lambda run_id: _tool_call_steps(threads, thread_id, run_id), with_tools
-            )
-            steps = [step for run_steps in per_run for step in run_steps]
+        per_run = [_tool_call_steps(threads, thread_id, run_id) for run_id in with_tools]
+        steps = [step for run_steps in per_run for step in run_steps]
     return {"thread": thread, "messages": messages, "runs": runs, "run_steps": steps}
 
 

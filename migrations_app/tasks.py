@@ -25,8 +25,9 @@ def queue_fetch(thread_ids, group):
 
 
 def migrate_threads(thread_pks):
-    """A small group of threads, migrated with several in flight (see upload.migrate_many)."""
-    return upload.migrate_many(thread_pks)
+    """A small group of threads, handed to this worker process's threads (upload.hand_over):
+    the task returns once each is taken, and the process keeps its threads busy."""
+    return upload.hand_over(thread_pks)
 
 
 def sweep_stuck_threads():

@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections, connections, transaction
 
-from migrations_app import intake, openai_client, states
+from migrations_app import intake, openai_client, ratelimit, states
 from migrations_app.conversion import MAX_ITEMS_PER_CALL, Options, batches, match_listing
 from migrations_app.models import Attempt, Conversation, ErrorKind, Thread, ThreadStatus
 from migrations_app.openai_client import ApiFailure
 from migrations_app.preview import conversion_options, preview_thread
-from migrations_app.ratelimit import SharedRateLimiter
 from migrations_app.states import Lease, LeaseLost
 
 log = logging.getLogger(__name__)
@@ -82,8 +81,11 @@ class Worker:
     request_seconds: float = 0
 
     def __post_init__(self) -> None:
+        # The clients and the budget are the process's own, shared by its threads: a client
+        # costs an SSL context to build, and the budget's slots are taken several at a time.
         self.client = self.client or openai_client.destination_client()
-        self.limiter = self.limiter or SharedRateLimiter(sleeper=self.sleeper)
+        self.source_client = self.source_client or openai_client.source_client()
+        self.limiter = self.limiter or ratelimit.shared(ratelimit.DESTINATION)
         self.lease_seconds = self.lease_seconds or settings.MIGRATION_LEASE_SECONDS
         timeout = settings.API_TIMEOUT_SECONDS
         self.request_seconds = self.request_seconds or timeout + min(
@@ -196,19 +198,24 @@ def list_items_after(
 
 # --- the steps ----------------------------------------------------------------------------------
 def ensure_mirrored(run: Run) -> None:
-    """Fetch the thread first if the mirror does not hold it. Reads are safe to repeat, so
-    transient failures and rate limits are retried like any other request; the mirror is
-    written only while this worker still holds the lease."""
+    """Fetch the thread first if the mirror does not hold it, through the source client every
+    fetch uses (paced by the source's budget; before each read the lease must outlive its wait
+    and timeout). Reads are safe to repeat, so transient failures and rate limits are retried
+    like any other request; the mirror is written only while this worker holds the lease."""
     tries = 0
     while run.thread.data is None:
         run.hold()
-        failure = intake.fetch_into_mirror(
-            run.thread, run.worker.source_client, lease_owner=run.lease.owner
-        )
-        if failure is None:
-            run.thread.refresh_from_db()
-            if run.thread.data is None:
-                raise LeaseLost(f"{run.thread.thread_id}: the fetched mirror was not stored")
+        try:
+            with openai_client.guarded_reads(run.hold, run.worker.sleeper):
+                bundle = openai_client.fetch_thread_bundle(
+                    run.worker.source_client, run.thread.thread_id
+                )
+        except Exception as error:
+            if isinstance(error.__cause__, LeaseLost):  # stopped by the check, before sending
+                raise error.__cause__ from None
+            failure = openai_client.classify(error)
+        else:
+            store_mirror(run, bundle)
             return
         tries += 1
         if failure.is_permanent or tries > run.worker.max_retries:
@@ -221,6 +228,18 @@ def ensure_mirrored(run: Run) -> None:
                 )
             )
         run.worker.sleeper(failure.retry_after or run.worker.backoff(tries))
+
+
+def store_mirror(run: Run, bundle: dict[str, Any]) -> None:
+    """Write the fetched thread into the mirror, in a transaction that holds the thread's row
+    and only while this worker's lease is on it."""
+    with transaction.atomic():
+        if not states.lock_writable_mirrors([run.thread.pk], lease_owner=run.lease.owner):
+            raise LeaseLost(f"thread {run.thread.pk}: the lease was taken over during the fetch")
+        intake.store_bundles([bundle])
+    run.thread.refresh_from_db()
+    if run.thread.data is None:
+        raise LeaseLost(f"{run.thread.thread_id}: the fetched mirror was not stored")
 
 
 def conversion_for(thread: Thread) -> tuple[Any, Options]:
@@ -419,9 +438,14 @@ def verify(run: Run, items: list[dict[str, Any]]) -> int:
 
 
 # --- one thread, start to end -------------------------------------------------------------------
-def migrate_thread(thread_pk: int, worker: Worker) -> str:
-    """Migrate one thread if this worker can take it; returns the outcome."""
+def migrate_thread(
+    thread_pk: int, worker: Worker, on_taken: Callable[[], Any] | None = None
+) -> str:
+    """Migrate one thread if this worker can take it; returns the outcome. `on_taken` is called
+    once the thread is taken (or found not to be takeable)."""
     lease = states.take(thread_pk, worker.lease_owner(), worker.lease_seconds, worker.clock)
+    if on_taken:
+        on_taken()
     if lease is None:
         return Attempt.Outcome.SKIPPED
     thread = Thread.objects.get(pk=thread_pk)
@@ -486,8 +510,8 @@ def migrate_many(
     worker_factory: Callable[..., Worker] = Worker,
     on_done: Callable[[int, str], Any] | None = None,
 ) -> dict[str, int]:
-    """Migrate threads with `concurrency` in flight: the work is waiting on the network, so one
-    process carries many threads. Returns {outcome: count}."""
+    """Migrate threads with `concurrency` in flight, and wait for them all: the work is waiting
+    on the network, so one process carries many threads. Returns {outcome: count}."""
     concurrency = concurrency or settings.MIGRATION_THREADS_PER_WORKER
     client = openai_client.destination_client()
     outcomes: dict[str, int] = {}
@@ -506,3 +530,55 @@ def migrate_many(
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="migrate") as pool:
         list(pool.map(run, thread_pks))
     return outcomes
+
+
+class _ProcessPool:
+    """The worker process's own threads, kept from task to task with their database
+    connections: a task hands its threads over and returns once each has been taken, so the
+    process keeps `size` threads in flight across tasks instead of draining at each task's end
+    (its slowest thread) and connecting again for each thread."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pid = os.getpid()
+        self.slots = threading.BoundedSemaphore(size)
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="migrate")
+
+    def run(self, pk: int, taken: threading.Event) -> None:
+        try:
+            close_old_connections()  # a connection that failed or outlived CONN_MAX_AGE
+            migrate_thread(pk, Worker(), on_taken=taken.set)
+        except Exception:
+            log.exception("migrating thread %s stopped", pk)
+        finally:
+            taken.set()
+            self.slots.release()
+
+
+_pool: _ProcessPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _process_pool() -> _ProcessPool:
+    global _pool
+    size = settings.MIGRATION_THREADS_PER_WORKER
+    with _pool_lock:
+        if _pool is None or _pool.pid != os.getpid() or _pool.size != size:
+            _pool = _ProcessPool(size)
+        return _pool
+
+
+def hand_over(thread_pks: Iterable[int]) -> dict[str, int]:
+    """A worker task: run threads on this process's pool, at most MIGRATION_THREADS_PER_WORKER
+    at once; returns when every one has been taken (or skipped), so none is left queued without
+    its task. They finish after the task returns; a stopping process waits for them."""
+    pool = _process_pool()
+    events = []
+    for pk in thread_pks:
+        pool.slots.acquire()
+        taken = threading.Event()
+        events.append(taken)
+        pool.executor.submit(pool.run, pk, taken)
+    for taken in events:
+        taken.wait()
+    return {"handed over": len(events)}
