@@ -245,8 +245,10 @@ def store_mirror(run: Run, bundle: dict[str, Any]) -> None:
 def conversion_for(thread: Thread) -> tuple[Any, Options]:
     """The conversion to upload: with the options the live conversation was started with (a
     resumed upload must build the same items), else with the current settings."""
-    live = Conversation.objects.live().filter(thread=thread).values_list("options", flat=True)
-    stored = live.first()
+    stored = None
+    if thread.conversation_id:  # a live conversation is always named on its thread
+        live = Conversation.objects.live().filter(thread=thread).values_list("options", flat=True)
+        stored = live.first()
     options = Options(**stored) if stored else conversion_options()
     return preview_thread(thread, options), options
 
@@ -266,7 +268,13 @@ def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
 
     conversation_id = call_api(run, create)
     try:
-        states.start_conversation(run.lease, conversation_id, dataclasses.asdict(options))
+        states.start_conversation(
+            run.lease,
+            conversation_id,
+            dataclasses.asdict(options),
+            items_total=len(conversion.items),
+            warning_count=len(conversion.warnings),
+        )
     except LeaseLost:
         taken_back = withdraw(
             run, lambda: openai_client.delete_conversation(run.worker.client, conversation_id)
@@ -454,7 +462,7 @@ def migrate_thread(
     run = Run(thread, lease, worker, attempt, thread.items_committed, thread.last_item_id)
     try:
         count = _migrate(run)
-        states.succeed(lease, attempt.pk, count, **_attempt_fields(run, count))
+        states.succeed(lease, attempt.pk, count, run.last_item_id, **_attempt_fields(run, count))
     except LeaseLost as lost:
         states.abandon_attempt(attempt.pk, f"Stopped: {lost}")
         return Attempt.Outcome.ABANDONED
@@ -469,7 +477,8 @@ def migrate_thread(
 def _migrate(run: Run) -> int:
     ensure_mirrored(run)
     conversion, options = conversion_for(run.thread)
-    states.set_totals(run.lease, len(conversion.items), len(conversion.warnings))
+    if run.thread.conversation_id:  # resumed: the totals of a new conversation go with it
+        states.set_totals(run.lease, len(conversion.items), len(conversion.warnings))
     if ensure_conversation(run, conversion, options):
         reconcile(run, conversion.items)
     upload_items(run, conversion.items)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 os.environ.setdefault("SECRET_KEY", "bench-only-key")  # tasks are signed: shared with the cluster
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
