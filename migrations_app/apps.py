@@ -6,4 +6,10 @@ class MigrationsAppConfig(AppConfig):
     verbose_name = "Assistants → Conversations migration"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
         from migrations_app import checks  # noqa: F401  (registers the system checks)
+        from migrations_app import tallies
+
+        # The dashboard's counters: triggers put back after any migrate that lost them.
+        post_migrate.connect(tallies.on_post_migrate, sender=self)

@@ -5,7 +5,7 @@ import socket
 
 from django_q.tasks import async_task
 
-from migrations_app import intake, states, upload
+from migrations_app import intake, states, tallies, upload
 
 
 def worker_label():
@@ -36,6 +36,7 @@ def sweep_stuck_threads():
     from django.utils import timezone
 
     swept = states.sweep(f"resume {timezone.now():%Y-%m-%d %H:%M:%S}")
+    tallies.compact()  # the dashboard's counters: one row per key again
     return {"resumed": swept.resumed, "requeued": swept.requeued, "abandoned": swept.abandoned}
 
 

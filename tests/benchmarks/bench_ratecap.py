@@ -102,9 +102,7 @@ def run(cap: int) -> None:
         first = sample(PORT, workers.pid, server.pid)
         time.sleep(WINDOW)
         last = sample(PORT, workers.pid, server.pid)
-        left = Thread.objects.filter(
-            status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]
-        ).count()
+        left = Thread.objects.filter(status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]).count()
     finally:
         common.stop_group(workers)
         common.stop_group(server)
