@@ -391,6 +391,9 @@ class StatusTally(models.Model):
     status = models.CharField(max_length=16)
     count = models.BigIntegerField()
 
+    def __str__(self):
+        return f"{self.status} {self.count:+d}"
+
 
 class FailureTally(models.Model):
     """Failed threads per (error kind, error message), as delta rows."""
@@ -399,9 +402,15 @@ class FailureTally(models.Model):
     error_message = models.TextField(blank=True)
     count = models.BigIntegerField()
 
+    def __str__(self):
+        return f"{self.error_kind} {self.count:+d}"
+
 
 class SuccessTally(models.Model):
     """Threads that became succeeded, per minute of their update, as delta rows."""
 
     minute = models.DateTimeField(db_index=True)
     count = models.BigIntegerField()
+
+    def __str__(self):
+        return f"{self.minute:%H:%M} {self.count:+d}"
