@@ -563,9 +563,30 @@ class _ProcessPool:
             taken.set()
             self.slots.release()
 
+    def close(self) -> None:
+        """Finish the work in flight, close each thread's database connection and stop."""
+        barrier = threading.Barrier(self.size)
+
+        def close_connections() -> None:
+            barrier.wait(timeout=60)  # one on each thread of the pool
+            connections.close_all()
+
+        for _ in range(self.size):
+            self.executor.submit(close_connections)
+        self.executor.shutdown(wait=True)
+
 
 _pool: _ProcessPool | None = None
 _pool_lock = threading.Lock()
+
+
+def close_pool() -> None:
+    """Stop this process's pool, if it has one (tests; a stopping worker just exits)."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None and pool.pid == os.getpid():
+        pool.close()
 
 
 def _process_pool() -> _ProcessPool:

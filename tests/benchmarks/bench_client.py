@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import openai  # noqa: E402
+import openai
 
-from tests.benchmarks import common  # noqa: E402
+from tests.benchmarks import common
 
 PORT = 8767
 IN_FLIGHT = 32
