@@ -92,10 +92,19 @@ def _pace_source(request):
         sleeper(wait)
 
 
+# Where a read handed over by another thread notes a 429, for that thread to pass on.
+_read_throttled: ContextVar[list[float] | None] = ContextVar("read_throttled", default=None)
+
+
 def _source_answered(response):
     """A 429 from the source slows every worker, as one from the destination does."""
     if response.status_code == 429:
-        _source_limiter().slow_down(_retry_after(response) or 1.0)
+        seconds = _retry_after(response) or 1.0
+        noted = _read_throttled.get()
+        if noted is None:
+            _source_limiter().slow_down(seconds)
+        else:
+            noted.append(seconds)
 
 
 def _build(api_key, base_url, max_retries, hooks=None):
@@ -176,58 +185,91 @@ def list_all(resource, *args, **params):
     return paginate(lambda after: list_page(resource, *args, after=after, **params))
 
 
+ASSISTANTS_BETA = {"OpenAI-Beta": "assistants=v2"}
+
+
+def _source_json(client, path, after=None, *, page=True):
+    """GET a source object or one page of a list (100 objects, oldest first, after the id
+    `after`), as the API's JSON. Sent with the client's documented generic `get`: the beta
+    resources' methods cost a deprecation-warnings context and the SDK's param transform per
+    call, the CPU of a fetch, for JSON the mirror keeps whole anyway."""
+    params = {"order": "asc", "limit": PAGE_SIZE} if page else {}
+    if after:
+        params["after"] = after
+    options = {"headers": ASSISTANTS_BETA, "params": params}
+    response = client.get(path, options=options, cast_to=httpx2.Response)
+    return orjson.loads(response.content)
+
+
+def _all_after(client, path, first_page):
+    """Every object of a list whose first page is `first_page`, oldest first."""
+    yield from first_page["data"]
+    if first_page.get("has_more") and first_page["data"]:
+        yield from paginate(
+            lambda after: _source_json(client, path, after), first_page["data"][-1]["id"]
+        )
+
+
 def fetch_thread_bundle(client, thread_id):
-    """The thread, all its messages and the run steps that carry tool calls, in export shape."""
-    threads = client.beta.threads
-    with assistants_api():
-        thread = raw_json(threads, "retrieve", thread_id)
-        messages = list(list_all(threads.messages, thread_id))
-        runs = list(list_all(threads.runs, thread_id))
-        # A run without tools cannot have made tool calls. Steps are listed per run (the API
-        # has no other way), so a long thread's runs are read several at a time.
-        with_tools = [run["id"] for run in runs if run.get("tools")]
-        if len(with_tools) <= 1:
-            per_run = [_tool_call_steps(threads, thread_id, run_id) for run_id in with_tools]
-        else:
-            per_run = _steps_in_parallel(threads, thread_id, with_tools)
-        steps = [step for run_steps in per_run for step in run_steps]
+    """The thread, all its messages and the run steps that carry tool calls, in export shape.
+
+    The thread and the first pages of its messages and runs are read at once; steps are listed
+    per run (the API has no other way), several at a time, and only for runs that have tools:
+    a run without tools cannot have made tool calls."""
+    base = f"/threads/{thread_id}"
+    thread, first_messages, first_runs = _in_parallel(
+        [
+            lambda: _source_json(client, base, page=False),
+            lambda: _source_json(client, f"{base}/messages"),
+            lambda: _source_json(client, f"{base}/runs"),
+        ]
+    )
+    messages = list(_all_after(client, f"{base}/messages", first_messages))
+    runs = list(_all_after(client, f"{base}/runs", first_runs))
+    with_tools = [run["id"] for run in runs if run.get("tools")]
+    per_run = _in_parallel(
+        [lambda run_id=run_id: _tool_call_steps(client, base, run_id) for run_id in with_tools]
+    )
+    steps = [step for run_steps in per_run for step in run_steps]
     return {"thread": thread, "messages": messages, "runs": runs, "run_steps": steps}
 
 
-def _steps_in_parallel(threads, thread_id, run_ids):
-    """The runs' steps, STEP_READS_IN_FLIGHT at a time. For each group this thread takes the
-    slots in the source budget and passes its lease check for the latest of them, then hands
-    the reads over with their slots: the helpers touch neither the budget nor the lease."""
+def _in_parallel(reads):
+    """Run the reads STEP_READS_IN_FLIGHT at a time; their results in order. For each group this
+    thread takes the slots in the source budget and passes its lease check for the latest of
+    them, then hands each read over with its slot, and passes on the 429s they met once the
+    group is done: the helpers touch neither the budget nor the lease (the pages after a list's
+    first, if any, take their own slots)."""
+    if len(reads) <= 1:
+        return [read() for read in reads]
     limiter = _source_limiter()
     check, _ = _read_guard.get() or (None, None)
-    per_run = []
-    with ThreadPoolExecutor(STEP_READS_IN_FLIGHT, thread_name_prefix="steps") as pool:
-        for start in range(0, len(run_ids), STEP_READS_IN_FLIGHT):
-            group = run_ids[start : start + STEP_READS_IN_FLIGHT]
+    results = []
+    with ThreadPoolExecutor(STEP_READS_IN_FLIGHT, thread_name_prefix="reads") as pool:
+        for start in range(0, len(reads), STEP_READS_IN_FLIGHT):
+            group = reads[start : start + STEP_READS_IN_FLIGHT]
             waits = [limiter.reserve() for _ in group]
             if check is not None:
                 check(max(waits))
-            now = limiter.clock()
+            now, throttled = limiter.clock(), []
             contexts = []
             for wait in waits:
                 context = contextvars.copy_context()
                 context.run(_read_slot.set, [now + wait])
+                context.run(_read_throttled.set, throttled)
                 contexts.append(context)
-            per_run += pool.map(
-                lambda context, run_id: context.run(_tool_call_steps, threads, thread_id, run_id),
-                contexts,
-                group,
-            )
-    return per_run
+            try:
+                results += pool.map(lambda context, read: context.run(read), contexts, group)
+            finally:
+                for seconds in throttled:
+                    limiter.slow_down(seconds)
+    return results
 
 
-def _tool_call_steps(threads, thread_id, run_id):
-    with assistants_api():
-        return [
-            step
-            for step in list_all(threads.runs.steps, run_id, thread_id=thread_id)
-            if step.get("type") == "tool_calls"
-        ]
+def _tool_call_steps(client, base, run_id):
+    path = f"{base}/runs/{run_id}/steps"
+    first = _source_json(client, path)
+    return [step for step in _all_after(client, path, first) if step.get("type") == "tool_calls"]
 
 
 def add_items(client, conversation_id, items):

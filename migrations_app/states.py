@@ -427,8 +427,12 @@ def _replace_conversations(pks: list[int]) -> dict[int, str]:
 
 def _enqueue(pks: list[int], group: str) -> None:
     """One task per small group of threads, in the caller's transaction (the ORM broker writes
-    to the same database), each thread pointing at its task's broker row."""
+    to the same database), each thread pointing at its task's broker row. The longest threads
+    go first: a thread's batches are written one after another, so a long thread queued last
+    would keep the run going long after the others are done."""
     size = settings.MIGRATION_TASK_GROUP_SIZE
+    sizes = dict(Thread.objects.filter(pk__in=pks).values_list("pk", "message_count"))
+    pks = sorted(pks, key=lambda pk: -sizes.get(pk, 0))
     broker = _recording_broker()
     rows = []
     for number, start in enumerate(range(0, len(pks), size), start=1):
