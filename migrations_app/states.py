@@ -286,14 +286,20 @@ def _attempt_error(failure: ApiFailure) -> dict[str, Any]:
 
 
 # --- the history rows of workers ----------------------------------------------------------------
-def open_attempt(lease: Lease, action: str, actor_label: str) -> Attempt:
-    attempt_number = Thread.objects.filter(pk=lease.thread_pk).values_list("attempts", flat=True)
+def open_attempt(
+    lease: Lease, action: str, actor_label: str, attempt_number: int | None = None
+) -> Attempt:
+    """The history row of a worker's attempt. `attempt_number`: the thread's `attempts` as read
+    after taking it, if the caller has it (else read here)."""
+    if attempt_number is None:
+        attempts = Thread.objects.filter(pk=lease.thread_pk).values_list("attempts", flat=True)
+        attempt_number = attempts.first() or 0
     return Attempt.objects.create(
         thread_id=lease.thread_pk,
         action=action,
         outcome=Attempt.Outcome.STARTED,
         actor_label=actor_label,
-        attempt_number=attempt_number.first() or 0,
+        attempt_number=attempt_number,
         lease_owner=lease.owner,
     )
 

@@ -458,7 +458,7 @@ def migrate_thread(
         return Attempt.Outcome.SKIPPED
     thread = Thread.objects.get(pk=thread_pk)
     action = thread.requested_action or Attempt.Action.MIGRATE
-    attempt = states.open_attempt(lease, action, f"worker {worker.name}")
+    attempt = states.open_attempt(lease, action, f"worker {worker.name}", thread.attempts)
     run = Run(thread, lease, worker, attempt, thread.items_committed, thread.last_item_id)
     try:
         count = _migrate(run)
