@@ -67,14 +67,15 @@ def test_a_429_drops_this_process_slots_and_slows_every_other_process():
 def test_reads_from_the_source_wait_for_slots_of_the_source_budget(
     sandbox, make_worker, slept, settings, frozen
 ):
-    settings.ASSISTANTS_REQUESTS_PER_MINUTE = 600  # a slot every 100 ms
+    settings.ASSISTANTS_REQUESTS_PER_MINUTE = 600  # paced at 99 %: a slot every 101 ms
     thread = register(sandbox, minimum=3, fetched=False)
     assert upload.migrate_thread(thread.pk, make_worker()) == "succeeded"
     reads = sum(n for route, n in sandbox.state.request_counts.items() if route.startswith("GET"))
     source_reads = reads - sandbox.state.request_counts["GET list_items"]
     # The destination's slots are µs apart; steps are read several at a time (in any order).
     source_waits = sorted(wait for wait in slept if wait > 0.001)
-    assert source_waits == pytest.approx([i / 10 for i in range(1, source_reads)], abs=1e-3)
+    interval = 60 / (600 * ratelimit.PACE)
+    assert source_waits == pytest.approx([i * interval for i in range(1, source_reads)], abs=1e-3)
     assert RateLimit.objects.filter(name=ratelimit.SOURCE).exists()
 
 
@@ -87,7 +88,7 @@ def test_a_429_from_the_source_slows_every_worker(sandbox, make_worker, settings
     )
     assert upload.migrate_thread(thread.pk, make_worker(max_retries=3)) == "succeeded"
     assert RateLimit.objects.get(name=ratelimit.SOURCE).throttled_total == 1
-    another_process = SharedRateLimiter(ratelimit.SOURCE, 600)
+    another_process = SharedRateLimiter(ratelimit.SOURCE)
     assert another_process.reserve() >= 2.9
 
 
@@ -126,3 +127,8 @@ def test_a_task_returns_once_its_threads_are_taken_and_the_pool_finishes_them(sa
         upload.close_pool()
     for thread in threads:
         checks.assert_migrated_exactly_once(sandbox.state, thread)
+
+
+def test_workers_keep_to_99_percent_of_the_configured_budget(settings):
+    settings.API_REQUESTS_PER_MINUTE = 10_000
+    assert ratelimit.shared(ratelimit.DESTINATION).per_minute == pytest.approx(9_900)
