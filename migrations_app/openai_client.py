@@ -286,6 +286,28 @@ def add_items(client, conversation_id, items):
     return [item["id"] for item in orjson.loads(response.content)["data"]]
 
 
+def create_conversation(client, metadata):
+    """POST /conversations with metadata only (an empty conversation); returns its id. Through
+    the generic `post`, as add_items: the resource method's transform and response model cost
+    more CPU than the request."""
+    response = client.post("/conversations", body={"metadata": metadata}, cast_to=httpx2.Response)
+    return orjson.loads(response.content)["id"]
+
+
+def items_page(client, conversation_id, after=None, include=()):
+    """GET /conversations/{id}/items: one page of up to 100 items, oldest first, after the id
+    `after`, as the API's JSON (the generic `get`: no page model built)."""
+    params = {"order": "asc", "limit": PAGE_SIZE, **({"after": after} if after else {})}
+    if include:
+        params["include"] = list(include)
+    response = client.get(
+        f"/conversations/{conversation_id}/items",
+        options={"params": params},
+        cast_to=httpx2.Response,
+    )
+    return orjson.loads(response.content)
+
+
 def delete_item(client, conversation_id, item_id):
     """DELETE /conversations/{id}/items/{item_id}: take back an item written by mistake."""
     client.conversations.items.delete(item_id, conversation_id=conversation_id)

@@ -183,13 +183,11 @@ def list_items_after(
     """Every item after `after` (or from the start), oldest first; each page is sent through
     `send` (by default `call_api`: paced, under the lease, retried)."""
     send = send or (lambda request: call_api(run, request))
-    items = run.worker.client.conversations.items
+    client = run.worker.client
     return list(
         openai_client.paginate(
             lambda cursor: send(
-                lambda: openai_client.list_page(
-                    items, conversation_id, after=cursor, include=ITEM_INCLUDE
-                )
+                lambda: openai_client.items_page(client, conversation_id, cursor, ITEM_INCLUDE)
             ),
             after,
         )
@@ -260,7 +258,7 @@ def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
 
     def create() -> str:
         try:
-            return run.worker.client.conversations.create(metadata=conversion.metadata).id
+            return openai_client.create_conversation(run.worker.client, conversion.metadata)
         except Exception as error:
             if openai_client.is_ambiguous(error):
                 run.ambiguous_creates += 1
