@@ -22,7 +22,7 @@ from django.conf import settings
 from migrations_app.models import ErrorKind
 
 PAGE_SIZE = 100  # the largest page the list endpoints allow
-STEP_READS_IN_FLIGHT = 8
+STEP_READS_IN_FLIGHT = 16
 
 
 # The check a write must pass just before its bytes leave (set per request by the upload): a
