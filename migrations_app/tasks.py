@@ -5,7 +5,7 @@ import socket
 
 from django_q.tasks import async_task
 
-from migrations_app import intake, states, tallies, upload
+from migrations_app import intake, states, tallies
 
 
 def worker_label():
@@ -27,6 +27,9 @@ def queue_fetch(thread_ids, group):
 def migrate_threads(thread_pks):
     """A small group of threads, handed to this worker process's threads (upload.hand_over):
     the task returns once each is taken, and the process keeps its threads busy."""
+    from migrations_app import upload  # the SDK: imported by the workers that need it, not by
+    # every process that loads the admin (commands, web)
+
     return upload.hand_over(thread_pks)
 
 

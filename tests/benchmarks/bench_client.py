@@ -54,6 +54,7 @@ def event_loop() -> tuple[float, float]:
                 await client.conversations.items.with_raw_response.list(conversation.id, limit=100)
 
         await asyncio.gather(*(pair() for _ in range(PAIRS)))
+        await client.close()
 
     cpu, wall = time.process_time(), time.perf_counter()
     asyncio.run(main())

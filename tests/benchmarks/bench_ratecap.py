@@ -83,6 +83,7 @@ def sample(port: int, cluster_pid: int, sandbox_pid: int) -> dict[str, float]:
         "cluster_cpu": common.session_usage(cluster_pid)[0],
         "sandbox_cpu": common.session_usage(sandbox_pid)[0],
         "postgres_cpu": common.postgres_cpu(),
+        "succeeded": Thread.objects.filter(status=ThreadStatus.SUCCEEDED).count(),
     }
 
 
@@ -115,12 +116,15 @@ def run(cap: int) -> None:
         name: (last[f"{name}_cpu"] - first[f"{name}_cpu"]) / seconds
         for name in ("cluster", "sandbox", "postgres")
     }
+    finished = last["succeeded"] - first["succeeded"]
+    cpu_per_1000 = (last["cluster_cpu"] - first["cluster_cpu"]) / max(finished, 1) * 1000
     print(
         f"cap {cap:,}/min: {per_minute:,.0f} accepted/min over {seconds:.0f} s "
         f"= {share:.1%} of the cap; {limited} of {sent} requests answered 429 "
         f"({limited_share:.2%}); CPU-s per s: cluster {cpu['cluster']:.2f}, sandbox "
         f"{cpu['sandbox']:.2f}, PostgreSQL {cpu['postgres']:.2f} (of {os.cpu_count()} cores); "
-        f"{len(bundles)} threads loaded, {left} still queued or running at the end",
+        f"{len(bundles)} threads loaded, {left} still queued or running at the end; "
+        f"{finished} threads verified in the window: cluster CPU {cpu_per_1000:.0f} s per 1,000",
         flush=True,
     )
     if left == 0:
@@ -131,6 +135,13 @@ def run(cap: int) -> None:
         f"{share:.1%}, {limited_share:.2%} 429",
         share >= 0.9 and limited_share < 0.01,
     )
+    if cap == max(CAPS):
+        common.row(
+            f"cluster CPU per 1,000 threads, upload phase, steady at {cap:,}/min",
+            "≤ 20 CPU-s",
+            f"{cpu_per_1000:.0f} CPU-s",
+            cpu_per_1000 <= 20,
+        )
 
 
 def main() -> None:
