@@ -104,6 +104,13 @@ MIGRATION_THREADS_PER_WORKER = env_int("MIGRATION_THREADS_PER_WORKER", 16, minim
 MIGRATION_TASK_GROUP_SIZE = env_int("MIGRATION_TASK_GROUP_SIZE", 8, minimum=1)
 # A worker silent this long is presumed dead; the sweeper hands its thread to another.
 MIGRATION_LEASE_SECONDS = env_int("MIGRATION_LEASE_SECONDS", 300, minimum=5)
+# A worker can freeze anywhere, inside a transaction too, where it would hold its thread's row
+# (the sweeper passes over held rows) until it thaws: PostgreSQL ends a session that idles in a
+# transaction for half a lease, releasing the row before the lease it guards runs out.
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c idle_in_transaction_session_timeout={MIGRATION_LEASE_SECONDS * 500}"
+    )
 # Transient errors (network, 5xx) retried per request before the thread fails (resumable).
 MIGRATION_MAX_RETRIES = env_int("MIGRATION_MAX_RETRIES", 6, minimum=0)
 

@@ -229,12 +229,14 @@ def ensure_mirrored(run: Run) -> None:
 
 
 def store_mirror(run: Run, bundle: dict[str, Any]) -> None:
-    """Write the fetched thread into the mirror, in a transaction that holds the thread's row
-    and only while this worker's lease is on it."""
+    """Write the fetched thread into the mirror, kept only if this worker's lease is still on
+    the thread when the transaction ends (checked last, holding the row: the row is held no
+    longer than the write itself holds it, as a worker can freeze inside a transaction and the
+    sweeper passes over rows that are held)."""
     with transaction.atomic():
+        intake.store_bundles([bundle])
         if not states.lock_writable_mirrors([run.thread.pk], lease_owner=run.lease.owner):
             raise LeaseLost(f"thread {run.thread.pk}: the lease was taken over during the fetch")
-        intake.store_bundles([bundle])
     run.thread.refresh_from_db()
     if run.thread.data is None:
         raise LeaseLost(f"{run.thread.thread_id}: the fetched mirror was not stored")
