@@ -130,14 +130,6 @@ else:
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A worker frozen inside a transaction (GC, SIGSTOP, a VM pause) holds its row locks and
-    # stalls every other worker; PostgreSQL ends such a session after this long and undoes its
-    # transaction (the frozen worker then finds its connection gone and stops).
-    IDLE_TRANSACTION_SECONDS = env_int("DATABASE_IDLE_TRANSACTION_SECONDS", 60, minimum=1)
-    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
-        f"-c idle_in_transaction_session_timeout={IDLE_TRANSACTION_SECONDS * 1000}"
-    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- APIs -----------------------------------------------------------------------------------
@@ -151,6 +143,8 @@ ASSISTANTS_API_KEY = env_str("ASSISTANTS_API_KEY", OPENAI_API_KEY)
 ASSISTANTS_BASE_URL = env_str("ASSISTANTS_BASE_URL", OPENAI_BASE_URL)
 API_TIMEOUT_SECONDS = env_float("API_TIMEOUT_SECONDS", 60.0, minimum=1)
 API_REQUESTS_PER_MINUTE = env_int("API_REQUESTS_PER_MINUTE", 3000, minimum=1)
+# The source's own budget (often another API with another limit); every read from it is paced.
+ASSISTANTS_REQUESTS_PER_MINUTE = env_int("ASSISTANTS_REQUESTS_PER_MINUTE", 3000, minimum=1)
 
 # --- Conversion (DESIGN.md "Conversion rules") --------------------------------------------------
 MIGRATE_TOOL_CALLS = env_bool("MIGRATE_TOOL_CALLS", True)
@@ -163,6 +157,17 @@ MIGRATION_THREADS_PER_WORKER = env_int("MIGRATION_THREADS_PER_WORKER", 16, minim
 MIGRATION_TASK_GROUP_SIZE = env_int("MIGRATION_TASK_GROUP_SIZE", 8, minimum=1)
 # A worker silent this long is presumed dead; the sweeper hands its thread to another.
 MIGRATION_LEASE_SECONDS = env_int("MIGRATION_LEASE_SECONDS", 300, minimum=5)
+# A worker can freeze anywhere, inside a transaction too, where it would hold its thread's row
+# (the sweeper passes over held rows) until it thaws: PostgreSQL ends a session that idles in a
+# transaction for half a lease (by default), releasing the row before the lease it guards runs
+# out; the frozen worker finds its connection gone when it thaws and stops.
+DATABASE_IDLE_TRANSACTION_SECONDS = env_int(
+    "DATABASE_IDLE_TRANSACTION_SECONDS", MIGRATION_LEASE_SECONDS // 2, minimum=1
+)
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c idle_in_transaction_session_timeout={DATABASE_IDLE_TRANSACTION_SECONDS * 1000}"
+    )
 # Transient errors (network, 5xx) retried per request before the thread fails (resumable).
 MIGRATION_MAX_RETRIES = env_int("MIGRATION_MAX_RETRIES", 6, minimum=0)
 

@@ -1,16 +1,15 @@
-"""The figures the dashboard shows, each one query that an index serves."""
+"""The figures the dashboard shows, each a query over a handful of rows or an index."""
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
-from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
+from migrations_app import ratelimit, tallies
 from migrations_app.estimate import Estimate, SizeClass, estimate
 from migrations_app.models import ErrorKind, RateLimit, Thread, ThreadStatus
 
@@ -24,43 +23,27 @@ class StatusCount:
     count: int
 
 
-def status_counts():
-    counts = dict(
-        Thread.objects.order_by()
-        .values_list("status")
-        .annotate(n=Count("pk"))
-        .values_list("status", "n")
-    )
+def status_counts() -> list[StatusCount]:
+    """Threads per status: the tallies the database keeps (a handful of rows), not the table."""
+    counts = tallies.status_counts()
     return [StatusCount(s.value, s.label, counts.get(s.value, 0)) for s in ThreadStatus]
 
 
-def migrated_per_minute(now=None, minutes=60):
-    """[(minute, count)] for the last hour, zeros included, oldest first."""
+def migrated_per_minute(now: datetime | None = None, minutes: int = 60) -> list[tuple]:
+    """[(minute, count)] for the last hour, zeros included, oldest first: threads that became
+    succeeded in each minute."""
     now = (now or timezone.now()).replace(second=0, microsecond=0)
     start = now - timedelta(minutes=minutes - 1)
-    rows = dict(
-        Thread.objects.filter(status=ThreadStatus.SUCCEEDED, updated_at__gte=start)
-        .annotate(minute=TruncMinute("updated_at"))
-        .order_by()
-        .values_list("minute")
-        .annotate(n=Count("pk"))
-        .values_list("minute", "n")
-    )
+    rows = tallies.successes_since(start)
     return [(start + timedelta(minutes=i), rows.get(start + timedelta(minutes=i), 0))
             for i in range(minutes)]  # fmt: skip
 
 
 def failure_groups(limit: int = 20) -> list[dict]:
-    """Threads failed now, grouped by kind and message, biggest group first. Only the status
-    counts: a thread queued or running again (a retry) is no longer a failure, whatever error
-    fields it still carries."""
-    groups = list(
-        Thread.objects.filter(status=ThreadStatus.FAILED)
-        .order_by()
-        .values("error_kind", "error_message")
-        .annotate(count=Count("pk"))
-        .order_by("-count", "error_kind")[:limit]
-    )
+    """Threads failed now, grouped by kind and message, biggest group first (from the
+    tallies the database keeps). Only the status counts: a thread queued or running again (a
+    retry) is no longer a failure."""
+    groups = tallies.failure_groups(limit)
     labels = dict(ErrorKind.choices)
     for group in groups:
         group["kind_label"] = labels.get(group["error_kind"], group["error_kind"] or "unknown")
@@ -165,53 +148,56 @@ def worker_health(now=None):
 
 @dataclass
 class RequestRate:
+    name: str
     limit_per_minute: int
     last_minute: int
     total: int
     throttled: int
 
 
-def request_rate():
-    limiter = RateLimit.objects.filter(name="api").first()
-    return RequestRate(
-        limit_per_minute=settings.API_REQUESTS_PER_MINUTE,
-        last_minute=limiter.requests_in_window() if limiter else 0,
-        total=limiter.requests_total if limiter else 0,
-        throttled=limiter.throttled_total if limiter else 0,
-    )
+BUDGETS = [
+    (ratelimit.DESTINATION, "Destination (Conversations)", "API_REQUESTS_PER_MINUTE"),
+    (ratelimit.SOURCE, "Source (Assistants)", "ASSISTANTS_REQUESTS_PER_MINUTE"),
+]
 
 
-def _closing(function):
-    def run():
-        try:
-            return function()
-        finally:
-            connections.close_all()  # this thread's own connection
+def request_rates() -> list[RequestRate]:
+    """Each request budget (destination, source) beside the requests of the current minute."""
+    rows = {row.name: row for row in RateLimit.objects.filter(name__in=[b[0] for b in BUDGETS])}
+    rates = []
+    for name, label, setting in BUDGETS:
+        row = rows.get(name)
+        rates.append(
+            RequestRate(
+                name=label,
+                limit_per_minute=getattr(settings, setting),
+                last_minute=row.requests_in_window() if row else 0,
+                total=row.requests_total if row else 0,
+                throttled=row.throttled_total if row else 0,
+            )
+        )
+    return rates
 
-    return run
+
+def request_rate() -> RequestRate:
+    return request_rates()[0]
 
 
-def figures():
-    """Every figure at once. On PostgreSQL the three aggregates over the threads table run side
-    by side on their own connections: each scans an index, and together they would cost their
-    sum; apart, the slowest of them."""
-    parts = {
-        "counts": status_counts,
-        "per_minute": migrated_per_minute,
-        "failures": failure_groups,
+def figures() -> dict:
+    """Every figure at once: each reads a handful of rows (see tallies.py) or an index."""
+    rates = request_rates()
+    counts = status_counts()
+    return {
+        "counts": counts,
+        "per_minute": migrated_per_minute(),
+        "failures": failure_groups(),
+        "health": worker_health(),
+        "rate": rates[0],
+        "rates": rates,
+        "retrying": being_retried(),
+        # After the counts: they say how many threads are left, and so whether to sample.
+        "remaining": remaining_estimate(counts=counts),
     }
-    if connection.vendor == "postgresql" and not connection.in_atomic_block:
-        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            futures = {name: pool.submit(_closing(fn)) for name, fn in parts.items()}
-            results = {name: future.result() for name, future in futures.items()}
-    else:  # SQLite, or inside a transaction (tests): one connection sees it all
-        results = {name: fn() for name, fn in parts.items()}
-    # After the counts: they say how many threads are left, and so whether to sample.
-    results["remaining"] = remaining_estimate(counts=results["counts"])
-    results["health"] = worker_health()
-    results["rate"] = request_rate()
-    results["retrying"] = being_retried()
-    return results
 
 
 # --- what the page draws -------------------------------------------------------------------------

@@ -417,3 +417,35 @@ class RateLimit(models.Model):
     def requests_in_window(self, now: float | None = None) -> int:
         now = now or time.time()
         return self.window_requests if self.window_started > now - self.WINDOW_SECONDS else 0
+
+
+# --- the dashboard's counters (kept by database triggers: see tallies.py) ------------------------
+class StatusTally(models.Model):
+    """Threads per status, as delta rows: the count of a status is the sum of its rows."""
+
+    status = models.CharField(max_length=16)
+    count = models.BigIntegerField()
+
+    def __str__(self):
+        return f"{self.status} {self.count:+d}"
+
+
+class FailureTally(models.Model):
+    """Failed threads per (error kind, error message), as delta rows."""
+
+    error_kind = models.CharField(max_length=16, blank=True)
+    error_message = models.TextField(blank=True)
+    count = models.BigIntegerField()
+
+    def __str__(self):
+        return f"{self.error_kind} {self.count:+d}"
+
+
+class SuccessTally(models.Model):
+    """Threads that became succeeded, per minute of their update, as delta rows."""
+
+    minute = models.DateTimeField(db_index=True)
+    count = models.BigIntegerField()
+
+    def __str__(self):
+        return f"{self.minute:%H:%M} {self.count:+d}"

@@ -4,6 +4,9 @@ Every OpenAI call the console makes goes through this module. With no OPENAI_API
 source and the destination are the built-in sandbox on loopback.
 """
 
+import contextvars
+import functools
+import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +22,7 @@ from django.conf import settings
 from migrations_app.models import ErrorKind
 
 PAGE_SIZE = 100  # the largest page the list endpoints allow
-STEP_READS_IN_FLIGHT = 4
+STEP_READS_IN_FLIGHT = 16
 
 
 # The check a write must pass just before its bytes leave (set per request by the upload): a
@@ -46,27 +49,99 @@ def _check_write(request):
         check()
 
 
-def _build(api_key, base_url, max_retries, event_hooks=None):
+# Every request to the source waits for a slot in the source's own budget
+# (ASSISTANTS_REQUESTS_PER_MINUTE), whoever sends it: a staff fetch or a migration. A migration
+# sets the check its lease must pass (the wait plus the request's timeout) and its sleeper.
+_read_guard: ContextVar[tuple[Callable[[float], None], Callable[[float], object]] | None] = (
+    ContextVar("read_guard", default=None)
+)
+
+
+@contextmanager
+def guarded_reads(check, sleeper=time.sleep):
+    """Run `check(wait)` before each source request of this thread, once its slot in the source
+    budget is known and before waiting for it; an exception stops the request unsent."""
+    token = _read_guard.set((check, sleeper))
+    try:
+        yield
+    finally:
+        _read_guard.reset(token)
+
+
+def _source_limiter():
+    from migrations_app import ratelimit
+
+    return ratelimit.shared(ratelimit.SOURCE)
+
+
+# A slot taken ahead by the thread that started this read (parallel step reads): its start time.
+_read_slot: ContextVar[list[float] | None] = ContextVar("read_slot", default=None)
+
+
+def _pace_source(request):
+    limiter = _source_limiter()
+    check, sleeper = _read_guard.get() or (None, time.sleep)
+    slot = _read_slot.get()
+    if slot:  # taken and checked by the thread that handed this read over; used once
+        wait = slot.pop() - limiter.clock()
+    else:
+        wait = limiter.reserve()
+        if check is not None:
+            check(wait)
+    if wait > 0:
+        sleeper(wait)
+
+
+# Where a read handed over by another thread notes a 429, for that thread to pass on.
+_read_throttled: ContextVar[list[float] | None] = ContextVar("read_throttled", default=None)
+
+
+def _source_answered(response):
+    """A 429 from the source slows every worker, as one from the destination does."""
+    if response.status_code == 429:
+        seconds = _retry_after(response) or 1.0
+        noted = _read_throttled.get()
+        if noted is None:
+            _source_limiter().slow_down(seconds)
+        else:
+            noted.append(seconds)
+
+
+def _build(api_key, base_url, max_retries, hooks=None):
+    """One client per configuration and process: building one costs an SSL context (tens of
+    milliseconds of CPU), and a client is safe to share between threads."""
     if not api_key:
         api_key, base_url = "sandbox", settings.SANDBOX_URL
+    return _client(api_key, base_url, max_retries, settings.API_TIMEOUT_SECONDS, hooks)
+
+
+@functools.lru_cache(maxsize=32)
+def _client(api_key, base_url, max_retries, timeout, hooks):
+    event_hooks = {name: list(functions) for name, functions in hooks or ()}
     return openai.OpenAI(
         api_key=api_key,
         base_url=base_url,
         max_retries=max_retries,
-        timeout=settings.API_TIMEOUT_SECONDS,
+        timeout=timeout,
         http_client=openai.DefaultHttpxClient(event_hooks=event_hooks) if event_hooks else None,
     )
 
 
+SOURCE_HOOKS = (("request", (_pace_source,)), ("response", (_source_answered,)))
+DESTINATION_HOOKS = (("request", (_check_write,)),)
+
+
 def source_client(max_retries=2):
     """The Assistants-shaped source. Reads only, so the SDK's own retries are safe here."""
-    return _build(settings.ASSISTANTS_API_KEY, settings.ASSISTANTS_BASE_URL, max_retries)
+    return _build(
+        settings.ASSISTANTS_API_KEY, settings.ASSISTANTS_BASE_URL, max_retries, SOURCE_HOOKS
+    )
 
 
 def destination_client():
     """The Conversations destination. SDK retries are off: a retried POST can duplicate items, so
     the upload retries in its own code, where it can check what was applied first."""
-    return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0, {"request": [_check_write]})
+    return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0, DESTINATION_HOOKS)
 
 
 @contextmanager
@@ -110,31 +185,91 @@ def list_all(resource, *args, **params):
     return paginate(lambda after: list_page(resource, *args, after=after, **params))
 
 
+ASSISTANTS_BETA = {"OpenAI-Beta": "assistants=v2"}
+
+
+def _source_json(client, path, after=None, *, page=True):
+    """GET a source object or one page of a list (100 objects, oldest first, after the id
+    `after`), as the API's JSON. Sent with the client's documented generic `get`: the beta
+    resources' methods cost a deprecation-warnings context and the SDK's param transform per
+    call, the CPU of a fetch, for JSON the mirror keeps whole anyway."""
+    params = {"order": "asc", "limit": PAGE_SIZE} if page else {}
+    if after:
+        params["after"] = after
+    options = {"headers": ASSISTANTS_BETA, "params": params}
+    response = client.get(path, options=options, cast_to=httpx2.Response)
+    return orjson.loads(response.content)
+
+
+def _all_after(client, path, first_page):
+    """Every object of a list whose first page is `first_page`, oldest first."""
+    yield from first_page["data"]
+    if first_page.get("has_more") and first_page["data"]:
+        yield from paginate(
+            lambda after: _source_json(client, path, after), first_page["data"][-1]["id"]
+        )
+
+
 def fetch_thread_bundle(client, thread_id):
-    """The thread, all its messages and the run steps that carry tool calls, in export shape."""
-    threads = client.beta.threads
-    with assistants_api():
-        thread = raw_json(threads, "retrieve", thread_id)
-        messages = list(list_all(threads.messages, thread_id))
-        runs = list(list_all(threads.runs, thread_id))
-        # A run without tools cannot have made tool calls. Steps are listed per run (the API
-        # has no other way), so a long thread's runs are read several at a time.
-        with_tools = [run["id"] for run in runs if run.get("tools")]
-        with ThreadPoolExecutor(max_workers=STEP_READS_IN_FLIGHT) as pool:
-            per_run = pool.map(
-                lambda run_id: _tool_call_steps(threads, thread_id, run_id), with_tools
-            )
-            steps = [step for run_steps in per_run for step in run_steps]
+    """The thread, all its messages and the run steps that carry tool calls, in export shape.
+
+    The thread and the first pages of its messages and runs are read at once; steps are listed
+    per run (the API has no other way), several at a time, and only for runs that have tools:
+    a run without tools cannot have made tool calls."""
+    base = f"/threads/{thread_id}"
+    thread, first_messages, first_runs = _in_parallel(
+        [
+            lambda: _source_json(client, base, page=False),
+            lambda: _source_json(client, f"{base}/messages"),
+            lambda: _source_json(client, f"{base}/runs"),
+        ]
+    )
+    messages = list(_all_after(client, f"{base}/messages", first_messages))
+    runs = list(_all_after(client, f"{base}/runs", first_runs))
+    with_tools = [run["id"] for run in runs if run.get("tools")]
+    per_run = _in_parallel(
+        [lambda run_id=run_id: _tool_call_steps(client, base, run_id) for run_id in with_tools]
+    )
+    steps = [step for run_steps in per_run for step in run_steps]
     return {"thread": thread, "messages": messages, "runs": runs, "run_steps": steps}
 
 
-def _tool_call_steps(threads, thread_id, run_id):
-    with assistants_api():
-        return [
-            step
-            for step in list_all(threads.runs.steps, run_id, thread_id=thread_id)
-            if step.get("type") == "tool_calls"
-        ]
+def _in_parallel(reads):
+    """Run the reads STEP_READS_IN_FLIGHT at a time; their results in order. For each group this
+    thread takes the slots in the source budget and passes its lease check for the latest of
+    them, then hands each read over with its slot, and passes on the 429s they met once the
+    group is done: the helpers touch neither the budget nor the lease (the pages after a list's
+    first, if any, take their own slots)."""
+    if len(reads) <= 1:
+        return [read() for read in reads]
+    limiter = _source_limiter()
+    check, _ = _read_guard.get() or (None, None)
+    results = []
+    with ThreadPoolExecutor(STEP_READS_IN_FLIGHT, thread_name_prefix="reads") as pool:
+        for start in range(0, len(reads), STEP_READS_IN_FLIGHT):
+            group = reads[start : start + STEP_READS_IN_FLIGHT]
+            waits = [limiter.reserve() for _ in group]
+            if check is not None:
+                check(max(waits))
+            now, throttled = limiter.clock(), []
+            contexts = []
+            for wait in waits:
+                context = contextvars.copy_context()
+                context.run(_read_slot.set, [now + wait])
+                context.run(_read_throttled.set, throttled)
+                contexts.append(context)
+            try:
+                results += pool.map(lambda context, read: context.run(read), contexts, group)
+            finally:
+                for seconds in throttled:
+                    limiter.slow_down(seconds)
+    return results
+
+
+def _tool_call_steps(client, base, run_id):
+    path = f"{base}/runs/{run_id}/steps"
+    first = _source_json(client, path)
+    return [step for step in _all_after(client, path, first) if step.get("type") == "tool_calls"]
 
 
 def add_items(client, conversation_id, items):
@@ -149,6 +284,28 @@ def add_items(client, conversation_id, items):
         f"/conversations/{conversation_id}/items", body={"items": items}, cast_to=httpx2.Response
     )
     return [item["id"] for item in orjson.loads(response.content)["data"]]
+
+
+def create_conversation(client, metadata):
+    """POST /conversations with metadata only (an empty conversation); returns its id. Through
+    the generic `post`, as add_items: the resource method's transform and response model cost
+    more CPU than the request."""
+    response = client.post("/conversations", body={"metadata": metadata}, cast_to=httpx2.Response)
+    return orjson.loads(response.content)["id"]
+
+
+def items_page(client, conversation_id, after=None, include=()):
+    """GET /conversations/{id}/items: one page of up to 100 items, oldest first, after the id
+    `after`, as the API's JSON (the generic `get`: no page model built)."""
+    params = {"order": "asc", "limit": PAGE_SIZE, **({"after": after} if after else {})}
+    if include:
+        params["include"] = list(include)
+    response = client.get(
+        f"/conversations/{conversation_id}/items",
+        options={"params": params},
+        cast_to=httpx2.Response,
+    )
+    return orjson.loads(response.content)
 
 
 def delete_item(client, conversation_id, item_id):

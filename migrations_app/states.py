@@ -162,26 +162,31 @@ def _worker_filter(lease: Lease) -> Q:
 def take(thread_pk: int, owner: str, seconds: float, clock: Clock = time.monotonic) -> Lease | None:
     """The lease on a queued thread, or on a running one whose worker let its lease expire (it
     resumes from the last committed batch). None if another worker holds it or it is no longer
-    queued (cancelled, done)."""
+    queued (cancelled, done).
+
+    A queued thread is taken by one fenced UPDATE alone (the common case: no transaction, no
+    history to close, since a thread is queued again only after its open attempts were closed).
+    A running thread whose lease expired is taken by a second fenced UPDATE, in a transaction
+    that closes the attempt its last worker left open."""
     started = clock()
+    lease = Lease(thread_pk, owner, seconds, started + seconds, clock)
+    fields = {
+        "status": S.RUNNING,
+        "lease_owner": owner,
+        "lease_expires_at": Now() + timedelta(seconds=seconds),
+        "attempts": F("attempts") + 1,
+        "queued_task": None,
+        "updated_at": Now(),
+    }
+    if Thread.objects.filter(pk=thread_pk, status=S.QUEUED).update(**fields):
+        return lease
     with transaction.atomic():
-        taken = (
-            Thread.objects.filter(pk=thread_pk)
-            .filter(Q(status=S.QUEUED) | Q(status=S.RUNNING, lease_expires_at__lt=Now()))
-            .update(
-                status=S.RUNNING,
-                lease_owner=owner,
-                lease_expires_at=Now() + timedelta(seconds=seconds),
-                attempts=F("attempts") + 1,
-                queued_task=None,
-                updated_at=Now(),
-            )
-        )
+        taken = Thread.objects.filter(
+            pk=thread_pk, status=S.RUNNING, lease_expires_at__lt=Now()
+        ).update(**fields)
         if taken:
             _close_open_attempts(Q(thread_id=thread_pk), "its lease expired and was taken over")
-    if not taken:
-        return None
-    return Lease(thread_pk, owner, seconds, started + seconds, clock)
+    return lease if taken else None
 
 
 def hold(lease: Lease, needed: float) -> None:
@@ -211,12 +216,20 @@ def set_totals(lease: Lease, items_total: int, warning_count: int) -> None:
     _fenced_update(lease, items_total=items_total, warning_count=warning_count)
 
 
-def start_conversation(lease: Lease, conversation_id: str, options: dict[str, Any]) -> Conversation:
+def start_conversation(
+    lease: Lease, conversation_id: str, options: dict[str, Any], **totals: int
+) -> Conversation:
     """Record the conversation just created (empty) as the thread's live one, in the transaction
-    that moves the thread on. Raises LeaseLost: the empty conversation is then left behind."""
+    that moves the thread on (with the thread's `items_total` and `warning_count`, if given).
+    Raises LeaseLost: the empty conversation is then left behind."""
+    assert set(totals) <= {"items_total", "warning_count"}, totals
     with transaction.atomic():
         if not Thread.objects.filter(_worker_filter(lease), conversation_id="").update(
-            conversation_id=conversation_id, items_committed=0, last_item_id="", updated_at=Now()
+            conversation_id=conversation_id,
+            items_committed=0,
+            last_item_id="",
+            updated_at=Now(),
+            **totals,
         ):
             raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
         return Conversation.objects.create(
@@ -229,16 +242,27 @@ def record_progress(lease: Lease, committed: int, last_item_id: str) -> None:
     _fenced_update(lease, items_committed=committed, last_item_id=last_item_id)
 
 
-def succeed(lease: Lease, attempt_pk: int, verified_count: int, **attempt: Any) -> None:
-    """Verified: the thread is done, its conversation marked verified, its attempt closed."""
+def succeed(
+    lease: Lease,
+    attempt_pk: int,
+    verified_count: int,
+    last_item_id: str | None = None,
+    **attempt: Any,
+) -> None:
+    """Verified: the thread is done, its conversation marked verified, its attempt closed.
+    `last_item_id`: the verified conversation's last item, if the caller knows it (else the
+    thread's, read in the statement)."""
     with transaction.atomic():
         _fenced_update(lease, status=S.SUCCEEDED, **RELEASE, **CLEAR_ERROR)
-        last_item = Thread.objects.filter(pk=lease.thread_pk).values("last_item_id")[:1]
+        if last_item_id is None:
+            last_item_id = Subquery(
+                Thread.objects.filter(pk=lease.thread_pk).values("last_item_id")[:1]
+            )
         Conversation.objects.live().filter(thread_id=lease.thread_pk).update(
             verified_at=Now(),
             verified_item_count=verified_count,
             items_committed=verified_count,
-            last_item_id=Subquery(last_item),
+            last_item_id=last_item_id,
         )
         _close_attempt(attempt_pk, Attempt.Outcome.SUCCEEDED, **attempt)
 
@@ -270,14 +294,20 @@ def _attempt_error(failure: ApiFailure) -> dict[str, Any]:
 
 
 # --- the history rows of workers ----------------------------------------------------------------
-def open_attempt(lease: Lease, action: str, actor_label: str) -> Attempt:
-    attempt_number = Thread.objects.filter(pk=lease.thread_pk).values_list("attempts", flat=True)
+def open_attempt(
+    lease: Lease, action: str, actor_label: str, attempt_number: int | None = None
+) -> Attempt:
+    """The history row of a worker's attempt. `attempt_number`: the thread's `attempts` as read
+    after taking it, if the caller has it (else read here)."""
+    if attempt_number is None:
+        attempts = Thread.objects.filter(pk=lease.thread_pk).values_list("attempts", flat=True)
+        attempt_number = attempts.first() or 0
     return Attempt.objects.create(
         thread_id=lease.thread_pk,
         action=action,
         outcome=Attempt.Outcome.STARTED,
         actor_label=actor_label,
-        attempt_number=attempt_number.first() or 0,
+        attempt_number=attempt_number,
         lease_owner=lease.owner,
     )
 
@@ -411,8 +441,12 @@ def _replace_conversations(pks: list[int]) -> dict[int, str]:
 
 def _enqueue(pks: list[int], group: str) -> None:
     """One task per small group of threads, in the caller's transaction (the ORM broker writes
-    to the same database), each thread pointing at its task's broker row."""
+    to the same database), each thread pointing at its task's broker row. The longest threads
+    go first: a thread's batches are written one after another, so a long thread queued last
+    would keep the run going long after the others are done."""
     size = settings.MIGRATION_TASK_GROUP_SIZE
+    sizes = dict(Thread.objects.filter(pk__in=pks).values_list("pk", "message_count"))
+    pks = sorted(pks, key=lambda pk: -sizes.get(pk, 0))
     broker = _recording_broker()
     rows = []
     for number, start in enumerate(range(0, len(pks), size), start=1):

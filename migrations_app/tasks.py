@@ -5,13 +5,15 @@ from typing import Any
 from django.db.models.sql import Query
 from django.utils import timezone
 
-from migrations_app import actions, intake, states, upload
+from migrations_app import actions, intake, states, tallies
 
 
 def fetch_from_source(thread_id: str) -> str:
     """One fetch staff queued (intake.queue_fetches): the thread into the mirror; returns the
     outcome recorded in its history."""
-    attempt = intake.fetch_for_staff(thread_id, actor_label=f"worker {upload.worker_name()}")
+    from migrations_app.upload import worker_name  # loaded already in a worker process
+
+    attempt = intake.fetch_for_staff(thread_id, actor_label=f"worker {worker_name()}")
     return attempt.outcome if attempt else "unknown thread"
 
 
@@ -20,8 +22,12 @@ fetch_thread = fetch_from_source
 
 
 def migrate_threads(thread_pks: list[int]) -> dict[str, int]:
-    """A small group of threads, migrated with several in flight (see upload.migrate_many)."""
-    return upload.migrate_many(thread_pks)
+    """A small group of threads, handed to this worker process's threads (upload.hand_over):
+    the task returns once each is taken, and the process keeps its threads busy."""
+    from migrations_app import upload  # the SDK: imported by the workers that need it, not by
+    # every process that loads the admin (commands, web)
+
+    return upload.hand_over(thread_pks)
 
 
 def apply_bulk_action(bulk_pk: int, query: Query) -> str:
@@ -34,6 +40,7 @@ def sweep_stuck_threads() -> dict[str, Any]:
     its lease, re-queues queued threads whose task is gone, closes attempts of dead workers, and
     fails imports and bulk actions whose worker stopped."""
     swept = states.sweep(f"resume {timezone.now():%Y-%m-%d %H:%M:%S}")
+    tallies.compact()  # the dashboard's counters: one row per key again
     return {
         "resumed": swept.resumed,
         "requeued": swept.requeued,

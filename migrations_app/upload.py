@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import close_old_connections, connections, transaction
 
-from migrations_app import intake, openai_client, states
+from migrations_app import intake, openai_client, ratelimit, states
 from migrations_app.conversion import MAX_ITEMS_PER_CALL, Options, batches, match_listing
 from migrations_app.models import Attempt, Conversation, ErrorKind, Thread, ThreadStatus
 from migrations_app.openai_client import ApiFailure
 from migrations_app.preview import conversion_options, preview_thread
-from migrations_app.ratelimit import SharedRateLimiter
 from migrations_app.states import Lease, LeaseLost
 
 log = logging.getLogger(__name__)
@@ -82,8 +81,11 @@ class Worker:
     request_seconds: float = 0
 
     def __post_init__(self) -> None:
+        # The clients and the budget are the process's own, shared by its threads: a client
+        # costs an SSL context to build, and the budget's slots are taken several at a time.
         self.client = self.client or openai_client.destination_client()
-        self.limiter = self.limiter or SharedRateLimiter(sleeper=self.sleeper)
+        self.source_client = self.source_client or openai_client.source_client()
+        self.limiter = self.limiter or ratelimit.shared(ratelimit.DESTINATION)
         self.lease_seconds = self.lease_seconds or settings.MIGRATION_LEASE_SECONDS
         timeout = settings.API_TIMEOUT_SECONDS
         self.request_seconds = self.request_seconds or timeout + min(
@@ -181,13 +183,11 @@ def list_items_after(
     """Every item after `after` (or from the start), oldest first; each page is sent through
     `send` (by default `call_api`: paced, under the lease, retried)."""
     send = send or (lambda request: call_api(run, request))
-    items = run.worker.client.conversations.items
+    client = run.worker.client
     return list(
         openai_client.paginate(
             lambda cursor: send(
-                lambda: openai_client.list_page(
-                    items, conversation_id, after=cursor, include=ITEM_INCLUDE
-                )
+                lambda: openai_client.items_page(client, conversation_id, cursor, ITEM_INCLUDE)
             ),
             after,
         )
@@ -196,19 +196,24 @@ def list_items_after(
 
 # --- the steps ----------------------------------------------------------------------------------
 def ensure_mirrored(run: Run) -> None:
-    """Fetch the thread first if the mirror does not hold it. Reads are safe to repeat, so
-    transient failures and rate limits are retried like any other request; the mirror is
-    written only while this worker still holds the lease."""
+    """Fetch the thread first if the mirror does not hold it, through the source client every
+    fetch uses (paced by the source's budget; before each read the lease must outlive its wait
+    and timeout). Reads are safe to repeat, so transient failures and rate limits are retried
+    like any other request; the mirror is written only while this worker holds the lease."""
     tries = 0
     while run.thread.data is None:
         run.hold()
-        failure = intake.fetch_into_mirror(
-            run.thread, run.worker.source_client, lease_owner=run.lease.owner
-        )
-        if failure is None:
-            run.thread.refresh_from_db()
-            if run.thread.data is None:
-                raise LeaseLost(f"{run.thread.thread_id}: the fetched mirror was not stored")
+        try:
+            with openai_client.guarded_reads(run.hold, run.worker.sleeper):
+                bundle = openai_client.fetch_thread_bundle(
+                    run.worker.source_client, run.thread.thread_id
+                )
+        except Exception as error:
+            if isinstance(error.__cause__, LeaseLost):  # stopped by the check, before sending
+                raise error.__cause__ from None
+            failure = openai_client.classify(error)
+        else:
+            store_mirror(run, bundle)
             return
         tries += 1
         if failure.is_permanent or tries > run.worker.max_retries:
@@ -223,11 +228,27 @@ def ensure_mirrored(run: Run) -> None:
         run.worker.sleeper(failure.retry_after or run.worker.backoff(tries))
 
 
+def store_mirror(run: Run, bundle: dict[str, Any]) -> None:
+    """Write the fetched thread into the mirror, kept only if this worker's lease is still on
+    the thread when the transaction ends (checked last, holding the row: the row is held no
+    longer than the write itself holds it, as a worker can freeze inside a transaction and the
+    sweeper passes over rows that are held)."""
+    with transaction.atomic():
+        intake.store_bundles([bundle])
+        if not states.lock_writable_mirrors([run.thread.pk], lease_owner=run.lease.owner):
+            raise LeaseLost(f"thread {run.thread.pk}: the lease was taken over during the fetch")
+    run.thread.refresh_from_db()
+    if run.thread.data is None:
+        raise LeaseLost(f"{run.thread.thread_id}: the fetched mirror was not stored")
+
+
 def conversion_for(thread: Thread) -> tuple[Any, Options]:
     """The conversion to upload: with the options the live conversation was started with (a
     resumed upload must build the same items), else with the current settings."""
-    live = Conversation.objects.live().filter(thread=thread).values_list("options", flat=True)
-    stored = live.first()
+    stored = None
+    if thread.conversation_id:  # a live conversation is always named on its thread
+        live = Conversation.objects.live().filter(thread=thread).values_list("options", flat=True)
+        stored = live.first()
     options = Options(**stored) if stored else conversion_options()
     return preview_thread(thread, options), options
 
@@ -239,7 +260,7 @@ def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
 
     def create() -> str:
         try:
-            return run.worker.client.conversations.create(metadata=conversion.metadata).id
+            return openai_client.create_conversation(run.worker.client, conversion.metadata)
         except Exception as error:
             if openai_client.is_ambiguous(error):
                 run.ambiguous_creates += 1
@@ -247,7 +268,13 @@ def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
 
     conversation_id = call_api(run, create)
     try:
-        states.start_conversation(run.lease, conversation_id, dataclasses.asdict(options))
+        states.start_conversation(
+            run.lease,
+            conversation_id,
+            dataclasses.asdict(options),
+            items_total=len(conversion.items),
+            warning_count=len(conversion.warnings),
+        )
     except LeaseLost:
         taken_back = withdraw(
             run, lambda: openai_client.delete_conversation(run.worker.client, conversation_id)
@@ -419,18 +446,23 @@ def verify(run: Run, items: list[dict[str, Any]]) -> int:
 
 
 # --- one thread, start to end -------------------------------------------------------------------
-def migrate_thread(thread_pk: int, worker: Worker) -> str:
-    """Migrate one thread if this worker can take it; returns the outcome."""
+def migrate_thread(
+    thread_pk: int, worker: Worker, on_taken: Callable[[], Any] | None = None
+) -> str:
+    """Migrate one thread if this worker can take it; returns the outcome. `on_taken` is called
+    once the thread is taken (or found not to be takeable)."""
     lease = states.take(thread_pk, worker.lease_owner(), worker.lease_seconds, worker.clock)
+    if on_taken:
+        on_taken()
     if lease is None:
         return Attempt.Outcome.SKIPPED
     thread = Thread.objects.get(pk=thread_pk)
     action = thread.requested_action or Attempt.Action.MIGRATE
-    attempt = states.open_attempt(lease, action, f"worker {worker.name}")
+    attempt = states.open_attempt(lease, action, f"worker {worker.name}", thread.attempts)
     run = Run(thread, lease, worker, attempt, thread.items_committed, thread.last_item_id)
     try:
         count = _migrate(run)
-        states.succeed(lease, attempt.pk, count, **_attempt_fields(run, count))
+        states.succeed(lease, attempt.pk, count, run.last_item_id, **_attempt_fields(run, count))
     except LeaseLost as lost:
         states.abandon_attempt(attempt.pk, f"Stopped: {lost}")
         return Attempt.Outcome.ABANDONED
@@ -445,7 +477,8 @@ def migrate_thread(thread_pk: int, worker: Worker) -> str:
 def _migrate(run: Run) -> int:
     ensure_mirrored(run)
     conversion, options = conversion_for(run.thread)
-    states.set_totals(run.lease, len(conversion.items), len(conversion.warnings))
+    if run.thread.conversation_id:  # resumed: the totals of a new conversation go with it
+        states.set_totals(run.lease, len(conversion.items), len(conversion.warnings))
     if ensure_conversation(run, conversion, options):
         reconcile(run, conversion.items)
     upload_items(run, conversion.items)
@@ -486,8 +519,8 @@ def migrate_many(
     worker_factory: Callable[..., Worker] = Worker,
     on_done: Callable[[int, str], Any] | None = None,
 ) -> dict[str, int]:
-    """Migrate threads with `concurrency` in flight: the work is waiting on the network, so one
-    process carries many threads. Returns {outcome: count}."""
+    """Migrate threads with `concurrency` in flight, and wait for them all: the work is waiting
+    on the network, so one process carries many threads. Returns {outcome: count}."""
     concurrency = concurrency or settings.MIGRATION_THREADS_PER_WORKER
     client = openai_client.destination_client()
     outcomes: dict[str, int] = {}
@@ -506,3 +539,76 @@ def migrate_many(
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="migrate") as pool:
         list(pool.map(run, thread_pks))
     return outcomes
+
+
+class _ProcessPool:
+    """The worker process's own threads, kept from task to task with their database
+    connections: a task hands its threads over and returns once each has been taken, so the
+    process keeps `size` threads in flight across tasks instead of draining at each task's end
+    (its slowest thread) and connecting again for each thread."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pid = os.getpid()
+        self.slots = threading.BoundedSemaphore(size)
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="migrate")
+
+    def run(self, pk: int, taken: threading.Event) -> None:
+        try:
+            close_old_connections()  # a connection that failed or outlived CONN_MAX_AGE
+            migrate_thread(pk, Worker(), on_taken=taken.set)
+        except Exception:
+            log.exception("migrating thread %s stopped", pk)
+        finally:
+            taken.set()
+            self.slots.release()
+
+    def close(self) -> None:
+        """Finish the work in flight, close each thread's database connection and stop."""
+        barrier = threading.Barrier(self.size)
+
+        def close_connections() -> None:
+            barrier.wait(timeout=60)  # one on each thread of the pool
+            connections.close_all()
+
+        for _ in range(self.size):
+            self.executor.submit(close_connections)
+        self.executor.shutdown(wait=True)
+
+
+_pool: _ProcessPool | None = None
+_pool_lock = threading.Lock()
+
+
+def close_pool() -> None:
+    """Stop this process's pool, if it has one (tests; a stopping worker just exits)."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None and pool.pid == os.getpid():
+        pool.close()
+
+
+def _process_pool() -> _ProcessPool:
+    global _pool
+    size = settings.MIGRATION_THREADS_PER_WORKER
+    with _pool_lock:
+        if _pool is None or _pool.pid != os.getpid() or _pool.size != size:
+            _pool = _ProcessPool(size)
+        return _pool
+
+
+def hand_over(thread_pks: Iterable[int]) -> dict[str, int]:
+    """A worker task: run threads on this process's pool, at most MIGRATION_THREADS_PER_WORKER
+    at once; returns when every one has been taken (or skipped), so none is left queued without
+    its task. They finish after the task returns; a stopping process waits for them."""
+    pool = _process_pool()
+    events = []
+    for pk in thread_pks:
+        pool.slots.acquire()
+        taken = threading.Event()
+        events.append(taken)
+        pool.executor.submit(pool.run, pk, taken)
+    for taken in events:
+        taken.wait()
+    return {"handed over": len(events)}

@@ -35,6 +35,8 @@ class Cluster:
             "API_TIMEOUT_SECONDS": "5",
             "MIGRATION_THREADS_PER_WORKER": "4",
             "MIGRATION_TASK_GROUP_SIZE": "4",
+            # The sandbox has no cap: source reads need not wait for the default budget.
+            "ASSISTANTS_REQUESTS_PER_MINUTE": "60000",
             **{k: str(v) for k, v in env.items()},
         }
         self.env.pop("OPENAI_API_KEY", None)

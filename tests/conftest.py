@@ -20,6 +20,13 @@ def pytest_sessionstart(session):
         )
 
 
+@pytest.fixture(autouse=True)
+def _unpaced_source(settings):
+    """Source reads are paced by their own budget (ASSISTANTS_REQUESTS_PER_MINUTE); tests that
+    fetch do not wait for it, unless they set a budget of their own."""
+    settings.ASSISTANTS_REQUESTS_PER_MINUTE = 10**7
+
+
 @pytest.fixture(scope="session")
 def demo_state():
     """The deterministic demo world; tests must not change it (use `sandbox` for that)."""

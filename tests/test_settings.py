@@ -165,10 +165,12 @@ def test_default_configuration_passes_every_check():
 
 
 @pytest.mark.django_db
-def test_postgresql_ends_a_session_left_idle_inside_a_transaction():
+def test_postgresql_ends_a_session_left_idle_inside_a_transaction(settings):
     """A worker frozen mid-transaction must not hold its row locks for ever."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SHOW idle_in_transaction_session_timeout")
-        assert cursor.fetchone()[0] == "1min"
+        cursor.execute(
+            "SELECT setting FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
+        )
+        assert int(cursor.fetchone()[0]) == settings.MIGRATION_LEASE_SECONDS // 2 * 1000

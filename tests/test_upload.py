@@ -62,7 +62,7 @@ def test_a_429_storm_slows_every_worker_and_loses_nothing(sandbox, make_worker):
     sandbox.state.configure_faults(retry_after_seconds=3)
     upload.migrate_thread(thread.pk, make_worker())
     assert_migrated_exactly_once(sandbox, thread)
-    assert RateLimit.objects.get().throttled_total == 5
+    assert RateLimit.objects.get(name="api").throttled_total == 5
     assert sandbox.state.fault_counts["rate_limit"] == 5
 
 
@@ -307,7 +307,7 @@ def test_the_rate_limit_is_shared_by_every_limiter_instance():
     two.slow_down(10)
     one.acquire()
     assert waits[-1] == pytest.approx(10.0)
-    assert RateLimit.objects.get().requests_total == 5
+    assert RateLimit.objects.get(name="api").requests_total == 5
 
 
 # --- the command line -----------------------------------------------------------------------------

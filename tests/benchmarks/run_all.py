@@ -1,11 +1,35 @@
-"""Every benchmark, one after the other; each prints its own figures."""
+"""Every benchmark, one after the other; each prints its own figures, then the rows of issue 10's
+table (figure, target, measured) are printed together at the end."""
 
+import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in sorted(HERE.glob("bench_*.py")):
-    print(f"== {script.name}", flush=True)
-    subprocess.run([sys.executable, str(script)], check=True)
+
+def main() -> int:
+    failed = []
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as rows_file:
+        env = {**os.environ, "BENCH_ROWS_FILE": rows_file.name}
+        for script in sorted(HERE.glob("bench_*.py")):
+            print(f"== {script.name}", flush=True)
+            if subprocess.run([sys.executable, str(script)], env=env).returncode:
+                failed.append(script.name)
+        rows = [json.loads(line) for line in rows_file if line.strip()]
+    print("\n== issue 10's figures, this run")
+    print("| figure | target | measured | |")
+    print("| --- | --- | --- | --- |")
+    for figure, target, measured, ok in rows:
+        verdict = "" if ok is None else ("ok" if ok else "not reached")
+        print(f"| {figure} | {target} | {measured} | {verdict} |")
+    if failed:
+        print(f"benchmarks that stopped with an error: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

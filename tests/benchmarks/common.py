@@ -1,0 +1,122 @@
+"""What the benchmarks share: the sandbox as its own process, a real cluster, CPU and memory
+of process groups, and the result rows that `run_all.py` prints as one table."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+ROWS_FILE = os.environ.get("BENCH_ROWS_FILE", "")
+
+
+def row(figure: str, target: str, measured: str, ok: bool | None = None) -> None:
+    """One row of issue 10's table: printed now, and collected by run_all.py for the summary."""
+    verdict = "" if ok is None else (" — ok" if ok else " — NOT REACHED")
+    print(f"  [{figure}] target {target}; measured {measured}{verdict}", flush=True)
+    if ROWS_FILE:
+        with open(ROWS_FILE, "a") as handle:
+            handle.write(json.dumps([figure, target, measured, ok]) + "\n")
+
+
+def sandbox(port: int, threads: int, latency_ms: float, rpm_cap: int = 0) -> subprocess.Popen:
+    """`manage.py run_sandbox` in its own session; returns once it answers."""
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "run_sandbox", "--port", str(port), "--threads",
+         str(threads), "--latency-ms", str(latency_ms), "--rpm-cap", str(rpm_cap)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    for _ in range(600):
+        try:
+            httpx2.get(f"http://127.0.0.1:{port}/_sandbox/health")
+            return process
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError("sandbox did not start")
+
+
+def sandbox_state(port: int) -> dict[str, Any]:
+    return httpx2.get(f"http://127.0.0.1:{port}/_sandbox/state?items=0", timeout=30).json()
+
+
+def stop_group(process: subprocess.Popen, timeout: float = 20) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # django-q2 can hang in its own stop; end it
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def cluster(port: int, log_name: str, **env: Any) -> subprocess.Popen:
+    """`manage.py qcluster` in its own session, pointed at the sandbox on `port`."""
+    environment = {
+        **os.environ,
+        "SANDBOX_PORT": str(port),
+        "DEBUG": "false",  # as in production: no query log
+        **{key: str(value) for key, value in env.items()},
+    }
+    log = open(f"/tmp/{log_name}.log", "w")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _stat(pid: str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def session_usage(session_id: int) -> tuple[float, float]:
+    """(CPU seconds, resident MB) summed over every live process of a session."""
+    cpu, rss = 0.0, 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fields = _stat(pid)
+        if fields and int(fields[3]) == session_id:
+            cpu += (int(fields[11]) + int(fields[12])) / TICKS
+            rss += int(fields[21]) * PAGE
+    return cpu, rss / 1e6
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of the benchmark's PostgreSQL (the postmaster on DATABASE_URL's port and its
+    children, live ones only)."""
+    port = os.environ.get("DATABASE_URL", "").rsplit(":", 1)[-1].split("/")[0]
+    postmaster = None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"postgres" in command and f"-p {port} ".encode() in command:
+            postmaster = pid
+            break
+    if postmaster is None:
+        return 0.0
+    cpu = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fields = _stat(pid)
+        if fields and (pid == postmaster or fields[1] == postmaster):
+            cpu += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / TICKS
+    return cpu
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return f"{cores} cores, load average {load} (1/5/15 min) at start"
