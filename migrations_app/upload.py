@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, connections
 
 from migrations_app import intake, openai_client, ratelimit, states
 from migrations_app.conversion import MAX_ITEMS_PER_CALL, Options, batches, match_listing
@@ -229,17 +229,17 @@ def ensure_mirrored(run: Run) -> None:
 
 
 def store_mirror(run: Run, bundle: dict[str, Any]) -> None:
-    """Write the fetched thread into the mirror, kept only if this worker's lease is still on
-    the thread when the transaction ends (checked last, holding the row: the row is held no
-    longer than the write itself holds it, as a worker can freeze inside a transaction and the
-    sweeper passes over rows that are held)."""
-    with transaction.atomic():
-        intake.store_bundles([bundle])
-        if not states.lock_writable_mirrors([run.thread.pk], lease_owner=run.lease.owner):
-            raise LeaseLost(f"thread {run.thread.pk}: the lease was taken over during the fetch")
+    """Write the fetched thread into the mirror, only while this worker's lease is still on the
+    thread: intake checks the bundle first (outside any transaction), then locks the row with
+    the lease as the fence and writes, holding the row no longer than the write does (a worker
+    can freeze inside a transaction, and the sweeper passes over rows that are held)."""
+    stored = intake.store_bundles([bundle], lease_owner=run.lease.owner)
+    if stored.rejected:
+        _, reason = stored.rejected[0]
+        raise _failure(ErrorKind.INVALID, f"The source's copy of this thread is unusable: {reason}")
+    if stored.skipped:
+        raise LeaseLost(f"thread {run.thread.pk}: the lease was taken over during the fetch")
     run.thread.refresh_from_db()
-    if run.thread.data is None:
-        raise LeaseLost(f"{run.thread.thread_id}: the fetched mirror was not stored")
 
 
 def conversion_for(thread: Thread) -> tuple[Any, Options]:
