@@ -130,19 +130,21 @@ def call_api(
     request: Callable[[], Any],
     *,
     reconcile: Callable[[], Any] | None = None,
-    paced: bool = True,
+    source: bool = False,
 ) -> Any:
-    """Run one API request with our own retries (the SDK's are off for writes).
+    """Run one API request with our own retries (the SDK's are off for writes): the one retry
+    policy of the engine, for the destination and (`source`) the source alike.
 
     Before sending, the lease must outlive the wait for a slot in the budget plus the request's
     timeout, and still does after the wait (a worker frozen meanwhile stops here). Permanent
     errors fail the thread at once; rate limits push the shared budget back and retry; transient
     errors back off, then (for a write) ask `reconcile` whether the write was applied after all,
-    and return its answer instead of writing again.
+    and return its answer instead of writing again. Source requests are paced, and their 429s
+    passed on to the source's budget, by the source client itself, read by read.
     """
     transient, limited = 0, 0
     while True:
-        wait = run.worker.limiter.reserve() if paced else 0.0
+        wait = 0.0 if source else run.worker.limiter.reserve()
         run.hold(wait)
         if wait > 0:
             run.worker.sleeper(wait)
@@ -161,7 +163,10 @@ def call_api(
             limited += 1
             if limited > MAX_RATE_LIMITED_RETRIES:
                 raise ThreadFailed(failure)
-            run.worker.limiter.slow_down(failure.retry_after or run.worker.backoff(limited))
+            if source:  # the source client slowed the source's budget as the 429 came in
+                run.worker.sleeper(failure.retry_after or run.worker.backoff(limited))
+            else:
+                run.worker.limiter.slow_down(failure.retry_after or run.worker.backoff(limited))
             continue
         transient += 1
         if transient > run.worker.max_retries:
@@ -198,34 +203,21 @@ def list_items_after(
 def ensure_mirrored(run: Run) -> None:
     """Fetch the thread first if the mirror does not hold it, through the source client every
     fetch uses (paced by the source's budget; before each read the lease must outlive its wait
-    and timeout). Reads are safe to repeat, so transient failures and rate limits are retried
-    like any other request; the mirror is written only while this worker holds the lease."""
-    tries = 0
-    while run.thread.data is None:
-        run.hold()
-        try:
-            with openai_client.guarded_reads(run.hold, run.worker.sleeper):
-                bundle = openai_client.fetch_thread_bundle(
-                    run.worker.source_client, run.thread.thread_id
-                )
-        except Exception as error:
-            if isinstance(error.__cause__, LeaseLost):  # stopped by the check, before sending
-                raise error.__cause__ from None
-            failure = openai_client.classify(error)
-        else:
-            store_mirror(run, bundle)
-            return
-        tries += 1
-        if failure.is_permanent or tries > run.worker.max_retries:
-            raise ThreadFailed(
-                ApiFailure(
-                    failure.kind,
-                    f"Fetching from the source failed: {failure.message}",
-                    failure.http_status,
-                    failure.request_id,
-                )
-            )
-        run.worker.sleeper(failure.retry_after or run.worker.backoff(tries))
+    and timeout). Reads are safe to repeat: failures are retried as any request is (`call_api`);
+    the mirror is written only while this worker holds the lease."""
+    if run.thread.data is not None:
+        return
+
+    def fetch() -> dict[str, Any]:
+        with openai_client.guarded_reads(run.hold, run.worker.sleeper):
+            return openai_client.fetch_thread_bundle(run.worker.source_client, run.thread.thread_id)
+
+    try:
+        bundle = call_api(run, fetch, source=True)
+    except ThreadFailed as failed:
+        message = f"Fetching from the source failed: {failed.failure.message}"
+        raise ThreadFailed(dataclasses.replace(failed.failure, message=message)) from None
+    store_mirror(run, bundle)
 
 
 def store_mirror(run: Run, bundle: dict[str, Any]) -> None:
