@@ -46,12 +46,10 @@ class SharedRateLimiter:
         name: str = DESTINATION,
         per_minute: float | None = None,
         *,
-        sleeper: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
         self.per_minute = per_minute or _budget(name)
-        self.sleeper = sleeper
         self.clock = clock
         self._slots: deque[float] = deque()  # start times of the slots this process holds
         self._unused = 0  # slots dropped since the last UPDATE: taken off the request count
@@ -81,13 +79,6 @@ class SharedRateLimiter:
                 return row[0]
             RateLimit.objects.get_or_create(name=self.name)
         raise RuntimeError(f"rate limit row {self.name!r} could not be created")
-
-    def acquire(self) -> float:
-        """Wait until one more request fits in the budget; returns the seconds waited."""
-        wait = self.reserve()
-        if wait > 0:
-            self.sleeper(wait)
-        return wait
 
     def reserve(self) -> float:
         """Take the next slot in the budget; returns how many seconds from now it starts (the

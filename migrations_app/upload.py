@@ -225,11 +225,10 @@ def store_mirror(run: Run, bundle: dict[str, Any]) -> None:
     thread: intake checks the bundle first (outside any transaction), then locks the row with
     the lease as the fence and writes, holding the row no longer than the write does (a worker
     can freeze inside a transaction, and the sweeper passes over rows that are held)."""
-    stored = intake.store_bundles([bundle], lease_owner=run.lease.owner)
-    if stored.rejected:
-        _, reason = stored.rejected[0]
-        raise _failure(ErrorKind.INVALID, f"The source's copy of this thread is unusable: {reason}")
-    if stored.skipped:
+    fetched = intake.store_fetched(run.thread, bundle, lease_owner=run.lease.owner)
+    if fetched.failure is not None:
+        raise ThreadFailed(fetched.failure)
+    if fetched.skipped:
         raise LeaseLost(f"thread {run.thread.pk}: the lease was taken over during the fetch")
     run.thread.refresh_from_db()
 

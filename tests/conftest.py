@@ -98,7 +98,7 @@ def make_worker(sandbox, slept):
             "source_client": openai_client.source_client(max_retries=0),
             "sleeper": slept.append,
             "rng": random.Random(0),
-            "limiter": SharedRateLimiter(per_minute=10**7, sleeper=slept.append),
+            "limiter": SharedRateLimiter(per_minute=10**7),
             "max_retries": 3,
         }
         options.update(overrides)

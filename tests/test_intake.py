@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from migrations_app import intake, openai_client, states
+from migrations_app import intake, openai_client
 from migrations_app.intake import ids
 from migrations_app.models import (
     Assistant,
@@ -454,12 +454,20 @@ def test_a_fetch_that_succeeds_after_a_worker_took_the_thread_leaves_its_mirror(
     assert thread.status == ThreadStatus.RUNNING
 
 
+def source_bundle(thread_id):
+    """The thread as the source answers it."""
+    from migrations_app import openai_client
+
+    return openai_client.fetch_thread_bundle(openai_client.source_client(), thread_id)
+
+
 def test_a_worker_fetches_the_thread_it_holds_into_the_mirror(sandbox):
     thread_id = a_thread_with_tool_calls(sandbox)
     thread = register(thread_id)
     running_under(thread, "worker-1")
     thread.refresh_from_db()
-    assert intake.fetch_into_mirror(thread, lease_owner="worker-1") is None
+    fetched = intake.store_fetched(thread, source_bundle(thread_id), lease_owner="worker-1")
+    assert (fetched.failure, fetched.skipped) == (None, False)
     thread.refresh_from_db()
     assert thread.message_count == len(sandbox.state.messages[thread_id]) > 0
     assert thread.status == ThreadStatus.RUNNING
@@ -469,8 +477,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing_and_is_told(sandbox):
     thread_id = a_thread_with_tool_calls(sandbox)
     thread = register(thread_id)
     running_under(thread, "worker-2")  # the lease was taken over
-    with pytest.raises(states.LeaseLost):
-        intake.fetch_into_mirror(thread, lease_owner="worker-1")
+    assert intake.store_fetched(thread, source_bundle(thread_id), lease_owner="worker-1").skipped
     assert not Message.objects.exists()
     assert Thread.objects.get().fetched_at is None
 

@@ -23,7 +23,7 @@ def frozen():
 
 
 def limiter(per_minute, waits, clock):
-    return SharedRateLimiter("api", per_minute, sleeper=waits.append, clock=lambda: clock[0])
+    return SharedRateLimiter("api", per_minute, clock=lambda: clock[0])
 
 
 # --- slots taken several at a time ------------------------------------------------------------

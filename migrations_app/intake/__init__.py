@@ -25,10 +25,10 @@ from migrations_app.intake.mirror import (
 )
 from migrations_app.intake.source import (
     fetch_for_staff,
-    fetch_into_mirror,
     queue_batch_fetch,
     queue_fetches,
     source_configured,
+    store_fetched,
     sync_assistants,
 )
 from migrations_app.intake.validation import THREAD_ID, check_assistant, check_bundle
@@ -44,7 +44,6 @@ __all__ = [
     "check_assistant",
     "check_bundle",
     "fetch_for_staff",
-    "fetch_into_mirror",
     "fetch_progress",
     "import_thread_id_file",
     "import_thread_ids",
@@ -57,6 +56,7 @@ __all__ = [
     "read_export",
     "source_configured",
     "store_bundles",
+    "store_fetched",
     "sweep_stopped_imports",
     "sync_assistants",
     "upsert_assistants",

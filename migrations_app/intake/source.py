@@ -72,6 +72,14 @@ def _fetch(thread: Thread, client: Any, lease_owner: str) -> Fetched:
         bundle = openai_client.fetch_thread_bundle(client, thread.thread_id)
     except Exception as error:
         return Fetched(failure=_classified(error))
+    return store_fetched(thread, bundle, lease_owner=lease_owner)
+
+
+def store_fetched(thread: Thread, bundle: Any, *, lease_owner: str = "") -> Fetched:
+    """A bundle the source answered for `thread`, checked and stored into the mirror. A worker
+    passes the lease it holds: its thread is written although it is running, and only while the
+    lease is still its own (else `skipped`). Without a lease a running thread, or one whose
+    upload started, keeps its mirror (`skipped`)."""
     try:
         prepared = prepare(bundle, conversion_options(), where="source")
     except BundleRejected as error:
@@ -100,24 +108,6 @@ def _fetch(thread: Thread, client: Any, lease_owner: str) -> Fetched:
     return Fetched(
         messages=len(prepared.messages), warnings=prepared.warning_count, notes=prepared.notes
     )
-
-
-def fetch_into_mirror(
-    thread: Thread, client: Any = None, *, lease_owner: str = ""
-) -> "ApiFailure | None":
-    """Copy one thread from the source API into the mirror. Returns None, or the ApiFailure that
-    stopped it (the mirror is then unchanged).
-
-    A worker passes the lease it holds: its thread is written although it is running. If the
-    lease was lost meanwhile, nothing is written and states.LeaseLost is raised. Without a lease
-    a running thread, or one whose upload started, keeps its mirror (an INTERNAL failure says
-    so)."""
-    fetched = _fetch(thread, client, lease_owner)
-    if fetched.skipped:
-        if lease_owner:
-            raise states.LeaseLost(f"thread {thread.pk}: the lease was taken over")
-        return _failure(ErrorKind.INTERNAL, KEPT)
-    return fetched.failure
 
 
 def fetch_for_staff(
