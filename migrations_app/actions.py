@@ -25,7 +25,7 @@ from migrations_app.models import Attempt, BulkAction, Thread
 from migrations_app.paging import pk_pages
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, User
+    from django.contrib.auth.models import User
     from django.db.models.sql import Query
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def apply_page(
     pks: Sequence[int],
     *,
     group: str,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     actor_label: str = "",
     enqueue: bool = True,
 ) -> list[int]:
@@ -111,7 +111,7 @@ def apply(
     action: str,
     threads: QuerySet[Thread],
     *,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     actor_label: str = "",
     enqueue: bool = True,
     on_chunk: Callable[[list[int]], Any] | None = None,

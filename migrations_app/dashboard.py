@@ -118,7 +118,7 @@ class WorkerHealth:
     queued_tasks: int
 
 
-def worker_health(now=None):
+def worker_health(now: datetime | None = None) -> WorkerHealth:
     """A cluster is alive if its one-minute sweeper schedule ran recently: that works across
     machines with the ORM broker, where django-q2's own stats live in a per-process cache."""
     from django_q.models import OrmQ, Task

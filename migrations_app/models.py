@@ -426,7 +426,7 @@ class StatusTally(models.Model):
     status = models.CharField(max_length=16)
     count = models.BigIntegerField()
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.status} {self.count:+d}"
 
 
@@ -437,7 +437,7 @@ class FailureTally(models.Model):
     error_message = models.TextField(blank=True)
     count = models.BigIntegerField()
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.error_kind} {self.count:+d}"
 
 
@@ -447,5 +447,5 @@ class SuccessTally(models.Model):
     minute = models.DateTimeField(db_index=True)
     count = models.BigIntegerField()
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.minute:%H:%M} {self.count:+d}"

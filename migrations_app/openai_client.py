@@ -8,11 +8,12 @@ import contextvars
 import functools
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx2
 import openai
@@ -21,6 +22,11 @@ from django.conf import settings
 
 from migrations_app.models import ErrorKind
 
+if TYPE_CHECKING:
+    from migrations_app.ratelimit import SharedRateLimiter
+
+T = TypeVar("T")
+Hooks = tuple[tuple[str, tuple[Callable[..., None], ...]], ...]  # hashable: clients are cached
 PAGE_SIZE = 100  # the largest page the list endpoints allow
 STEP_READS_IN_FLIGHT = 16
 
@@ -32,7 +38,7 @@ WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @contextmanager
-def guarded_writes(check):
+def guarded_writes(check: Callable[[], None] | None) -> Iterator[None]:
     """Run `check` right before any write this thread sends, inside the HTTP client; an
     exception from it stops the request before it is sent (the SDK then raises
     APIConnectionError from it)."""
@@ -43,7 +49,7 @@ def guarded_writes(check):
         _write_guard.reset(token)
 
 
-def _check_write(request):
+def _check_write(request: httpx2.Request) -> None:
     check = _write_guard.get()
     if check is not None and request.method in WRITE_METHODS:
         check()
@@ -58,7 +64,9 @@ _read_guard: ContextVar[tuple[Callable[[float], None], Callable[[float], object]
 
 
 @contextmanager
-def guarded_reads(check, sleeper=time.sleep):
+def guarded_reads(
+    check: Callable[[float], None], sleeper: Callable[[float], object] = time.sleep
+) -> Iterator[None]:
     """Run `check(wait)` before each source request of this thread, once its slot in the source
     budget is known and before waiting for it; an exception stops the request unsent."""
     token = _read_guard.set((check, sleeper))
@@ -68,7 +76,7 @@ def guarded_reads(check, sleeper=time.sleep):
         _read_guard.reset(token)
 
 
-def _source_limiter():
+def _source_limiter() -> "SharedRateLimiter":
     from migrations_app import ratelimit
 
     return ratelimit.shared(ratelimit.SOURCE)
@@ -78,7 +86,7 @@ def _source_limiter():
 _read_slot: ContextVar[list[float] | None] = ContextVar("read_slot", default=None)
 
 
-def _pace_source(request):
+def _pace_source(request: httpx2.Request) -> None:
     limiter = _source_limiter()
     check, sleeper = _read_guard.get() or (None, time.sleep)
     slot = _read_slot.get()
@@ -96,7 +104,7 @@ def _pace_source(request):
 _read_throttled: ContextVar[list[float] | None] = ContextVar("read_throttled", default=None)
 
 
-def _source_answered(response):
+def _source_answered(response: httpx2.Response) -> None:
     """A 429 from the source slows every worker, as one from the destination does."""
     if response.status_code == 429:
         seconds = _retry_after(response) or 1.0
@@ -107,7 +115,9 @@ def _source_answered(response):
             noted.append(seconds)
 
 
-def _build(api_key, base_url, max_retries, hooks=None):
+def _build(
+    api_key: str | None, base_url: str | None, max_retries: int, hooks: Hooks | None = None
+) -> openai.OpenAI:
     """One client per configuration and process: building one costs an SSL context (tens of
     milliseconds of CPU), and a client is safe to share between threads."""
     if not api_key:
@@ -116,7 +126,9 @@ def _build(api_key, base_url, max_retries, hooks=None):
 
 
 @functools.lru_cache(maxsize=32)
-def _client(api_key, base_url, max_retries, timeout, hooks):
+def _client(
+    api_key: str, base_url: str | None, max_retries: int, timeout: float, hooks: Hooks | None
+) -> openai.OpenAI:
     event_hooks = {name: list(functions) for name, functions in hooks or ()}
     return openai.OpenAI(
         api_key=api_key,
@@ -131,21 +143,21 @@ SOURCE_HOOKS = (("request", (_pace_source,)), ("response", (_source_answered,)))
 DESTINATION_HOOKS = (("request", (_check_write,)),)
 
 
-def source_client(max_retries=2):
+def source_client(max_retries: int = 2) -> openai.OpenAI:
     """The Assistants-shaped source. Reads only, so the SDK's own retries are safe here."""
     return _build(
         settings.ASSISTANTS_API_KEY, settings.ASSISTANTS_BASE_URL, max_retries, SOURCE_HOOKS
     )
 
 
-def destination_client():
+def destination_client() -> openai.OpenAI:
     """The Conversations destination. SDK retries are off: a retried POST can duplicate items, so
     the upload retries in its own code, where it can check what was applied first."""
     return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0, DESTINATION_HOOKS)
 
 
 @contextmanager
-def assistants_api():
+def assistants_api() -> Iterator[None]:
     """Every client.beta.* call warns that the Assistants API is deprecated; we know."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
@@ -156,14 +168,16 @@ def assistants_api():
         yield
 
 
-def raw_json(resource, method, *args, **params):
+def raw_json(resource: Any, method: str, *args: Any, **params: Any) -> Any:
     """The API's JSON exactly as it answered, without building the SDK's models: the mirror
     keeps the source objects whole, and parsing thousands of them twice costs CPU for nothing."""
     response = getattr(resource.with_raw_response, method)(*args, **params)
     return orjson.loads(response.http_response.content)
 
 
-def paginate(fetch_page, after=None):
+def paginate(
+    fetch_page: Callable[[str | None], dict[str, Any]], after: str | None = None
+) -> Iterator[dict[str, Any]]:
     """Every object of a cursor-paged list, oldest first: `fetch_page(after)` returns one page
     (the API's list envelope) of the objects after the id `after` (None: from the start)."""
     while True:
@@ -174,13 +188,13 @@ def paginate(fetch_page, after=None):
         after = page["data"][-1]["id"]
 
 
-def list_page(resource, *args, after=None, **params):
+def list_page(resource: Any, *args: Any, after: str | None = None, **params: Any) -> Any:
     """One page of up to 100 objects, oldest first, after the id `after`."""
     cursor = {"after": after} if after else {}
     return raw_json(resource, "list", *args, order="asc", limit=PAGE_SIZE, **cursor, **params)
 
 
-def list_all(resource, *args, **params):
+def list_all(resource: Any, *args: Any, **params: Any) -> Iterator[dict[str, Any]]:
     """Every object of a list endpoint, oldest first, in pages of 100."""
     return paginate(lambda after: list_page(resource, *args, after=after, **params))
 
@@ -188,7 +202,9 @@ def list_all(resource, *args, **params):
 ASSISTANTS_BETA = {"OpenAI-Beta": "assistants=v2"}
 
 
-def _source_json(client, path, after=None, *, page=True):
+def _source_json(
+    client: openai.OpenAI, path: str, after: str | None = None, *, page: bool = True
+) -> Any:
     """GET a source object or one page of a list (100 objects, oldest first, after the id
     `after`), as the API's JSON. Sent with the client's documented generic `get`: the beta
     resources' methods cost a deprecation-warnings context and the SDK's param transform per
@@ -196,12 +212,14 @@ def _source_json(client, path, after=None, *, page=True):
     params = {"order": "asc", "limit": PAGE_SIZE} if page else {}
     if after:
         params["after"] = after
-    options = {"headers": ASSISTANTS_BETA, "params": params}
+    options: Any = {"headers": ASSISTANTS_BETA, "params": params}  # the SDK's RequestOptions
     response = client.get(path, options=options, cast_to=httpx2.Response)
     return orjson.loads(response.content)
 
 
-def _all_after(client, path, first_page):
+def _all_after(
+    client: openai.OpenAI, path: str, first_page: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
     """Every object of a list whose first page is `first_page`, oldest first."""
     yield from first_page["data"]
     if first_page.get("has_more") and first_page["data"]:
@@ -210,7 +228,7 @@ def _all_after(client, path, first_page):
         )
 
 
-def fetch_thread_bundle(client, thread_id):
+def fetch_thread_bundle(client: openai.OpenAI, thread_id: str) -> dict[str, Any]:
     """The thread, all its messages and the run steps that carry tool calls, in export shape.
 
     The thread and the first pages of its messages and runs are read at once; steps are listed
@@ -228,13 +246,13 @@ def fetch_thread_bundle(client, thread_id):
     runs = list(_all_after(client, f"{base}/runs", first_runs))
     with_tools = [run["id"] for run in runs if run.get("tools")]
     per_run = _in_parallel(
-        [lambda run_id=run_id: _tool_call_steps(client, base, run_id) for run_id in with_tools]
+        [functools.partial(_tool_call_steps, client, base, run_id) for run_id in with_tools]
     )
     steps = [step for run_steps in per_run for step in run_steps]
     return {"thread": thread, "messages": messages, "runs": runs, "run_steps": steps}
 
 
-def _in_parallel(reads):
+def _in_parallel(reads: list[Callable[[], T]]) -> list[T]:
     """Run the reads STEP_READS_IN_FLIGHT at a time; their results in order. For each group this
     thread takes the slots in the source budget and passes its lease check for the latest of
     them, then hands each read over with its slot, and passes on the 429s they met once the
@@ -244,14 +262,14 @@ def _in_parallel(reads):
         return [read() for read in reads]
     limiter = _source_limiter()
     check, _ = _read_guard.get() or (None, None)
-    results = []
+    results: list[T] = []
     with ThreadPoolExecutor(STEP_READS_IN_FLIGHT, thread_name_prefix="reads") as pool:
         for start in range(0, len(reads), STEP_READS_IN_FLIGHT):
             group = reads[start : start + STEP_READS_IN_FLIGHT]
             waits = [limiter.reserve() for _ in group]
             if check is not None:
                 check(max(waits))
-            now, throttled = limiter.clock(), []
+            now, throttled = limiter.clock(), list[float]()
             contexts = []
             for wait in waits:
                 context = contextvars.copy_context()
@@ -266,13 +284,15 @@ def _in_parallel(reads):
     return results
 
 
-def _tool_call_steps(client, base, run_id):
+def _tool_call_steps(client: openai.OpenAI, base: str, run_id: str) -> list[dict[str, Any]]:
     path = f"{base}/runs/{run_id}/steps"
     first = _source_json(client, path)
     return [step for step in _all_after(client, path, first) if step.get("type") == "tool_calls"]
 
 
-def add_items(client, conversation_id, items):
+def add_items(
+    client: openai.OpenAI, conversation_id: str, items: list[dict[str, Any]]
+) -> list[str]:
     """POST /conversations/{id}/items; returns the new items' server ids, in order.
 
     Sent through the client's documented generic `post`, not `conversations.items.create`: the
@@ -286,7 +306,7 @@ def add_items(client, conversation_id, items):
     return [item["id"] for item in orjson.loads(response.content)["data"]]
 
 
-def create_conversation(client, metadata):
+def create_conversation(client: openai.OpenAI, metadata: dict[str, str]) -> str:
     """POST /conversations with metadata only (an empty conversation); returns its id. Through
     the generic `post`, as add_items: the resource method's transform and response model cost
     more CPU than the request."""
@@ -294,7 +314,12 @@ def create_conversation(client, metadata):
     return orjson.loads(response.content)["id"]
 
 
-def items_page(client, conversation_id, after=None, include=()):
+def items_page(
+    client: openai.OpenAI,
+    conversation_id: str,
+    after: str | None = None,
+    include: Sequence[str] = (),
+) -> Any:
     """GET /conversations/{id}/items: one page of up to 100 items, oldest first, after the id
     `after`, as the API's JSON (the generic `get`: no page model built)."""
     params = {"order": "asc", "limit": PAGE_SIZE, **({"after": after} if after else {})}
@@ -308,16 +333,16 @@ def items_page(client, conversation_id, after=None, include=()):
     return orjson.loads(response.content)
 
 
-def delete_item(client, conversation_id, item_id):
+def delete_item(client: openai.OpenAI, conversation_id: str, item_id: str) -> None:
     """DELETE /conversations/{id}/items/{item_id}: take back an item written by mistake."""
     client.conversations.items.delete(item_id, conversation_id=conversation_id)
 
 
-def delete_conversation(client, conversation_id):
+def delete_conversation(client: openai.OpenAI, conversation_id: str) -> None:
     client.conversations.delete(conversation_id)
 
 
-def list_assistants(client):
+def list_assistants(client: openai.OpenAI) -> Iterator[dict[str, Any]]:
     with assistants_api():
         yield from list_all(client.beta.assistants)
 
@@ -331,7 +356,7 @@ class ApiFailure:
     retry_after: float | None = None
 
     @property
-    def is_permanent(self):
+    def is_permanent(self) -> bool:
         return self.kind in (
             ErrorKind.NOT_FOUND,
             ErrorKind.INVALID,
@@ -360,7 +385,7 @@ _EXPLANATIONS = {
 }
 
 
-def _retry_after(response):
+def _retry_after(response: httpx2.Response | None) -> float | None:
     if response is None:
         return None
     headers = response.headers
@@ -374,21 +399,21 @@ def _retry_after(response):
     return None
 
 
-def _api_message(error):
+def _api_message(error: Exception) -> str:
     body = getattr(error, "body", None)
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])
     return str(getattr(error, "message", "") or error)
 
 
-def is_ambiguous(error):
+def is_ambiguous(error: Exception) -> bool:
     """True if a write that raised this may have been applied all the same."""
     if isinstance(error, openai.APIConnectionError):  # timeouts included
         return True
     return isinstance(error, openai.APIStatusError) and error.status_code >= 500
 
 
-def classify(error):
+def classify(error: Exception) -> "ApiFailure":
     """An exception from the SDK as an ApiFailure a support person can read."""
     if isinstance(error, openai.APITimeoutError):
         return ApiFailure(ErrorKind.TRANSIENT, "The API did not answer in time")

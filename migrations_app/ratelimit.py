@@ -64,7 +64,7 @@ class SharedRateLimiter:
     def batch(self) -> int:
         return max(1, min(MAX_BATCH, int(HORIZON / self.interval)))
 
-    def _move(self, assignment: str, params: list[object]) -> float:
+    def _move(self, assignment: str, params: list[float | int]) -> float:
         """One UPDATE … RETURNING on the budget's row (created when missing)."""
         table = connection.ops.quote_name(RateLimit._meta.db_table)
         sql = (

@@ -47,11 +47,10 @@ from django.utils import timezone
 from migrations_app.models import Attempt, Conversation, ErrorKind, Thread, ThreadStatus
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     from migrations_app.openai_client import ApiFailure
 
-S = ThreadStatus
 Clock = Callable[[], float]
 ERROR_MESSAGE_LIMIT = 4000
 TASK_FUNCTION = "migrations_app.tasks.migrate_threads"
@@ -70,14 +69,15 @@ class LeaseLost(Exception):
 # conversation was built from, and a fetch would change the input under it.
 UPLOAD_STARTED = ~Q(conversation_id="")
 DEAD_END_ERRORS = [ErrorKind.NOT_FOUND, ErrorKind.CONFLICT]  # a retry would fail the same way
-RETRYABLE_FAILURE = Q(status=S.FAILED) & ~Q(error_kind__in=DEAD_END_ERRORS)
+RETRYABLE_FAILURE = Q(status=ThreadStatus.FAILED) & ~Q(error_kind__in=DEAD_END_ERRORS)
 
 ELIGIBLE = {
-    "migrate": Q(status__in=[S.PENDING, S.CANCELLED]) | RETRYABLE_FAILURE,
-    "retry": Q(status=S.CANCELLED) | RETRYABLE_FAILURE,
-    "remigrate": Q(status=S.SUCCEEDED) | (Q(status=S.FAILED) & UPLOAD_STARTED),
-    "cancel": Q(status=S.QUEUED),
-    "fetch": ~Q(status=S.RUNNING) & ~UPLOAD_STARTED,
+    "migrate": Q(status__in=[ThreadStatus.PENDING, ThreadStatus.CANCELLED]) | RETRYABLE_FAILURE,
+    "retry": Q(status=ThreadStatus.CANCELLED) | RETRYABLE_FAILURE,
+    "remigrate": Q(status=ThreadStatus.SUCCEEDED)
+    | (Q(status=ThreadStatus.FAILED) & UPLOAD_STARTED),
+    "cancel": Q(status=ThreadStatus.QUEUED),
+    "fetch": ~Q(status=ThreadStatus.RUNNING) & ~UPLOAD_STARTED,
 }
 
 
@@ -91,19 +91,23 @@ def applicable_actions(thread_pk: int) -> set[str]:
     return {action for action, applies in row.items() if applies}
 
 
+CANCEL_SKIPS: dict[str, str] = {
+    ThreadStatus.CANCELLED: "already cancelled",
+    ThreadStatus.SUCCEEDED: "already migrated",
+}
+
+
 def skip_reason(action: str, status: str, error_kind: str, upload_started: bool) -> str:
     """Why `action` does not apply to a thread in this state, in words for a confirmation page."""
-    if status == S.RUNNING:
+    if status == ThreadStatus.RUNNING:
         return "running now" + (" (it will finish)" if action == "cancel" else "")
     if action == "fetch":
         return "upload started: the mirror is kept as it was uploaded (use re-migrate)"
-    if status == S.QUEUED:
+    if status == ThreadStatus.QUEUED:
         return "already queued"
     if action == "cancel":
-        return {S.CANCELLED: "already cancelled", S.SUCCEEDED: "already migrated"}.get(
-            status, "not queued"
-        )
-    if status == S.SUCCEEDED:
+        return CANCEL_SKIPS.get(status, "not queued")
+    if status == ThreadStatus.SUCCEEDED:
         if action == "migrate":
             return "already migrated (use re-migrate to create a new conversation)"
         return "already migrated"
@@ -112,14 +116,18 @@ def skip_reason(action: str, status: str, error_kind: str, upload_started: bool)
     if error_kind == ErrorKind.CONFLICT:
         return "its conversation does not match (use re-migrate)"
     if action == "remigrate":
-        return "never migrated (use migrate)" if status == S.PENDING else "nothing uploaded yet"
-    if status == S.PENDING:
+        return (
+            "never migrated (use migrate)"
+            if status == ThreadStatus.PENDING
+            else "nothing uploaded yet"
+        )
+    if status == ThreadStatus.PENDING:
         return "not failed (use migrate)"
     return f"status {status}"
 
 
 # The action that fixes a failure of each kind (any other kind: retry, which resumes).
-REMEDY_ACTIONS = {ErrorKind.NOT_FOUND: "fetch", ErrorKind.CONFLICT: "remigrate"}
+REMEDY_ACTIONS: dict[str, str] = {ErrorKind.NOT_FOUND: "fetch", ErrorKind.CONFLICT: "remigrate"}
 
 
 def remedy_action(error_kind: str) -> str:
@@ -128,7 +136,7 @@ def remedy_action(error_kind: str) -> str:
 
 def remedy(thread: Thread) -> str:
     """What staff can do about a failed thread, in one sentence."""
-    if thread.status != S.FAILED:
+    if thread.status != ThreadStatus.FAILED:
         return ""
     if thread.error_kind == ErrorKind.NOT_FOUND:
         return "Fix the id or the source, then fetch it again."
@@ -156,7 +164,7 @@ class Lease:
 
 
 def _worker_filter(lease: Lease) -> Q:
-    return Q(pk=lease.thread_pk, status=S.RUNNING, lease_owner=lease.owner)
+    return Q(pk=lease.thread_pk, status=ThreadStatus.RUNNING, lease_owner=lease.owner)
 
 
 def take(thread_pk: int, owner: str, seconds: float, clock: Clock = time.monotonic) -> Lease | None:
@@ -171,18 +179,18 @@ def take(thread_pk: int, owner: str, seconds: float, clock: Clock = time.monoton
     started = clock()
     lease = Lease(thread_pk, owner, seconds, started + seconds, clock)
     fields = {
-        "status": S.RUNNING,
+        "status": ThreadStatus.RUNNING,
         "lease_owner": owner,
         "lease_expires_at": Now() + timedelta(seconds=seconds),
         "attempts": F("attempts") + 1,
         "queued_task": None,
         "updated_at": Now(),
     }
-    if Thread.objects.filter(pk=thread_pk, status=S.QUEUED).update(**fields):
+    if Thread.objects.filter(pk=thread_pk, status=ThreadStatus.QUEUED).update(**fields):
         return lease
     with transaction.atomic():
         taken = Thread.objects.filter(
-            pk=thread_pk, status=S.RUNNING, lease_expires_at__lt=Now()
+            pk=thread_pk, status=ThreadStatus.RUNNING, lease_expires_at__lt=Now()
         ).update(**fields)
         if taken:
             _close_open_attempts(Q(thread_id=thread_pk), "its lease expired and was taken over")
@@ -253,16 +261,15 @@ def succeed(
     `last_item_id`: the verified conversation's last item, if the caller knows it (else the
     thread's, read in the statement)."""
     with transaction.atomic():
-        _fenced_update(lease, status=S.SUCCEEDED, **RELEASE, **CLEAR_ERROR)
-        if last_item_id is None:
-            last_item_id = Subquery(
-                Thread.objects.filter(pk=lease.thread_pk).values("last_item_id")[:1]
-            )
+        _fenced_update(lease, status=ThreadStatus.SUCCEEDED, **RELEASE, **CLEAR_ERROR)
+        last_item: str | Subquery = last_item_id or Subquery(
+            Thread.objects.filter(pk=lease.thread_pk).values("last_item_id")[:1]
+        )
         Conversation.objects.live().filter(thread_id=lease.thread_pk).update(
             verified_at=Now(),
             verified_item_count=verified_count,
             items_committed=verified_count,
-            last_item_id=last_item_id,
+            last_item_id=last_item,
         )
         _close_attempt(attempt_pk, Attempt.Outcome.SUCCEEDED, **attempt)
 
@@ -271,7 +278,7 @@ def fail(lease: Lease, attempt_pk: int, failure: ApiFailure, **attempt: Any) -> 
     """The thread failed with a reason staff can read; raises LeaseLost (recording nothing) if
     another worker holds it now."""
     with transaction.atomic():
-        _fenced_update(lease, status=S.FAILED, **RELEASE, **_error_fields(failure))
+        _fenced_update(lease, status=ThreadStatus.FAILED, **RELEASE, **_error_fields(failure))
         _close_attempt(attempt_pk, Attempt.Outcome.FAILED, **_attempt_error(failure), **attempt)
 
 
@@ -334,7 +341,7 @@ def _close_open_attempts(threads: Q, reason: str) -> int:
     """Attempts still "started" whose worker no longer holds the thread: it died, or froze and
     lost its lease. Their threads are resumed by someone else."""
     holder = Thread.objects.filter(
-        pk=OuterRef("thread_id"), status=S.RUNNING, lease_owner=OuterRef("lease_owner")
+        pk=OuterRef("thread_id"), status=ThreadStatus.RUNNING, lease_owner=OuterRef("lease_owner")
     )
     return (
         Attempt.objects.filter(threads, outcome=Attempt.Outcome.STARTED)
@@ -350,7 +357,7 @@ def queue(
     action: str,
     *,
     group: str,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     actor_label: str = "",
     enqueue: bool = True,
 ) -> list[int]:
@@ -363,7 +370,7 @@ def queue(
             return []
         replaced = _replace_conversations(changed) if action == "remigrate" else {}
         fields: dict[str, Any] = {
-            "status": S.QUEUED,
+            "status": ThreadStatus.QUEUED,
             "task_group": group,
             "requested_action": action,
             "queued_task": None,
@@ -397,13 +404,13 @@ def queue(
 
 
 def cancel(
-    pks: Sequence[int], *, group: str, user: AbstractBaseUser | None = None, actor_label: str = ""
+    pks: Sequence[int], *, group: str, user: User | None = None, actor_label: str = ""
 ) -> list[int]:
     """Cancel queued threads: their task skips them when it runs."""
     with transaction.atomic():
         changed = _lock(pks, ELIGIBLE["cancel"])
-        Thread.objects.filter(pk__in=changed, status=S.QUEUED).update(
-            status=S.CANCELLED, queued_task=None, task_group=group, updated_at=Now()
+        Thread.objects.filter(pk__in=changed, status=ThreadStatus.QUEUED).update(
+            status=ThreadStatus.CANCELLED, queued_task=None, task_group=group, updated_at=Now()
         )
         now = timezone.now()
         Attempt.objects.bulk_create(
@@ -494,7 +501,7 @@ def hand_to_queue(group: str) -> int:
     with transaction.atomic():
         pks = list(
             Thread.objects.select_for_update()
-            .filter(status=S.QUEUED, queued_task=RUN_INLINE, task_group=group)
+            .filter(status=ThreadStatus.QUEUED, queued_task=RUN_INLINE, task_group=group)
             .order_by("pk")
             .values_list("pk", flat=True)
         )
@@ -518,7 +525,7 @@ def sweep(group: str) -> Sweep:
     """Nothing stays running, queued or "started" without a worker or task that will finish it."""
     result = Sweep()
     with transaction.atomic():
-        expired = _lock_some(Q(status=S.RUNNING, lease_expires_at__lt=Now()))
+        expired = _lock_some(Q(status=ThreadStatus.RUNNING, lease_expires_at__lt=Now()))
         result.resumed = _requeue(expired, group)
     with transaction.atomic():
         result.requeued = _requeue(_lock_some(_orphaned_in_queue()), group)
@@ -539,21 +546,21 @@ def _orphaned_in_queue() -> Q:
     """Queued threads whose task is gone (purged, timed out, failed before taking them), and
     those of an inline run that stopped (no task; queued for longer than two leases)."""
     inline_grace = timedelta(seconds=2 * settings.MIGRATION_LEASE_SECONDS)
-    queued = Q(status=S.QUEUED)
+    queued = Q(status=ThreadStatus.QUEUED)
     inline = Q(queued_task=RUN_INLINE, updated_at__lt=Now() - inline_grace)
     if _recording_broker() is None:
         return queued & inline
     from django_q.models import OrmQ
 
     task_row = OrmQ.objects.filter(pk=OuterRef("queued_task"))
-    return queued & (inline | (Q(queued_task__gt=RUN_INLINE) & ~Exists(task_row)))
+    return queued & (inline | (Q(queued_task__gt=RUN_INLINE) & Q(~Exists(task_row))))
 
 
 def _requeue(pks: list[int], group: str) -> int:
     if not pks:
         return 0
     Thread.objects.filter(pk__in=pks).update(
-        status=S.QUEUED, task_group=group, queued_task=None, updated_at=Now(), **RELEASE
+        status=ThreadStatus.QUEUED, task_group=group, queued_task=None, updated_at=Now(), **RELEASE
     )
     _close_open_attempts(Q(thread_id__in=pks), "its lease expired: the worker stopped or froze")
     _enqueue(pks, group)
@@ -567,15 +574,15 @@ def lock_writable_mirrors(thread_pks: Iterable[int], lease_owner: str = "") -> l
     transaction, then write mirror fields only for the pks returned."""
     writable = ELIGIBLE["fetch"]
     if lease_owner:
-        writable |= Q(status=S.RUNNING, lease_owner=lease_owner)
+        writable |= Q(status=ThreadStatus.RUNNING, lease_owner=lease_owner)
     return _lock(thread_pks, writable)
 
 
 def found_again(thread_pks: Iterable[int]) -> int:
     """Threads that failed as not found and have now been fetched go back to pending."""
     return Thread.objects.filter(
-        pk__in=list(thread_pks), status=S.FAILED, error_kind=ErrorKind.NOT_FOUND
-    ).update(status=S.PENDING, updated_at=Now(), **CLEAR_ERROR)
+        pk__in=list(thread_pks), status=ThreadStatus.FAILED, error_kind=ErrorKind.NOT_FOUND
+    ).update(status=ThreadStatus.PENDING, updated_at=Now(), **CLEAR_ERROR)
 
 
 def fetch_failed(thread_pk: int, failure: ApiFailure) -> bool:
@@ -583,6 +590,6 @@ def fetch_failed(thread_pk: int, failure: ApiFailure) -> bool:
     worker runs it, its upload started): a stale fetch result never overwrites a live thread."""
     return bool(
         Thread.objects.filter(ELIGIBLE["fetch"], pk=thread_pk)
-        .exclude(status=S.QUEUED)
-        .update(status=S.FAILED, updated_at=Now(), **RELEASE, **_error_fields(failure))
+        .exclude(status=ThreadStatus.QUEUED)
+        .update(status=ThreadStatus.FAILED, updated_at=Now(), **RELEASE, **_error_fields(failure))
     )

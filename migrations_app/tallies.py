@@ -19,10 +19,11 @@ one row per status, not 100,000). SQLite (the demo): row-level triggers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Sum
 from django.utils import timezone
@@ -208,33 +209,40 @@ def compact() -> None:
     since = timezone.now() - SUCCESS_KEPT
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            for table, keys, extra in (
+            for table, columns, extra in (
                 (STATUS, "status", ""),
                 (FAILURE, "error_kind, error_message", ""),
                 (SUCCESS, "minute", "WHERE minute >= %s"),
             ):
                 cursor.execute(
-                    f"WITH moved AS (DELETE FROM {table} RETURNING {keys}, count) "
-                    f"INSERT INTO {table} ({keys}, count) SELECT {keys}, sum(count) FROM moved "
-                    f"{extra} GROUP BY {keys} HAVING sum(count) <> 0",
+                    f"WITH moved AS (DELETE FROM {table} RETURNING {columns}, count) "
+                    f"INSERT INTO {table} ({columns}, count) SELECT {columns}, sum(count) "
+                    f"FROM moved {extra} GROUP BY {columns} HAVING sum(count) <> 0",
                     [since] if extra else [],
                 )
         return
     from migrations_app.models import FailureTally, StatusTally, SuccessTally
 
     with transaction.atomic():
-        for model, keys in (
-            (StatusTally, ["status"]),
-            (FailureTally, ["error_kind", "error_message"]),
-            (SuccessTally, ["minute"]),
-        ):
-            rows = list(model.objects.order_by().values(*keys).annotate(total=Sum("count")))
-            model.objects.all().delete()
-            model.objects.bulk_create(
-                model(**{key: row[key] for key in keys}, count=row["total"])
-                for row in rows
-                if row["total"] and (model is not SuccessTally or row["minute"] >= since)
-            )
+        _fold(StatusTally, ["status"])
+        _fold(FailureTally, ["error_kind", "error_message"])
+        _fold(SuccessTally, ["minute"], lambda row: row["minute"] >= since)
+
+
+def _fold(
+    model: type[models.Model],
+    keys: list[str],
+    keep: Callable[[dict[str, Any]], bool] = lambda row: True,
+) -> None:
+    """SQLite's compaction of one tally: its rows summed per key, written back."""
+    manager = model._default_manager
+    rows = list(manager.order_by().values(*keys).annotate(total=Sum("count")))
+    manager.all().delete()
+    manager.bulk_create(
+        model(**{key: row[key] for key in keys}, count=row["total"])
+        for row in rows
+        if row["total"] and keep(row)
+    )
 
 
 # --- reading -------------------------------------------------------------------------------------

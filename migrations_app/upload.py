@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -74,7 +75,7 @@ class Worker:
     sleeper: Callable[[float], Any] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
     lease_seconds: float = 0
-    max_retries: int | None = None
+    max_retries: int = -1  # -1: MIGRATION_MAX_RETRIES
     name: str = field(default_factory=worker_name)
     clock: Callable[[], float] = time.monotonic
     # How long a lease must outlive the start of a request: the timeout plus a margin.
@@ -91,7 +92,7 @@ class Worker:
         self.request_seconds = self.request_seconds or timeout + min(
             REQUEST_MARGIN_SECONDS, timeout / 2
         )
-        if self.max_retries is None:
+        if self.max_retries < 0:
             self.max_retries = settings.MIGRATION_MAX_RETRIES
 
     def backoff(self, attempt: int) -> float:
@@ -310,8 +311,11 @@ def take_back(run: Run, item_ids: list[str]) -> None:
         try:
             call_api(
                 run,
-                lambda i=item_id: openai_client.delete_item(
-                    run.worker.client, run.thread.conversation_id, i
+                partial(
+                    openai_client.delete_item,
+                    run.worker.client,
+                    run.thread.conversation_id,
+                    item_id,
                 ),
             )
         except ThreadFailed as failed:
@@ -335,8 +339,8 @@ def upload_items(run: Run, items: list[dict[str, Any]]) -> None:
         try:
             result = call_api(
                 run,
-                lambda batch=batch: openai_client.add_items(
-                    run.worker.client, run.thread.conversation_id, batch
+                partial(
+                    openai_client.add_items, run.worker.client, run.thread.conversation_id, batch
                 ),
                 reconcile=was_applied,
             )
@@ -370,15 +374,17 @@ def _take_back_late_write(run: Run, item_ids: list[str]) -> str:
         "status", "conversation_id", "last_item_id"
     )
     thread = now.first()
-    finished = thread and thread["status"] == ThreadStatus.SUCCEEDED
-    if not finished or thread["conversation_id"] != run.thread.conversation_id:
+    if (
+        thread is None
+        or thread["status"] != ThreadStatus.SUCCEEDED
+        or thread["conversation_id"] != run.thread.conversation_id
+    ):
         return f"its last write ({len(item_ids)} items) is left to the thread's next owner"
+    verified_last = thread["last_item_id"] or None
     late: list[str] = []
 
     def list_late() -> None:
-        listed = list_items_after(
-            run, run.thread.conversation_id, thread["last_item_id"] or None, send=_send_once
-        )
+        listed = list_items_after(run, run.thread.conversation_id, verified_last, send=_send_once)
         late.extend(item["id"] for item in listed if item["id"] in item_ids)
 
     withdraw(run, list_late)
@@ -387,8 +393,8 @@ def _take_back_late_write(run: Run, item_ids: list[str]) -> str:
         for item_id in late
         if not withdraw(
             run,
-            lambda i=item_id: openai_client.delete_item(
-                run.worker.client, run.thread.conversation_id, i
+            partial(
+                openai_client.delete_item, run.worker.client, run.thread.conversation_id, item_id
             ),
         )
     ]
