@@ -195,6 +195,13 @@ class Thread(models.Model):
                 condition=~Q(status="succeeded"),
                 name="thread_remaining_work_idx",
             ),
+            # The dashboard's "being retried now" line, counted without reading the (possibly
+            # millions of) other queued threads.
+            models.Index(
+                fields=["status"],
+                condition=Q(status__in=["queued", "running"], requested_action="retry"),
+                name="thread_retrying_idx",
+            ),
             # The stuck-thread sweeper: running threads whose lease expired.
             models.Index(
                 fields=["lease_expires_at"],

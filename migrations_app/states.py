@@ -292,12 +292,11 @@ def _error_fields(failure: ApiFailure) -> dict[str, Any]:
 
 
 def _attempt_error(failure: ApiFailure) -> dict[str, Any]:
-    return {
-        "error_kind": failure.kind,
-        "error_message": failure.message[:ERROR_MESSAGE_LIMIT],
-        "http_status": failure.http_status,
-        "request_id": failure.request_id,
-    }
+    """The same fields under the names an Attempt gives them."""
+    fields = _error_fields(failure)
+    fields["http_status"] = fields.pop("error_http_status")
+    fields["request_id"] = fields.pop("error_request_id")
+    return fields
 
 
 # --- the history rows of workers ----------------------------------------------------------------

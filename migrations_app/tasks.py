@@ -50,20 +50,10 @@ def sweep_stuck_threads() -> dict[str, Any]:
     }
 
 
-def import_file(
-    kind: str,
-    name: str,
-    filename: str,
-    user_pk: int | None = None,
-    batch_pk: int | None = None,
-    fetch: bool = False,
-) -> int:
+def import_file(kind: str, name: str, filename: str, **options: Any) -> int:
     """An uploaded id list or export (`name` in the default storage), imported by a worker, then
-    removed whatever happens; with `fetch`, the new ids are queued for fetching. Returns the
-    batch's pk; the batch ends done or failed (see intake.uploads.import_upload)."""
+    removed whatever happens (options: user_pk, batch_pk, fetch — see
+    intake.uploads.import_upload). Returns the batch's pk; the batch ends done or failed."""
     from migrations_app.intake import uploads
 
-    batch = uploads.import_upload(
-        kind, name, filename, user_pk=user_pk, batch_pk=batch_pk, fetch=fetch
-    )
-    return batch.pk
+    return uploads.import_upload(kind, name, filename, **options).pk

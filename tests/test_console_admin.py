@@ -130,6 +130,19 @@ def test_a_thread_queued_for_retry_leaves_the_failure_groups_at_once(admin_clien
     assert len(listing.context["cl"].result_list) == 3
 
 
+def test_the_retry_line_counts_up_to_its_cap_and_then_says_more(
+    admin_client, mirrored, monkeypatch
+):
+    Thread.objects.filter(pk__in=list(Thread.objects.values_list("pk", flat=True)[:3])).update(
+        status="queued", requested_action="retry"
+    )
+    monkeypatch.setattr(dashboard, "RETRYING_COUNTED", 2)
+    html = admin_client.get(DASHBOARD).content.decode()
+    assert ">more than 2 threads</a>" in html
+    assert dashboard.threads_label(1, 10_000) == "1 thread"
+    assert dashboard.threads_label(10_001, 10_000) == "more than 10,000 threads"
+
+
 def test_retry_this_group_comes_back_to_the_dashboard(client, operator, mirrored):
     failed = Thread.objects.first().pk
     Thread.objects.filter(pk=failed).update(

@@ -119,7 +119,7 @@ def test_a_long_pasted_list_is_imported_and_queued_by_a_worker(
     assert "is queued for a worker" in response.content.decode()
     (task,) = OrmQ.objects.all()
     assert task.func() == "migrations_app.tasks.import_file"
-    tasks.import_file(*task.task["args"])
+    tasks.import_file(*task.task["args"], **task.task["kwargs"])
     batch.refresh_from_db()
     assert (batch.status, batch.new_count, batch.fetch_queued) == ("done", 20, 20)
     assert len(fetch_tasks()) == 20
@@ -175,11 +175,12 @@ def test_a_large_upload_waits_in_the_storage_for_a_worker(client, operator, stor
     client.post(reverse(IMPORT), {"export_file": SimpleUploadedFile("x.jsonl", data)})
     batch = ImportBatch.objects.get()
     (task,) = OrmQ.objects.all()
-    kind, name, filename, _, batch_pk, fetch = task.task["args"]
-    assert (kind, filename, batch_pk, fetch) == ("export", "x.jsonl", batch.pk, False)
+    kind, name, filename = task.task["args"]
+    assert (kind, filename) == ("export", "x.jsonl")
+    assert task.task["kwargs"] == {"user_pk": operator.pk, "batch_pk": batch.pk, "fetch": False}
     assert batch.upload_name == name and default_storage.exists(name)
     assert not name.startswith("/"), "a name in the storage, not a path on the web server"
-    tasks.import_file(*task.task["args"])
+    tasks.import_file(*task.task["args"], **task.task["kwargs"])
     batch.refresh_from_db()
     assert (batch.status, batch.new_count, batch.upload_name) == ("done", 1, "")
     assert stored_files(storage) == []
@@ -216,7 +217,7 @@ def test_an_id_list_upload_that_is_not_utf8_fails_its_batch_and_is_removed(stora
 def test_a_redelivered_import_of_a_closed_batch_does_nothing_but_remove_the_upload(storage):
     batch = ImportBatch.objects.create(source="export", filename="x.jsonl", status="failed")
     name = uploads.save(b"%s\n" % bundle_line("thread_a").encode(), "x.jsonl")
-    tasks.import_file("export", name, "x.jsonl", None, batch.pk)
+    tasks.import_file("export", name, "x.jsonl", batch_pk=batch.pk)
     assert not Thread.objects.exists() and stored_files(storage) == []
 
 
@@ -358,7 +359,7 @@ def test_an_auditor_gets_no_import_button_and_a_refusal(client, auditor):
 
 def test_an_upload_missing_from_the_storage_fails_its_batch_in_words(storage):
     batch = ImportBatch.objects.create(source="csv", filename="ids.csv", upload_name="gone.csv")
-    tasks.import_file("ids", "imports/gone.csv", "ids.csv", None, batch.pk)
+    tasks.import_file("ids", "imports/gone.csv", "ids.csv", batch_pk=batch.pk)
     batch.refresh_from_db()
     assert batch.status == ImportBatch.Status.FAILED
     assert batch.errors[0]["message"].startswith(

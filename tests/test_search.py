@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from migrations_app import intake, search
+from migrations_app import dashboard, intake, search
 from migrations_app.models import Conversation, Thread
 from tests.factories import source_message, source_thread
 
@@ -123,3 +123,7 @@ def test_id_prefix_searches_are_served_by_indexes(threads):
     assert "thread_conversation_prefix_idx" in by_conversation, by_conversation
     assert "_like" in bare and "thread_conversation_prefix_idx" in bare, bare
     assert "Seq Scan" not in by_thread + by_conversation + bare
+
+
+def test_the_dashboards_retry_line_is_served_by_its_partial_index(threads):
+    assert "thread_retrying_idx" in plan(dashboard.retrying_threads())

@@ -10,7 +10,6 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -18,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from migrations_app import intake, search
 from migrations_app.admin import display, notices
-from migrations_app.admin.pages import staff_user, viewable_object
+from migrations_app.admin.pages import ObjectPageAdmin, admin_page, staff_user
 from migrations_app.conversion import responses_config
 from migrations_app.intake import uploads
 from migrations_app.models import (
@@ -106,7 +105,7 @@ class RunStepAdmin(ThreadRecordAdmin):
 
 
 @admin.register(Assistant)
-class AssistantAdmin(ReadOnlyAdmin):
+class AssistantAdmin(ObjectPageAdmin, ReadOnlyAdmin):
     list_display = ["name", "assistant_id", "model", "tool_count", "synced_at"]
     search_fields = ["name", "=assistant_id", "model"]
 
@@ -146,25 +145,11 @@ class AssistantAdmin(ReadOnlyAdmin):
         )
         return HttpResponseRedirect(reverse("admin:migrations_app_assistant_changelist"))
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        assistant: Assistant = viewable_object(self, request, object_id)
-        config, warnings = responses_config(assistant.data)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": str(assistant),
-            "opts": self.model._meta,
-            "original": assistant,
-            "assistant": assistant,
-            "config": config,
-            "warnings": warnings,
-        }
-        return TemplateResponse(request, "admin/migrations_app/assistant/compare.html", context)
+    object_page_template = "admin/migrations_app/assistant/compare.html"
+
+    def object_page_context(self, request: HttpRequest, obj: Assistant) -> dict[str, Any]:
+        config, warnings = responses_config(obj.data)
+        return {"assistant": obj, "config": config, "warnings": warnings}
 
 
 class ImportForm(forms.Form):
@@ -320,18 +305,18 @@ class ImportBatchAdmin(ReadOnlyAdmin):
                 return HttpResponseRedirect(
                     reverse("admin:migrations_app_importbatch_change", args=[batch.pk])
                 )
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Import threads",
-            "form": form,
-            "opts": self.model._meta,
-            "source_configured": intake.source_configured(),
-            "limits": {
+        return admin_page(
+            self,
+            request,
+            "admin/migrations_app/importbatch/import.html",
+            "Import threads",
+            form=form,
+            source_configured=intake.source_configured(),
+            limits={
                 "ids": uploads.size_limit(uploads.IDS) >> 20,
                 "export": uploads.size_limit(uploads.EXPORT) >> 20,
             },
-        }
-        return TemplateResponse(request, "admin/migrations_app/importbatch/import.html", context)
+        )
 
     def change_view(
         self,

@@ -30,7 +30,12 @@ from django.utils.safestring import SafeString
 from migrations_app import actions, dashboard, mapping, search, states
 from migrations_app.actions import Plan
 from migrations_app.admin import display, notices
-from migrations_app.admin.pages import require_view_permission, staff_user, viewable_object
+from migrations_app.admin.pages import (
+    ObjectPageAdmin,
+    admin_page,
+    require_view_permission,
+    staff_user,
+)
 from migrations_app.conversion import Conversion
 from migrations_app.models import BulkAction, Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
@@ -117,7 +122,7 @@ def _action(name: str, description: str, permission: str) -> ActionFunction:
 
 
 @admin.register(Thread)
-class ThreadAdmin(admin.ModelAdmin):
+class ThreadAdmin(ObjectPageAdmin):
     # What staff scan a list for, and no more: each cell is one line; the assistant and the
     # import batch are filters and on the thread page. Widths: console.css.
     list_display = [
@@ -241,19 +246,19 @@ class ThreadAdmin(admin.ModelAdmin):
             if request.POST.get("return_to") == "dashboard":
                 return HttpResponseRedirect(reverse("admin:migrations_app_dashboard"))
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{plan.rule.label}: are you sure?",
-            "plan": plan,
-            "action_name": request.POST.get("action", f"{name}_selected"),
-            "queryset": queryset,
-            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
-            "opts": self.model._meta,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "return_to": "dashboard" if request.POST.get("return_to") == "dashboard" else "",
-        }
-        return TemplateResponse(request, "admin/migrations_app/thread/confirm_action.html", context)
+        return admin_page(
+            self,
+            request,
+            "admin/migrations_app/thread/confirm_action.html",
+            f"{plan.rule.label}: are you sure?",
+            plan=plan,
+            action_name=request.POST.get("action", f"{name}_selected"),
+            queryset=queryset,
+            selected=request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            select_across=request.POST.get("select_across", "0"),
+            action_checkbox_name=helpers.ACTION_CHECKBOX_NAME,
+            return_to="dashboard" if request.POST.get("return_to") == "dashboard" else "",
+        )
 
     def apply_now(self, request: HttpRequest, queryset: QuerySet[Thread], name: str) -> int:
         """A few threads: acted on inside the request, one log entry each (as Django's own
@@ -303,14 +308,14 @@ class ThreadAdmin(admin.ModelAdmin):
                 previews.append((thread, preview_thread(thread), None))
             except ThreadNotMirrored as error:
                 previews.append((thread, None, str(error)))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Preview (dry run): nothing is sent",
-            "previews": previews,
-            "capped": queryset.count() > 50,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/migrations_app/thread/preview.html", context)
+        return admin_page(
+            self,
+            request,
+            "admin/migrations_app/thread/preview.html",
+            "Preview (dry run): nothing is sent",
+            previews=previews,
+            capped=queryset.count() > 50,
+        )
 
     # --- extra pages ----------------------------------------------------------------------------
     def get_urls(self) -> list[URLPattern]:
@@ -351,29 +356,19 @@ class ThreadAdmin(admin.ModelAdmin):
             )
         return response
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        thread: Thread = viewable_object(self, request, object_id)
-        context = {
-            **self.admin_site.each_context(request),
-            **thread_page(thread, request.GET.get("page")),
-            "buttons": buttons_for(thread, request, self),
-            "remedy": states.remedy(thread),
+    object_page_template = "admin/migrations_app/thread/thread_page.html"
+
+    def object_page_context(self, request: HttpRequest, obj: Thread) -> dict[str, Any]:
+        return {
+            **thread_page(obj, request.GET.get("page")),
+            "buttons": buttons_for(obj, request, self),
+            "remedy": states.remedy(obj),
             # Queued or running: the status moves on its own; the page follows it.
-            "refresh_seconds": 5
-            if thread.status in (ThreadStatus.QUEUED, ThreadStatus.RUNNING)
-            else None,
-            "status_badge": status_badge(thread.status, thread.get_status_display()),
-            "opts": self.model._meta,
-            "original": thread,
-            "title": thread.thread_id,
+            "refresh_seconds": (
+                5 if obj.status in (ThreadStatus.QUEUED, ThreadStatus.RUNNING) else None
+            ),
+            "status_badge": status_badge(obj.status, obj.get_status_display()),
         }
-        return TemplateResponse(request, "admin/migrations_app/thread/thread_page.html", context)
 
     def remedy_for(self, request: HttpRequest, error_kind: str) -> tuple[str, str] | None:
         """(action, button label) that fixes failures of this kind, if the user may act."""
@@ -387,28 +382,29 @@ class ThreadAdmin(admin.ModelAdmin):
         figures = dashboard.figures()
         by_status = {c.status: c.count for c in figures["counts"]}
         active = by_status[ThreadStatus.QUEUED] + by_status[ThreadStatus.RUNNING]
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Migration dashboard",
-            "opts": self.model._meta,
-            "counts": figures["counts"],
-            "progress": dashboard.progress(figures["counts"]),
-            "chart": dashboard.chart(figures["per_minute"]),
-            "failures": [
+        return admin_page(
+            self,
+            request,
+            "admin/migrations_app/dashboard.html",
+            "Migration dashboard",
+            counts=figures["counts"],
+            progress=dashboard.progress(figures["counts"]),
+            chart=dashboard.chart(figures["per_minute"]),
+            failures=[
                 {**group, "remedy": self.remedy_for(request, group["error_kind"])}
                 for group in figures["failures"]
             ],
-            "retrying": figures["retrying"],
-            "estimate": figures["remaining"],
-            "health": figures["health"],
-            "rate": figures["rate"],
+            retrying=figures["retrying"],
+            retrying_label=dashboard.threads_label(figures["retrying"], dashboard.RETRYING_COUNTED),
+            estimate=figures["remaining"],
+            health=figures["health"],
+            rate=figures["rate"],
             # While work runs the figures move every few seconds; idle, a left-open page still
             # catches up with what others did (a retry from another page, a new import).
-            "refresh_seconds": 5 if active else 30,
-            "active": active,
-            "threads_url": reverse("admin:migrations_app_thread_changelist"),
-        }
-        return TemplateResponse(request, "admin/migrations_app/dashboard.html", context)
+            refresh_seconds=5 if active else 30,
+            active=active,
+            threads_url=reverse("admin:migrations_app_thread_changelist"),
+        )
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None

@@ -212,9 +212,9 @@ def _to_worker(
         kind,
         name,
         filename,
-        user.pk,
-        batch.pk,
-        fetch,
+        user_pk=user.pk,
+        batch_pk=batch.pk,
+        fetch=fetch,
         group=f"import {batch.pk}",
     )
     return batch

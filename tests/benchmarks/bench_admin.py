@@ -43,7 +43,7 @@ RUNS = 7
 LOAD_THREADS = """
 INSERT INTO migrations_app_thread (thread_id, status, updated_at, created_at, message_count,
     items_total, items_committed, attempts, warning_count, error_kind, error_message,
-    conversation_id)
+    conversation_id, requested_action)
 SELECT 'thread_' || lpad(g::text, 24, '0'),
        (ARRAY['pending','queued','running','succeeded','succeeded','succeeded','failed',
               'cancelled'])[1 + g %% 8],
@@ -52,7 +52,8 @@ SELECT 'thread_' || lpad(g::text, 24, '0'),
        g %% 60, g %% 70, g %% 70, 1 + g %% 3, g %% 4,
        CASE WHEN g %% 8 = 6 THEN (ARRAY['transient','auth','not_found'])[1 + g %% 3] ELSE '' END,
        CASE WHEN g %% 8 = 6 THEN 'The API failed in way ' || (g %% 12) ELSE '' END,
-       CASE WHEN g %% 8 IN (3, 4, 5) THEN 'conv_' || lpad(g::text, 24, '0') ELSE '' END
+       CASE WHEN g %% 8 IN (3, 4, 5) THEN 'conv_' || lpad(g::text, 24, '0') ELSE '' END,
+       CASE WHEN g %% 8 = 1 THEN 'retry' ELSE 'migrate' END  -- the queued are being retried
 FROM generate_series(%s, %s) g
 """
 LOAD_CONVERSATIONS = """
