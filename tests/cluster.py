@@ -13,6 +13,15 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The faults of issue 8's measurement (for the sandbox's configure_faults): 3 % server errors,
+# 3 % 429s, 2 % connections dropped before a write, 2 % writes applied and then dropped.
+CHAOS_FAULTS = {
+    "server_error": 0.03,
+    "rate_limit": 0.03,
+    "drop_before_write": 0.02,
+    "drop_after_write": 0.02,
+}
+
 
 def database_url():
     db = connection.settings_dict

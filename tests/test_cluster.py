@@ -14,7 +14,7 @@ from migrations_app import actions, intake, states
 from migrations_app.models import Attempt, Thread, ThreadStatus
 from migrations_app.sandbox import SandboxServer, seeded_state
 from tests import checks
-from tests.cluster import Cluster, wait_until
+from tests.cluster import CHAOS_FAULTS, Cluster, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -127,15 +127,7 @@ def test_a_cluster_frozen_past_its_leases_and_thawed_duplicates_nothing(world, c
     SIGSTOP mid-thread, a second takes its threads over and finishes them, then the first is
     thawed with SIGCONT and goes on from wherever it stopped."""
     register_all(world, 60)
-    world.state.configure_faults(
-        server_error=0.03,
-        rate_limit=0.03,
-        retry_after_seconds=0.2,
-        drop_before_write=0.02,
-        drop_after_write=0.02,
-        latency_ms=20,
-        seed=5,
-    )
+    world.state.configure_faults(**CHAOS_FAULTS, retry_after_seconds=0.2, latency_ms=20, seed=5)
     actions.apply("migrate", Thread.objects.all(), actor_label="test")
     short_leases = {
         "MIGRATION_LEASE_SECONDS": 8,

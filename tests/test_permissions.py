@@ -307,7 +307,7 @@ def check_post(
 ) -> list[str]:
     before = database_rows()
     response = client.post(url, post_data(pattern))
-    changed = database_rows() != before
+    changed = [table for (table, old), (_, new) in zip(before, database_rows()) if old != new]
     got = outcome(response)
     if rung.post == "harmless":
         if response.status_code >= 500 or changed:

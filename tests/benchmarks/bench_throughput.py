@@ -15,7 +15,6 @@ requests/thread at the minimum the endpoints allow; ≤ 20 CPU-s per 1,000 threa
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -53,32 +52,6 @@ CONFIGS = [
 ]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def sandbox():
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "run_sandbox",
-            "--port",
-            str(PORT),
-            "--threads",
-            str(THREADS),
-            "--latency-ms",
-            str(LATENCY_MS),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    for _ in range(200):
-        try:
-            httpx2.get(f"http://127.0.0.1:{PORT}/_sandbox/health")
-            return process
-        except httpx2.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("sandbox did not start")
 
 
 def sandbox_requests():
@@ -213,7 +186,7 @@ def console(thread_ids, workers, per_worker, mirrored):
 
 def main():
     call_command("migrate", verbosity=0)
-    server = sandbox()
+    server = common.sandbox(PORT, THREADS, LATENCY_MS)
     SERVER[0] = server.pid
     try:
         state = httpx2.get(f"http://127.0.0.1:{PORT}/_sandbox/state?items=0").json()

@@ -33,6 +33,7 @@ from migrations_app.conversion import Options, item_fingerprint  # noqa: E402
 from migrations_app.models import Attempt, Conversation, Thread, ThreadStatus  # noqa: E402
 from migrations_app.preview import preview_thread  # noqa: E402
 from migrations_app.sandbox import SandboxServer, seeded_state  # noqa: E402
+from tests.cluster import CHAOS_FAULTS  # noqa: E402
 
 THREADS = int(os.environ.get("CHAOS_THREADS", 150))
 LEASE = int(os.environ.get("CHAOS_LEASE", 20))
@@ -124,15 +125,7 @@ def main():
     Thread.objects.all().delete()
     OrmQ.objects.all().delete()
     with SandboxServer(state=seeded_state(seed=11, thread_count=THREADS)) as sandbox:
-        sandbox.state.configure_faults(
-            server_error=0.03,
-            rate_limit=0.03,
-            retry_after_seconds=1,
-            drop_before_write=0.02,
-            drop_after_write=0.02,
-            latency_ms=30,
-            seed=8,
-        )
+        sandbox.state.configure_faults(**CHAOS_FAULTS, retry_after_seconds=1, latency_ms=30, seed=8)
         ids = Path("/tmp/chaos-ids.txt")
         ids.write_text("\n".join(sandbox.state.threads))
         call_command("import_threads", str(ids), verbosity=0)
