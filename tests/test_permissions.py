@@ -307,7 +307,8 @@ def check_post(
 ) -> list[str]:
     before = database_rows()
     response = client.post(url, post_data(pattern))
-    changed = [table for (table, old), (_, new) in zip(before, database_rows()) if old != new]
+    after = database_rows()
+    changed = [table for (table, old), (_, new) in zip(before, after, strict=True) if old != new]
     got = outcome(response)
     if rung.post == "harmless":
         if response.status_code >= 500 or changed:
