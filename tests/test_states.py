@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from migrations_app import actions, openai_client, states, upload
+from migrations_app import actions, intake, openai_client, states, upload
 from migrations_app.conversion import Options
 from migrations_app.models import Attempt, ErrorKind, Thread, ThreadStatus
 from migrations_app.openai_client import ApiFailure
@@ -281,6 +281,27 @@ def test_a_queued_thread_whose_task_is_gone_is_queued_again():
     assert thread.status == ThreadStatus.QUEUED
     assert OrmQ.objects.get().pk == thread.queued_task
     assert OrmQ.objects.get().task["args"][0] == [thread.pk]
+
+
+def test_per_thread_tasks_are_kept_after_they_fail_but_not_after_they_succeed():
+    """django-q2 prunes saved successes by loading them all at every save: a migration's tasks
+    would make that cost grow with the migration. Their failures are kept for staff."""
+    from django_q.brokers import get_broker
+    from django_q.models import Failure, Success
+    from django_q.monitor import save_task
+
+    Thread.objects.create(thread_id="thread_task_a")
+    actions.apply("migrate", Thread.objects.all())
+    intake.queue_fetches(["thread_task_b"], group="fetch")
+    packages = [row.task for row in OrmQ.objects.all()]
+    assert [package.get("save") for package in packages] == [False, False]
+    # "sync": the monitor would otherwise close the test's database connection first.
+    stamp = {"started": timezone.now(), "stopped": timezone.now(), "result": None, "sync": True}
+    for package in packages:
+        save_task({**package, **stamp, "success": True}, get_broker())
+    assert not Success.objects.exists()
+    save_task({**packages[0], **stamp, "success": False, "result": "boom"}, get_broker())
+    assert Failure.objects.get().result == "boom"
 
 
 def test_threads_an_interrupted_inline_run_queued_go_to_the_workers():

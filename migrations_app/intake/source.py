@@ -164,7 +164,7 @@ def queue_fetches(thread_ids: Iterable[str], group: str) -> int:
 
     count = 0
     for thread_id in thread_ids:
-        async_task(FETCH_TASK, thread_id, group=group)
+        async_task(FETCH_TASK, thread_id, group=group, **states.PER_THREAD_TASK)
         count += 1
     return count
 
