@@ -184,7 +184,8 @@ def _recount(cursor: Any, db: BaseDatabaseWrapper) -> None:
     minute = (
         "date_trunc('minute', updated_at)"
         if db.vendor == "postgresql"
-        else _MINUTE.format(row=THREAD)
+        # %% : this statement has parameters, and Django formats it with them when DEBUG logs it
+        else _MINUTE.format(row=THREAD).replace("%", "%%")
     )
     cursor.execute(
         f"INSERT INTO {SUCCESS} (minute, count) SELECT {minute}, count(*) FROM {THREAD} "
