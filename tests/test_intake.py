@@ -91,6 +91,19 @@ def test_duplicates_across_chunks_are_counted(monkeypatch):
     assert (batch.new_count, batch.duplicate_count) == (3, 2)
 
 
+def test_a_chunk_meeting_registered_ids_keeps_them_in_their_batch_and_adds_the_rest(monkeypatch):
+    monkeypatch.setattr(ids, "ID_CHUNK", 3)
+    first = run_import("thread_b\nthread_e\n")
+    second = run_import("thread_a\nthread_b\nthread_c\nthread_d\nthread_e\nthread_f\n")
+    assert (second.new_count, second.duplicate_count) == (4, 2)
+    batches = dict(Thread.objects.values_list("thread_id", "import_batch_id"))
+    assert batches == {
+        "thread_a": second.pk, "thread_b": first.pk, "thread_c": second.pk,
+        "thread_d": second.pk, "thread_e": first.pk, "thread_f": second.pk,
+    }  # fmt: skip
+    assert second.status == ImportBatch.Status.DONE
+
+
 def test_a_crash_mid_file_imports_nothing(monkeypatch):
     monkeypatch.setattr(ids, "ID_CHUNK", 2)
     calls = []

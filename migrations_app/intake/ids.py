@@ -1,8 +1,9 @@
 """The id list: thread ids from a CSV with a thread_id column, or one id per line.
 
 The API cannot list threads, so this is how the console learns which exist. All or nothing: a
-file that stops half way registers no thread. 100,000 ids register in about a second (one
-INSERT … ON CONFLICT per 5,000 ids, the csv module only for lines that need it).
+file that stops half way registers no thread. 100,000 ids register in about two seconds on a
+2-core machine, nearly all of it PostgreSQL's (bulk.insert_new_thread_ids per 25,000 ids, the csv
+module only for lines that need it).
 """
 
 import csv
@@ -18,7 +19,7 @@ from migrations_app.intake.validation import THREAD_ID
 from migrations_app.models import ImportBatch, Thread
 from migrations_app.paging import chunks
 
-ID_CHUNK = 5000
+ID_CHUNK = 25_000
 BOM = b"\xef\xbb\xbf"
 
 
