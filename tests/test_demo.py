@@ -5,7 +5,6 @@ stops cleanly. Run as a user would, in its own process with the console's own se
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,15 +14,10 @@ from pathlib import Path
 import httpx2
 
 from migrations_app.management.commands.demo import DEMO_PASSWORD, DEMO_USER
+from tests.postgres import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_THREADS = 12
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # What the suite sets and a fresh clone's shell does not have.

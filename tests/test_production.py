@@ -4,7 +4,6 @@ collectstatic, gunicorn behind a TLS-terminating proxy, whitenoise."""
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from django.core.management.utils import get_random_secret_key
 from django.db import connection
 
 from tests.cluster import ROOT, database_url
+from tests.postgres import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 # What a shell on a fresh machine has: none of the console's variables leak in from the tests.
@@ -74,12 +74,6 @@ def test_check_deploy_flags_what_the_readme_settings_fix():
     )
     for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert warning in result.stderr + result.stdout, warning
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_gunicorn_with_the_readme_settings_serves_the_console_over_https_only(tmp_path):

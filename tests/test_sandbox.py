@@ -403,3 +403,25 @@ def test_two_servers_keep_separate_state():
     with SandboxServer(state=SandboxState()) as one, SandboxServer(state=seeded_state(1, 3)) as two:
         assert one.port != two.port
         assert not one.state.threads and len(two.state.threads) == 3
+
+
+def test_run_sandbox_serves_its_seeded_threads_with_the_faults_it_was_given_and_stops():
+    from tests.benchmarks import common
+    from tests.postgres import free_port
+
+    port = free_port()
+    process = common.sandbox(port, threads=3, latency_ms=5, rpm_cap=1200)
+    try:
+        state = common.sandbox_state(port)
+        assert (state["threads"], state["faults"]["rpm_cap"], state["faults"]["latency_ms"]) == (
+            3, 1200, 5,
+        )  # fmt: skip
+        thread_id = next(iter(seeded_state(seed=1, thread_count=3).threads))
+        answer = httpx2.get(
+            f"http://127.0.0.1:{port}/v1/threads/{thread_id}",
+            headers={"Authorization": "Bearer test", "OpenAI-Beta": "assistants=v2"},
+        )
+        assert answer.status_code == 200 and Thread.model_validate(answer.json()).id == thread_id
+    finally:
+        common.stop_group(process)
+    assert process.returncode == 0
