@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx2
@@ -52,7 +53,7 @@ def log_in(base):
 
 
 def fetched_threads(database):
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db:
         query = "SELECT count(*) FROM migrations_app_thread WHERE fetched_at IS NOT NULL"
         return db.execute(query).fetchone()[0]
 

@@ -14,7 +14,9 @@ from openai.types.conversations import Message as ConversationMessage
 from migrations_app.sandbox import SandboxServer, SandboxState, generate_dataset, seeded_state
 from migrations_app.sandbox import server as sandbox_server
 from migrations_app.sandbox.validation import is_guide_assistant_message
+from tests.benchmarks import common
 from tests.engine import script
+from tests.postgres import free_port
 from tests.validity import ACCEPTED_ITEMS, GUIDE_FORM, REJECTED_ITEMS, USER_ITEM
 
 
@@ -406,9 +408,6 @@ def test_two_servers_keep_separate_state():
 
 
 def test_run_sandbox_serves_its_seeded_threads_with_the_faults_it_was_given_and_stops():
-    from tests.benchmarks import common
-    from tests.postgres import free_port
-
     port = free_port()
     process = common.sandbox(port, threads=3, latency_ms=5, rpm_cap=1200)
     try:

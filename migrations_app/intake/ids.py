@@ -1,8 +1,8 @@
 """The id list: thread ids from a CSV with a thread_id column, or one id per line.
 
 The API cannot list threads, so this is how the console learns which exist. All or nothing: a
-file that stops half way registers no thread. 100,000 ids register in about two seconds on a
-2-core machine, nearly all of it PostgreSQL's (bulk.insert_new_thread_ids per 25,000 ids, the csv
+file that stops half way registers no thread. 100,000 ids register in 2–3 s on a 2-core
+machine, nearly all of it PostgreSQL's (bulk.insert_new_thread_ids per 25,000 ids, the csv
 module only for lines that need it).
 """
 
