@@ -569,28 +569,3 @@ def item_fingerprint(item: JSON) -> tuple[Any, ...]:
     if kind == "function_call_output":
         return kind, item.get("call_id"), item.get("output")
     return (kind,)
-
-
-def match_listing(
-    listed: Sequence[JSON], expected: Sequence[JSON], start: int = 0
-) -> tuple[int, list[int]] | None:
-    """Line up what a conversation lists with the items we meant it to hold from `start` on.
-
-    Our writes go in order, so a listing is the next expected items, possibly with copies of
-    expected items among them (a write that a worker sent after losing its lease). Returns
-    (how many expected items from `start` on the listing holds, the indexes of the copies to take
-    back), or None if it holds anything else: then someone else changed the conversation.
-    """
-    wanted = [item_fingerprint(item) for item in expected]
-    known = set(wanted)
-    position = start
-    copies: list[int] = []
-    for index, item in enumerate(listed):
-        fingerprint = item_fingerprint(item)
-        if position < len(wanted) and fingerprint == wanted[position]:
-            position += 1
-        elif fingerprint in known:
-            copies.append(index)
-        else:
-            return None
-    return position - start, copies

@@ -104,6 +104,8 @@ class ThreadStatus(models.TextChoices):
 
 class ErrorKind(models.TextChoices):
     NOT_FOUND = "not_found", "Not found at the source"
+    # The destination does not know the conversation (deleted, or the key names another project).
+    DESTINATION_NOT_FOUND = "dest_not_found", "Not found at the destination"
     INVALID = "invalid", "Rejected as invalid"
     AUTH = "auth", "Authentication / permission"
     TOO_LARGE = "too_large", "Too large for the API"
@@ -111,6 +113,7 @@ class ErrorKind(models.TextChoices):
     TRANSIENT = "transient", "Network or server error"
     CONFLICT = "conflict", "Conversation does not match"
     INTERNAL = "internal", "Console error"
+    DATABASE = "database", "Console database error"
 
 
 class Thread(models.Model):
@@ -157,6 +160,9 @@ class Thread(models.Model):
     # The live conversation's id, kept on the row so the list, the search and the "upload
     # started" rule need no join. The Conversation table keeps the history.
     conversation_id = models.CharField(max_length=64, blank=True, db_default="")
+    # Counts the WriteClaims recorded for the thread: a worker's `succeed` is fenced on the value
+    # it verified with, so a late write announced after its last listing is never left unseen.
+    claim_seq = models.PositiveIntegerField(default=0, db_default=0)
     updated_at = models.DateTimeField(default=timezone.now, db_default=Now())
 
     class Meta:
@@ -308,6 +314,8 @@ class Attempt(models.Model):
         RETRY = "retry", "Retry"
         REMIGRATE = "remigrate", "Re-migrate"
         CANCEL = "cancel", "Cancel"
+        # A worker whose late write landed after the thread was verified takes it back.
+        REPAIR = "repair", "Take back a late write"
 
     class Outcome(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -358,6 +366,39 @@ class Attempt(models.Model):
     @property
     def who(self) -> str:
         return str(self.actor) if self.actor_id else self.actor_label
+
+
+class WriteClaim(models.Model):
+    """A write of items that may have reached a conversation without the console recording it:
+    an answer that never came back, the write in flight when a worker lost its lease, or a late
+    write its worker announced. It is the console's proof of authorship: only copies of the
+    items a claim covers (items[start:start + count], appended after `after_item_id`, or the
+    exact `item_ids` when the answer came back) are ever deleted from a conversation (DESIGN.md,
+    "Provenance")."""
+
+    class Reason(models.TextChoices):
+        AMBIGUOUS = "ambiguous", "Answer lost"
+        TAKEOVER = "takeover", "In flight when its worker lost the lease"
+        LATE = "late", "Landed after its worker lost the lease"
+
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="write_claims")
+    conversation_id = models.CharField(max_length=64)
+    start = models.PositiveIntegerField(help_text="Index of the first item the write could hold")
+    count = models.PositiveIntegerField()
+    after_item_id = models.CharField(max_length=64, blank=True)
+    item_ids = models.JSONField(null=True, blank=True, help_text="Known when the answer came")
+    owner = models.CharField(max_length=128, help_text="The lease the write was sent under")
+    reason = models.CharField(max_length=16, choices=Reason)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # A verify loads the claims on its thread's live conversation.
+            models.Index(fields=["thread", "conversation_id"], name="write_claim_thread_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()}: items {self.start}-{self.start + self.count - 1}"
 
 
 class BulkAction(models.Model):

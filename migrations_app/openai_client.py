@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpcore2
 import httpx2
 import openai
 import orjson
@@ -31,28 +32,40 @@ PAGE_SIZE = 100  # the largest page the list endpoints allow
 STEP_READS_IN_FLIGHT = 16
 
 
-# The check a write must pass just before its bytes leave (set per request by the upload): a
-# worker frozen after its last lease check finds out here, not after the server applied it.
-_write_guard: ContextVar[Callable[[], None] | None] = ContextVar("write_guard", default=None)
+# The check a request must pass just before its bytes leave (set per request by the upload): a
+# worker frozen after its last lease check, or past its slot in the request budget, finds out
+# here, not after the server applied its write.
+_send_guard: ContextVar[Callable[[str], None] | None] = ContextVar("send_guard", default=None)
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
+class SlotMissed(Exception):
+    """A request that missed its slot in the request budget; it was not sent."""
+
+
 @contextmanager
-def guarded_writes(check: Callable[[], None] | None) -> Iterator[None]:
-    """Run `check` right before any write this thread sends, inside the HTTP client; an
-    exception from it stops the request before it is sent (the SDK then raises
-    APIConnectionError from it)."""
-    token = _write_guard.set(check)
+def guarded_sends(check: Callable[[str], None] | None) -> Iterator[None]:
+    """Run `check(method)` right before any request this thread sends, inside the HTTP client;
+    an exception from it stops the request before it is sent (and comes out of the SDK call as
+    it is, or as the cause of an APIConnectionError)."""
+    token = _send_guard.set(check)
     try:
         yield
     finally:
-        _write_guard.reset(token)
+        _send_guard.reset(token)
 
 
-def _check_write(request: httpx2.Request) -> None:
-    check = _write_guard.get()
-    if check is not None and request.method in WRITE_METHODS:
-        check()
+def guarded_writes(check: Callable[[], None] | None) -> Any:
+    """`guarded_sends` with a check for writes only (None: no check at all)."""
+    if check is None:
+        return guarded_sends(None)
+    return guarded_sends(lambda method: check() if method in WRITE_METHODS else None)
+
+
+def _check_send(request: httpx2.Request) -> None:
+    check = _send_guard.get()
+    if check is not None:
+        check(request.method)
 
 
 # Every request to the source waits for a slot in the source's own budget
@@ -115,6 +128,88 @@ def _source_answered(response: httpx2.Response) -> None:
             noted.append(seconds)
 
 
+# --- the total time of a request ----------------------------------------------------------------
+# httpx applies its timeout to each phase of a request (connect, every write, every read) on its
+# own, so a request can last several times API_TIMEOUT_SECONDS, and one whose thread froze after
+# its lease was checked reaches the server long after. Each request gets a deadline as it is
+# about to leave (the last request hook, after the write guard and the source's pacing): every
+# socket operation waits at most until then, and one that would start after it raises a timeout
+# instead, so a request that missed its deadline is never sent. The lease the guard checked
+# outlives the deadline (DESIGN.md, "The lease").
+_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+
+
+def _start_deadline(request: httpx2.Request) -> None:
+    _deadline.set(time.monotonic() + settings.API_TIMEOUT_SECONDS)
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error(f"the request ran past its {settings.API_TIMEOUT_SECONDS} s deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    def __init__(self, stream: httpcore2.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore2.NetworkStream:  # fmt: skip
+        timeout = _left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore2.NetworkBackend):
+    """The network backend the pool had, with every operation bounded by the deadline."""
+
+    def __init__(self, backend: httpcore2.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None, socket_options: Any = None
+                    ) -> httpcore2.NetworkStream:  # fmt: skip
+        timeout = _left(timeout, httpcore2.ConnectTimeout)
+        stream = self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore2.NetworkStream:  # fmt: skip
+        timeout = _left(timeout, httpcore2.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _http_client(hooks: Hooks | None) -> httpx2.Client:
+    """The SDK's own httpx client (its defaults, proxies from the environment), with our request
+    hooks and every connection pool's network bounded by the request deadline."""
+    event_hooks = {name: list(functions) for name, functions in hooks or ()}
+    event_hooks["request"] = [*event_hooks.get("request", []), _start_deadline]
+    client = openai.DefaultHttpxClient(event_hooks=event_hooks)
+    for transport in [client._transport, *client._mounts.values()]:
+        pool = getattr(transport, "_pool", None)
+        if pool is not None:
+            pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return client
+
+
 def _build(
     api_key: str | None, base_url: str | None, max_retries: int, hooks: Hooks | None = None
 ) -> openai.OpenAI:
@@ -129,18 +224,17 @@ def _build(
 def _client(
     api_key: str, base_url: str | None, max_retries: int, timeout: float, hooks: Hooks | None
 ) -> openai.OpenAI:
-    event_hooks = {name: list(functions) for name, functions in hooks or ()}
     return openai.OpenAI(
         api_key=api_key,
         base_url=base_url,
         max_retries=max_retries,
         timeout=timeout,
-        http_client=openai.DefaultHttpxClient(event_hooks=event_hooks) if event_hooks else None,
+        http_client=_http_client(hooks),
     )
 
 
 SOURCE_HOOKS = (("request", (_pace_source,)), ("response", (_source_answered,)))
-DESTINATION_HOOKS = (("request", (_check_write,)),)
+DESTINATION_HOOKS = (("request", (_check_send,)),)
 
 
 def source_client(max_retries: int = 2) -> openai.OpenAI:

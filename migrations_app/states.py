@@ -44,7 +44,14 @@ from django.db.models import (
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from migrations_app.models import Attempt, Conversation, ErrorKind, Thread, ThreadStatus
+from migrations_app.models import (
+    Attempt,
+    Conversation,
+    ErrorKind,
+    Thread,
+    ThreadStatus,
+    WriteClaim,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 ERROR_MESSAGE_LIMIT = 4000
+MAX_ITEMS_PER_WRITE = 20  # conversion.MAX_ITEMS_PER_CALL: the most one write can hold
 TASK_FUNCTION = "migrations_app.tasks.migrate_threads"
 RUN_INLINE = 0  # queued_task of threads queued for an inline run (migrate_threads --inline)
 # Options for the per-thread tasks (migrate, fetch). To save a successful task django-q2 first
@@ -67,6 +75,11 @@ RELEASE = {"lease_owner": "", "lease_expires_at": None}
 
 class LeaseLost(Exception):
     """Another worker holds the thread now (or staff changed it): stop, write nothing more."""
+
+
+class ClaimsChanged(Exception):
+    """The worker still holds the thread, but a write it has not seen was announced since it
+    verified (a late write of a worker that lost its lease): verify again before succeeding."""
 
 
 # --- which action applies to which state: the remedies ------------------------------------------
@@ -132,7 +145,11 @@ def skip_reason(action: str, status: str, error_kind: str, upload_started: bool)
 
 
 # The action that fixes a failure of each kind (any other kind: retry, which resumes).
-REMEDY_ACTIONS: dict[str, str] = {ErrorKind.NOT_FOUND: "fetch", ErrorKind.CONFLICT: "remigrate"}
+REMEDY_ACTIONS: dict[str, str] = {
+    ErrorKind.NOT_FOUND: "fetch",
+    ErrorKind.CONFLICT: "remigrate",
+    ErrorKind.DESTINATION_NOT_FOUND: "remigrate",
+}
 
 
 def remedy_action(error_kind: str) -> str:
@@ -147,6 +164,14 @@ def remedy(thread: Thread) -> str:
         return "Fix the id or the source, then fetch it again."
     if thread.error_kind == ErrorKind.CONFLICT:
         return "Re-migrate it into a new conversation (the old one stays in the history)."
+    if thread.error_kind == ErrorKind.DESTINATION_NOT_FOUND:
+        return (
+            "If OPENAI_API_KEY names another project than the one the conversation was created "
+            "in, fix the key and retry; if the conversation was deleted, re-migrate it into a "
+            "new one (the old id stays in the history)."
+        )
+    if thread.error_kind == ErrorKind.DATABASE:
+        return "Retry it once the console's database answers again: it resumes where it stopped."
     if thread.conversation_id:
         return "Retry resumes the upload where it stopped; re-migrate starts a new conversation."
     return "Retry it once the cause is fixed."
@@ -194,12 +219,46 @@ def take(thread_pk: int, owner: str, seconds: float, clock: Clock = time.monoton
     if Thread.objects.filter(pk=thread_pk, status=ThreadStatus.QUEUED).update(**fields):
         return lease
     with transaction.atomic():
-        taken = Thread.objects.filter(
-            pk=thread_pk, status=ThreadStatus.RUNNING, lease_expires_at__lt=Now()
-        ).update(**fields)
-        if taken:
-            _close_open_attempts(Q(thread_id=thread_pk), "its lease expired and was taken over")
-    return lease if taken else None
+        expired = _lock_leases_ended(Q(pk=thread_pk, lease_expires_at__lt=Now()), skip_locked=False)
+        if not expired:
+            return None
+        Thread.objects.filter(pk=thread_pk).update(**fields)
+        _close_open_attempts(Q(thread_id=thread_pk), "its lease expired and was taken over")
+    return lease
+
+
+# What a lease that ended without its owner may have left in flight: the next batch, written
+# after the last item the owner recorded (the engine writes nothing else while it holds a lease).
+LEASE_FIELDS = ["pk", "lease_owner", "conversation_id", "items_committed", "last_item_id"]
+
+
+def _lock_leases_ended(condition: Q, *, skip_locked: bool, limit: int | None = None) -> list[int]:
+    """Lock running threads matching `condition` whose lease ends without its owner (expired;
+    the caller takes or re-queues them in its transaction), and claim the write each owner may
+    still have in flight (DESIGN.md, "Provenance"): whoever resumes the thread may then take
+    back a copy of it, whenever it lands. Returns their pks."""
+    rows = Thread.objects.select_for_update(skip_locked=skip_locked).filter(
+        condition, status=ThreadStatus.RUNNING
+    )
+    found = list(rows.order_by("pk").values(*LEASE_FIELDS)[:limit])
+    writing = [row for row in found if row["conversation_id"]]
+    if writing:
+        WriteClaim.objects.bulk_create(
+            WriteClaim(
+                thread_id=row["pk"],
+                conversation_id=row["conversation_id"],
+                start=row["items_committed"],
+                count=MAX_ITEMS_PER_WRITE,
+                after_item_id=row["last_item_id"],
+                owner=row["lease_owner"],
+                reason=WriteClaim.Reason.TAKEOVER,
+            )
+            for row in writing
+        )
+        Thread.objects.filter(pk__in=[row["pk"] for row in writing]).update(
+            claim_seq=F("claim_seq") + 1
+        )
+    return [row["pk"] for row in found]
 
 
 def hold(lease: Lease, needed: float) -> None:
@@ -255,18 +314,106 @@ def record_progress(lease: Lease, committed: int, last_item_id: str) -> None:
     _fenced_update(lease, items_committed=committed, last_item_id=last_item_id)
 
 
+@dataclass(frozen=True)
+class ThreadNow:
+    """A thread's state as a claim found it."""
+
+    status: str
+    conversation_id: str
+    lease_owner: str
+    claim_seq: int
+
+
+def record_claim(
+    thread_pk: int,
+    conversation_id: str,
+    *,
+    start: int,
+    count: int,
+    after_item_id: str,
+    owner: str,
+    reason: str,
+    item_ids: Sequence[str] | None = None,
+) -> ThreadNow | None:
+    """Record a write that may have reached `conversation_id` unrecorded, whoever holds the
+    thread now (a worker that lost its lease announces its late write this way), and count it
+    on the thread in the same transaction, so that an owner's `succeed` fenced on the count
+    cannot miss it. Returns the thread's state after it (None if the thread is gone)."""
+    with transaction.atomic():
+        row = (
+            Thread.objects.select_for_update()
+            .filter(pk=thread_pk)
+            .values("status", "conversation_id", "lease_owner", "claim_seq")
+            .first()
+        )
+        if row is None:
+            return None
+        WriteClaim.objects.create(
+            thread_id=thread_pk,
+            conversation_id=conversation_id,
+            start=start,
+            count=count,
+            after_item_id=after_item_id,
+            owner=owner,
+            reason=reason,
+            item_ids=list(item_ids) if item_ids is not None else None,
+        )
+        Thread.objects.filter(pk=thread_pk).update(claim_seq=F("claim_seq") + 1)
+    return ThreadNow(row["status"], row["conversation_id"], row["lease_owner"],
+                     row["claim_seq"] + 1)  # fmt: skip
+
+
+def claims_on(thread_pk: int, conversation_id: str) -> list[WriteClaim]:
+    return list(WriteClaim.objects.filter(thread_id=thread_pk, conversation_id=conversation_id))
+
+
+def claim_seq(thread_pk: int) -> int:
+    return Thread.objects.filter(pk=thread_pk).values_list("claim_seq", flat=True).first() or 0
+
+
+def reopen_for_repair(
+    thread_pk: int, conversation_id: str, owner: str, seconds: float, clock: Clock = time.monotonic
+) -> Lease | None:
+    """A lease on a succeeded thread, for the worker whose late write landed in its verified
+    conversation after the fact: it takes its copies back and verifies again. The conversation
+    stays the thread's (the mapping never changes). None if the thread moved on (re-migrated,
+    already reopened)."""
+    started = clock()
+    reopened = Thread.objects.filter(
+        pk=thread_pk, status=ThreadStatus.SUCCEEDED, conversation_id=conversation_id
+    ).update(
+        status=ThreadStatus.RUNNING,
+        lease_owner=owner,
+        lease_expires_at=Now() + timedelta(seconds=seconds),
+        attempts=F("attempts") + 1,
+        requested_action=Attempt.Action.REPAIR,
+        updated_at=Now(),
+    )
+    return Lease(thread_pk, owner, seconds, started + seconds, clock) if reopened else None
+
+
 def succeed(
     lease: Lease,
     attempt_pk: int,
     verified_count: int,
     last_item_id: str | None = None,
+    *,
+    claim_seq: int | None = None,
     **attempt: Any,
 ) -> None:
     """Verified: the thread is done, its conversation marked verified, its attempt closed.
     `last_item_id`: the verified conversation's last item, if the caller knows it (else the
-    thread's, read in the statement)."""
+    thread's, read in the statement). `claim_seq`: the thread's claim count the verification
+    listed with; if a claim was recorded since (a late write announced after that listing),
+    nothing changes and ClaimsChanged is raised (LeaseLost if the lease is gone)."""
+    fence = {} if claim_seq is None else {"claim_seq": claim_seq}
     with transaction.atomic():
-        _fenced_update(lease, status=ThreadStatus.SUCCEEDED, **RELEASE, **CLEAR_ERROR)
+        if not Thread.objects.filter(_worker_filter(lease), **fence).update(
+            status=ThreadStatus.SUCCEEDED, updated_at=Now(), **RELEASE, **CLEAR_ERROR
+        ):
+            if fence and Thread.objects.filter(_worker_filter(lease)).exists():
+                raise ClaimsChanged(f"thread {lease.thread_pk}: a write was announced")
+            raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
         last_item: str | Subquery = last_item_id or Subquery(
             Thread.objects.filter(pk=lease.thread_pk).values("last_item_id")[:1]
         )
@@ -529,7 +676,9 @@ def sweep(group: str) -> Sweep:
     """Nothing stays running, queued or "started" without a worker or task that will finish it."""
     result = Sweep()
     with transaction.atomic():
-        expired = _lock_some(Q(status=ThreadStatus.RUNNING, lease_expires_at__lt=Now()))
+        expired = _lock_leases_ended(
+            Q(lease_expires_at__lt=Now()), skip_locked=True, limit=SWEEP_CHUNK
+        )
         result.resumed = _requeue(expired, group)
     with transaction.atomic():
         result.requeued = _requeue(_lock_some(_orphaned_in_queue()), group)

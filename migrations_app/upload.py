@@ -23,18 +23,26 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connections
 
 from migrations_app import intake, openai_client, ratelimit, states
-from migrations_app.conversion import MAX_ITEMS_PER_CALL, Options, batches, match_listing
-from migrations_app.models import Attempt, Conversation, ErrorKind, Thread, ThreadStatus
+from migrations_app.alignment import Aligner, Alignment, Claim
+from migrations_app.conversion import MAX_ITEMS_PER_CALL, Options, batches
+from migrations_app.models import (
+    Attempt,
+    Conversation,
+    ErrorKind,
+    Thread,
+    ThreadStatus,
+    WriteClaim,
+)
 from migrations_app.openai_client import ApiFailure
 from migrations_app.preview import conversion_options, preview_thread
 from migrations_app.states import Lease, LeaseLost
@@ -45,6 +53,17 @@ MAX_RATE_LIMITED_RETRIES = 50
 # Added to the API timeout when a lease must outlive a request: the request's own overheads.
 REQUEST_MARGIN_SECONDS = 5.0
 APPLIED = object()  # reconciliation found the batch on the server
+# The least wait before looking whether a write whose answer was lost was applied: a write still
+# being applied when the worker looks would be missed, and sent again.
+LOOK_AFTER_SECONDS = 1.0
+# A long wait is held a slice at a time (see wait_holding).
+WAIT_SLICE_SECONDS = 30.0
+# Rounds of verification before giving up on a conversation that keeps changing.
+VERIFY_ROUNDS = 5
+DESTINATION_NOT_FOUND = (
+    "The destination does not know this conversation (deleted, or OPENAI_API_KEY names another "
+    "project)"
+)
 
 
 class ThreadFailed(Exception):
@@ -99,6 +118,10 @@ class Worker:
         """Exponential with full jitter: 0.5 s, 1 s, 2 s … capped at 30 s."""
         return self.rng.uniform(0, min(30.0, 0.5 * 2**attempt))
 
+    def look_delay(self, attempt: int) -> float:
+        """The wait before looking whether an ambiguous write was applied: never near zero."""
+        return LOOK_AFTER_SECONDS + self.backoff(attempt)
+
     def lease_owner(self) -> str:
         """A name for one lease: the worker, plus a token no other lease ever had."""
         return f"{self.name}#{secrets.token_hex(4)}"
@@ -114,11 +137,27 @@ class Run:
     attempt: Attempt
     committed: int = 0
     last_item_id: str = ""
+    # The thread's claim count as this worker knows it: its `succeed` is fenced on it.
+    claim_seq: int = 0
     ambiguous_creates: int = 0
-    taken_back: int = 0  # copies of our items deleted (written by a worker that lost its lease)
+    taken_back: int = 0  # provable copies of our items deleted
+    # Ids this worker wrote, by item index: kept over copies of the same items.
+    anchors: dict[str, int] = field(default_factory=dict)
+    # Writes this worker announced as possibly landed unrecorded (their claim reasons).
+    announced: list[str] = field(default_factory=list)
+    claims: tuple[int, list[Claim]] | None = None  # (claim_seq, claims) last read
 
     def hold(self, wait: float = 0.0) -> None:
         states.hold(self.lease, wait + self.worker.request_seconds)
+
+    def before_send(self, slot: float | None, method: str) -> None:
+        """The send guard: a request leaves in its slot of the budget, a write only under a
+        lease that outlives it (DESIGN.md, "The lease")."""
+        late = self.worker.limiter.clock() - slot if slot is not None else 0.0
+        if late > ratelimit.LATE:
+            raise openai_client.SlotMissed(f"missed its slot by {late:.2f} s")
+        if method in openai_client.WRITE_METHODS:
+            self.hold()
 
     def record(self, committed: int, last_item_id: str) -> None:
         states.record_progress(self.lease, committed, last_item_id)
@@ -126,36 +165,59 @@ class Run:
 
 
 # --- calls with retries -------------------------------------------------------------------------
+def wait_holding(run: Run, seconds: float) -> None:
+    """Wait `seconds` before a request, the lease outliving the wait and the request. A long
+    wait (a Retry-After, a throttled budget) is held a slice at a time: a worker that dies while
+    waiting pins its thread for a lease at most, not for the whole wait."""
+    while seconds > WAIT_SLICE_SECONDS:
+        run.hold(WAIT_SLICE_SECONDS)
+        run.worker.sleeper(WAIT_SLICE_SECONDS)
+        seconds -= WAIT_SLICE_SECONDS
+    run.hold(seconds)
+    if seconds > 0:
+        run.worker.sleeper(seconds)
+
+
 def call_api(
     run: Run,
     request: Callable[[], Any],
     *,
     reconcile: Callable[[], Any] | None = None,
     source: bool = False,
+    claim: tuple[int, int] | None = None,
 ) -> Any:
     """Run one API request with our own retries (the SDK's are off for writes): the one retry
     policy of the engine, for the destination and (`source`) the source alike.
 
     Before sending, the lease must outlive the wait for a slot in the budget plus the request's
-    timeout, and still does after the wait (a worker frozen meanwhile stops here). Permanent
+    timeout, and still does after the wait (a worker frozen meanwhile stops here); a slot the
+    worker missed while frozen is given up for a new one rather than spent late. Permanent
     errors fail the thread at once; rate limits push the shared budget back and retry; transient
     errors back off, then (for a write) ask `reconcile` whether the write was applied after all,
-    and return its answer instead of writing again. Source requests are paced, and their 429s
-    passed on to the source's budget, by the source client itself, read by read.
+    and return its answer instead of writing again. A write of items (`claim`: the index of its
+    first item and how many) whose answer is lost is recorded as a claim first (DESIGN.md,
+    "Provenance"). Source requests are paced, and their 429s passed on to the source's budget,
+    by the source client itself, read by read.
     """
     transient, limited = 0, 0
+    limiter = run.worker.limiter
     while True:
-        wait = 0.0 if source else run.worker.limiter.reserve()
-        run.hold(wait)
-        if wait > 0:
-            run.worker.sleeper(wait)
+        wait = 0.0 if source else limiter.reserve()
+        slot = limiter.clock() + wait
+        wait_holding(run, wait)
         try:
-            with openai_client.guarded_writes(run.hold):
+            with openai_client.guarded_sends(partial(run.before_send, None if source else slot)):
                 return request()
         except Exception as error:
-            if isinstance(error.__cause__, LeaseLost):  # stopped by the guard, before sending
-                raise error.__cause__ from None
-            failure = openai_client.classify(error)
+            stopped = _stopped_before_sending(error)
+            if isinstance(stopped, openai_client.SlotMissed):  # frozen past its slot: unsent
+                continue
+            if stopped is not None:
+                raise stopped from None
+            failure = _classified(error, source)
+            ambiguous = openai_client.is_ambiguous(error)
+        if claim is not None and ambiguous:
+            announce_ambiguous(run, *claim)
         if failure.kind == ErrorKind.TOO_LARGE:
             raise TooLarge(failure)
         if failure.is_permanent:
@@ -165,39 +227,65 @@ def call_api(
             if limited > MAX_RATE_LIMITED_RETRIES:
                 raise ThreadFailed(failure)
             if source:  # the source client slowed the source's budget as the 429 came in
-                run.worker.sleeper(failure.retry_after or run.worker.backoff(limited))
+                wait_holding(run, failure.retry_after or run.worker.backoff(limited))
             else:
-                run.worker.limiter.slow_down(failure.retry_after or run.worker.backoff(limited))
+                limiter.slow_down(failure.retry_after or run.worker.backoff(limited))
             continue
         transient += 1
         if transient > run.worker.max_retries:
             raise ThreadFailed(failure)
-        # Back off before looking: a write still being applied would otherwise be missed.
-        run.worker.sleeper(run.worker.backoff(transient))
-        if reconcile is not None:
-            applied = reconcile()
-            if applied is not None:
-                return applied
+        if reconcile is None:
+            wait_holding(run, run.worker.backoff(transient))
+            continue
+        # Look only after a real wait: a write still being applied would otherwise be missed.
+        wait_holding(run, run.worker.look_delay(transient))
+        applied = reconcile()
+        if applied is not None:
+            return applied
 
 
-def list_items_after(
-    run: Run,
-    conversation_id: str,
-    after: str | None,
-    send: Callable[[Callable[[], Any]], Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Every item after `after` (or from the start), oldest first; each page is sent through
-    `send` (by default `call_api`: paced, under the lease, retried)."""
-    send = send or (lambda request: call_api(run, request))
-    client = run.worker.client
-    return list(
-        openai_client.paginate(
-            lambda cursor: send(
-                lambda: openai_client.items_page(client, conversation_id, cursor, ITEM_INCLUDE)
-            ),
-            after,
-        )
+def _stopped_before_sending(error: Exception) -> Exception | None:
+    """What stopped a request in its send guard, if anything did: a lost lease, a missed slot,
+    or the database failing under the lease check (a ThreadFailed of its own kind)."""
+    for reason in (error, error.__cause__):
+        if isinstance(reason, LeaseLost | openai_client.SlotMissed):
+            return reason
+        if isinstance(reason, DatabaseError):
+            return _failure(ErrorKind.DATABASE, f"The console's database failed: {reason}")
+    return None
+
+
+def _classified(error: Exception, source: bool) -> ApiFailure:
+    failure = openai_client.classify(error)
+    if source or failure.kind != ErrorKind.NOT_FOUND:
+        return failure
+    return dataclasses.replace(
+        failure,
+        kind=ErrorKind.DESTINATION_NOT_FOUND,
+        message=f"{DESTINATION_NOT_FOUND} (HTTP {failure.http_status}): "
+        f"{failure.message.split(': ', 1)[-1]}",
     )
+
+
+def item_pages(run: Run, conversation_id: str, after: str | None) -> Iterator[list[dict[str, Any]]]:
+    """The conversation's items after `after` (or from the start), oldest first, a page at a
+    time, each page paced, under the lease and retried (`call_api`)."""
+    client = run.worker.client
+    while True:
+        page = call_api(
+            run,
+            partial(openai_client.items_page, client, conversation_id, after, ITEM_INCLUDE),
+        )
+        if page["data"]:
+            yield page["data"]
+        if not page.get("has_more") or not page["data"]:
+            return
+        after = page["data"][-1]["id"]
+
+
+def list_items_after(run: Run, conversation_id: str, after: str | None) -> list[dict[str, Any]]:
+    """Every item after `after` (or from the start), oldest first."""
+    return [item for page in item_pages(run, conversation_id, after) for item in page]
 
 
 # --- the steps ----------------------------------------------------------------------------------
@@ -280,33 +368,111 @@ def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
     return False
 
 
-def reconcile(run: Run, items: list[dict[str, Any]]) -> int:
-    """Catch up with items the server has but we did not record (a write applied whose answer
-    was lost), taking back copies a worker wrote after losing its lease. Anything else is a
-    conflict: the conversation was changed outside the console."""
-    found = list_items_after(run, run.thread.conversation_id, run.last_item_id or None)
-    matched = match_listing(found, items, run.committed)
-    if matched is None:
-        raise _conflict(run, run.committed + len(found), len(items))
-    adopted, copies = matched
-    take_back(run, [found[index]["id"] for index in copies])
-    if adopted:
-        last = [item for index, item in enumerate(found) if index not in copies][adopted - 1]
-        run.record(run.committed + adopted, last["id"])
-    return adopted
-
-
-def _conflict(run: Run, held: int, expected: int) -> ThreadFailed:
-    return _failure(
-        ErrorKind.CONFLICT,
-        f"Conversation {run.thread.conversation_id} holds {held} items, which do not match the "
-        f"{expected} this thread converts to: it was changed outside the console. Re-migrate "
-        "to start a new conversation.",
+# --- provenance: what the console can prove it wrote --------------------------------------------
+def announce(
+    run: Run, start: int, count: int, reason: str, item_ids: list[str] | None = None
+) -> bool:
+    """Record a write of items[start:start + count] after the last recorded item that may have
+    landed unrecorded (DESIGN.md, "Provenance"). True if this worker still holds the thread;
+    else the write is the thread's next owner's to take back, or this worker's own to settle
+    (`settle_late_writes`) before it stops."""
+    now = states.record_claim(
+        run.thread.pk,
+        run.thread.conversation_id,
+        start=start,
+        count=count,
+        after_item_id=run.last_item_id,
+        owner=run.lease.owner,
+        reason=reason,
+        item_ids=item_ids,
+    )
+    run.announced.append(reason)
+    run.claim_seq += 1
+    return (
+        now is not None
+        and now.status == ThreadStatus.RUNNING
+        and (now.lease_owner == run.lease.owner)
     )
 
 
+def announce_ambiguous(run: Run, start: int, count: int) -> None:
+    """A write whose answer was lost: claimed before anything else; raises LeaseLost if the
+    thread is no longer this worker's."""
+    if not announce(run, start, count, WriteClaim.Reason.AMBIGUOUS):
+        raise LeaseLost("the lease was taken over after a write whose answer was lost")
+
+
+def _claims(run: Run) -> list[Claim]:
+    """The claims on the live conversation (none to read while the thread has none)."""
+    if not run.claim_seq:
+        return []
+    if run.claims is None or run.claims[0] != run.claim_seq:
+        rows = states.claims_on(run.thread.pk, run.thread.conversation_id)
+        claims = [Claim(row.start, row.count, row.after_item_id,
+                        frozenset(row.item_ids) if row.item_ids is not None else None)
+                  for row in rows]  # fmt: skip
+        run.claims = (run.claim_seq, claims)
+    return run.claims[1]
+
+
+class CursorGone(Exception):
+    """The item a listing was to start after no longer exists."""
+
+
+def align(run: Run, items: list[dict[str, Any]], *, after: str | None, start: int,
+          anchors: dict[str, int]) -> Alignment:  # fmt: skip
+    """Line the conversation (after `after`, or whole) up with the thread's items, a page at a
+    time. Raises CursorGone if `after` no longer exists."""
+    aligner = Aligner(items, start=start, anchors=anchors, claims=_claims(run))
+    pages = item_pages(run, run.thread.conversation_id, after)
+    try:
+        first = next(pages, [])
+    except ThreadFailed as failed:
+        if after and failed.failure.http_status in (400, 404):
+            raise CursorGone(failed.failure.message) from None
+        raise
+    aligner.feed(first)
+    for page in pages:
+        aligner.feed(page)
+    return aligner.result()
+
+
+def _conflict(run: Run, alignment: Alignment, expected: int, what: str) -> ThreadFailed:
+    details = []
+    if alignment.foreign:
+        details.append(f"{len(alignment.foreign)} item(s) the console did not write")
+    if alignment.missing:
+        details.append(f"{len(alignment.missing)} of its recorded item(s) missing")
+    return _failure(
+        ErrorKind.CONFLICT,
+        f"{what}: conversation {run.thread.conversation_id} holds "
+        f"{'; '.join(details) or f'{alignment.matched} of the {expected} items'} "
+        f"(the thread converts to {expected} items): it was changed outside the console. "
+        "Nothing was deleted. Re-migrate to start a new conversation.",
+    )
+
+
+def reconcile(run: Run, items: list[dict[str, Any]]) -> int:
+    """Catch up with items the server has but we did not record (a write applied whose answer
+    was lost), taking back provable copies. Lists after the last recorded item; if that item is
+    gone, the whole conversation. Anything the console cannot account for is a conflict."""
+    try:
+        alignment = align(run, items, after=run.last_item_id or None, start=run.committed,
+                          anchors=run.anchors)  # fmt: skip
+        committed = run.committed + alignment.matched
+    except CursorGone:
+        alignment = align(run, items, after=None, start=0, anchors=run.anchors)
+        committed = alignment.matched
+    if alignment.conflict:
+        raise _conflict(run, alignment, len(items), "Resuming failed")
+    take_back(run, alignment.copies)
+    if committed != run.committed or (alignment.last_id and alignment.last_id != run.last_item_id):
+        run.record(committed, alignment.last_id or run.last_item_id)
+    return alignment.matched
+
+
 def take_back(run: Run, item_ids: list[str]) -> None:
-    """Delete items that are copies of ours (written by a worker that had lost its lease)."""
+    """Delete provable copies of our items (DESIGN.md, "Provenance"), under the lease."""
     for item_id in item_ids:
         try:
             call_api(
@@ -319,7 +485,7 @@ def take_back(run: Run, item_ids: list[str]) -> None:
                 ),
             )
         except ThreadFailed as failed:
-            if failed.failure.kind != ErrorKind.NOT_FOUND:  # already gone is what we wanted
+            if failed.failure.http_status != 404:  # already gone is what we wanted
                 raise
         run.taken_back += 1
 
@@ -343,6 +509,7 @@ def upload_items(run: Run, items: list[dict[str, Any]]) -> None:
                     openai_client.add_items, run.worker.client, run.thread.conversation_id, batch
                 ),
                 reconcile=was_applied,
+                claim=(start, len(batch)),
             )
         except TooLarge as refused:
             if len(batch) > 1:
@@ -354,64 +521,32 @@ def upload_items(run: Run, items: list[dict[str, Any]]) -> None:
                 f"{refused.failure.message}",
             ) from None
         if result is not APPLIED:
-            record_written(run, start + len(batch), result)
+            record_written(run, start, result)
         size = min(MAX_ITEMS_PER_CALL, size * 2)
 
 
-def record_written(run: Run, committed: int, item_ids: list[str]) -> None:
-    """Record a write. If the lease was lost meanwhile (the worker froze while its request was
-    under way and another worker took over), the write may have landed behind the new owner's
-    back: a running owner takes such copies back when it reconciles or verifies; if the owner
-    already finished, this worker takes back its own items that came after the verified ones."""
+def record_written(run: Run, start: int, item_ids: list[str]) -> None:
+    """Record a write whose answer came back. If the lease was lost meanwhile (the worker froze
+    while its request was under way and another worker took over), the write may have landed
+    behind the new owner's back: it is announced with its ids, and taken back by the owner, or
+    by this worker if the thread was verified already (`settle_late_writes`)."""
     try:
-        run.record(committed, item_ids[-1])
-    except LeaseLost as lost:
-        raise LeaseLost(f"{lost}; {_take_back_late_write(run, item_ids)}") from None
-
-
-def _take_back_late_write(run: Run, item_ids: list[str]) -> str:
-    now = Thread.objects.filter(pk=run.thread.pk).values(
-        "status", "conversation_id", "last_item_id"
-    )
-    thread = now.first()
-    if (
-        thread is None
-        or thread["status"] != ThreadStatus.SUCCEEDED
-        or thread["conversation_id"] != run.thread.conversation_id
-    ):
-        return f"its last write ({len(item_ids)} items) is left to the thread's next owner"
-    verified_last = thread["last_item_id"] or None
-    late: list[str] = []
-
-    def list_late() -> None:
-        listed = list_items_after(run, run.thread.conversation_id, verified_last, send=_send_once)
-        late.extend(item["id"] for item in listed if item["id"] in item_ids)
-
-    withdraw(run, list_late)
-    kept = [
-        item_id
-        for item_id in late
-        if not withdraw(
-            run,
-            partial(
-                openai_client.delete_item, run.worker.client, run.thread.conversation_id, item_id
-            ),
-        )
-    ]
-    if kept:
-        log.error("%s: could not delete late items %s", run.thread.thread_id, kept)
-        return f"wrote {len(late)} items after the thread was verified; could not delete {kept}"
-    return f"wrote {len(late)} items after the thread was verified and deleted them"
-
-
-def _send_once(request: Callable[[], Any]) -> Any:
-    return request()
+        run.record(start + len(item_ids), item_ids[-1])
+    except LeaseLost:
+        announce(run, start, len(item_ids), WriteClaim.Reason.LATE, item_ids)
+        raise LeaseLost(
+            f"the lease was taken over while {len(item_ids)} items were being written"
+        ) from None
+    run.anchors.update((item_id, start + offset) for offset, item_id in enumerate(item_ids))
 
 
 def withdraw(run: Run, request: Callable[[], Any]) -> bool:
-    """Undo this worker's own late write, without a lease (it has none any more); transient
-    errors are retried. True if it was done."""
+    """Undo this worker's own write without a lease (it has none any more), inside the request
+    budget; transient errors are retried. True if it was done."""
     for attempt in range(run.worker.max_retries + 1):
+        wait = run.worker.limiter.reserve()
+        if wait > 0:
+            run.worker.sleeper(wait)
         try:
             request()
             return True
@@ -424,22 +559,85 @@ def withdraw(run: Run, request: Callable[[], Any]) -> bool:
 
 
 def verify(run: Run, items: list[dict[str, Any]]) -> int:
-    """List the whole conversation: it must hold exactly the thread's items, in order (copies
-    written behind our back are taken back first)."""
-    for _ in range(3):
-        listed = list_items_after(run, run.thread.conversation_id, None)
-        matched = match_listing(listed, items)
-        if matched is None or matched[0] != len(items):
-            raise _failure(
-                ErrorKind.CONFLICT,
-                f"Verification failed: conversation {run.thread.conversation_id} holds "
-                f"{len(listed)} items, expected {len(items)} in the thread's order. Re-migrate "
-                "to start a new conversation.",
-            )
-        if not matched[1]:
-            return len(listed)
-        take_back(run, [listed[index]["id"] for index in matched[1]])
-    raise _conflict(run, len(listed), len(items))
+    """List the whole conversation: it must hold exactly the thread's items, in order. Provable
+    copies are taken back first, keeping the items this worker knows it wrote; the recorded last
+    item is then the conversation's last."""
+    anchors = dict(run.anchors)
+    if run.last_item_id and run.committed:
+        anchors[run.last_item_id] = run.committed - 1
+    for _ in range(VERIFY_ROUNDS):
+        alignment = align(run, items, after=None, start=0, anchors=anchors)
+        if alignment.conflict or alignment.matched != len(items):
+            raise _conflict(run, alignment, len(items), "Verification failed")
+        if not alignment.copies:
+            run.last_item_id = alignment.last_id
+            return alignment.listed
+        take_back(run, alignment.copies)
+    raise _failure(
+        ErrorKind.TRANSIENT,
+        f"Copies kept appearing in conversation {run.thread.conversation_id} while it was "
+        "verified; retry once the workers that lost their leases have stopped.",
+    )
+
+
+def verify_and_succeed(run: Run, items: list[dict[str, Any]]) -> None:
+    """Verify, then succeed fenced on the claims the verification saw: a late write announced
+    after its last listing sends it round again (DESIGN.md, "Provenance")."""
+    for _ in range(VERIFY_ROUNDS):
+        count = verify(run, items)
+        try:
+            states.succeed(run.lease, run.attempt.pk, count, run.last_item_id,
+                           claim_seq=run.claim_seq, **_attempt_fields(run, count))  # fmt: skip
+            return
+        except states.ClaimsChanged:
+            run.claim_seq = states.claim_seq(run.thread.pk)
+    raise _failure(
+        ErrorKind.TRANSIENT,
+        "Late writes kept being announced while the thread was verified; retry once the workers "
+        "that lost their leases have stopped.",
+    )
+
+
+# --- a worker's own late writes ----------------------------------------------------------------
+def settle_late_writes(run: Run) -> str:
+    """A worker that stops without its lease after announcing a write that may have landed
+    unrecorded makes sure it is resolved (DESIGN.md, "Provenance"): a thread still running or
+    queued is its owner's to resolve, since its `succeed` is fenced on the claims; a thread
+    verified already is reopened by this worker, which takes its copies back and verifies again.
+    Returns a note for the attempt's history."""
+    if not run.announced:
+        return ""
+    now = Thread.objects.filter(pk=run.thread.pk).values("status", "conversation_id").first()
+    if now is None:
+        return ""
+    if now["conversation_id"] != run.thread.conversation_id:
+        return (
+            f"; its write to conversation {run.thread.conversation_id}, which the thread no "
+            "longer uses, is recorded as a claim"
+        )
+    if now["status"] != ThreadStatus.SUCCEEDED:
+        return "; its write is recorded for whoever resumes the thread, who takes back any copy"
+    outcome = repair(run.thread.pk, run.thread.conversation_id, run.worker)
+    return f"; the thread was verified already, so this worker checked it again: {outcome}"
+
+
+def repair(thread_pk: int, conversation_id: str, worker: Worker) -> str:
+    """Reopen a verified thread, take back provable copies, verify again; returns the outcome."""
+    lease = states.reopen_for_repair(
+        thread_pk, conversation_id, worker.lease_owner(), worker.lease_seconds, worker.clock
+    )
+    if lease is None:
+        return "it had moved on"
+    thread = Thread.objects.get(pk=thread_pk)
+    runs: list[Run] = []
+
+    def items_to_verify(run: Run) -> list[dict[str, Any]]:
+        runs.append(run)
+        return conversion_for(run.thread)[0].items
+
+    outcome = run_attempt(thread, lease, worker, Attempt.Action.REPAIR, items_to_verify)
+    taken = runs[0].taken_back if runs else 0
+    return f"{outcome}, {taken} {'copy' if taken == 1 else 'copies'} taken back"
 
 
 # --- one thread, start to end -------------------------------------------------------------------
@@ -455,13 +653,21 @@ def migrate_thread(
         return Attempt.Outcome.SKIPPED
     thread = Thread.objects.get(pk=thread_pk)
     action = thread.requested_action or Attempt.Action.MIGRATE
+    return run_attempt(thread, lease, worker, action, _migrate)
+
+
+def run_attempt(
+    thread: Thread, lease: Lease, worker: Worker, action: str, work: Callable[[Run], Any]
+) -> str:
+    """One attempt under a lease: `work` brings the conversation up to the thread's items, which
+    are then verified; the attempt ends succeeded, failed or abandoned, whatever happens."""
     attempt = states.open_attempt(lease, action, f"worker {worker.name}", thread.attempts)
-    run = Run(thread, lease, worker, attempt, thread.items_committed, thread.last_item_id)
+    run = Run(thread, lease, worker, attempt, thread.items_committed, thread.last_item_id,
+              claim_seq=thread.claim_seq)  # fmt: skip
     try:
-        count = _migrate(run)
-        states.succeed(lease, attempt.pk, count, run.last_item_id, **_attempt_fields(run, count))
+        verify_and_succeed(run, work(run))
     except LeaseLost as lost:
-        states.abandon_attempt(attempt.pk, f"Stopped: {lost}")
+        states.abandon_attempt(attempt.pk, f"Stopped: {lost}{settle_late_writes(run)}")
         return Attempt.Outcome.ABANDONED
     except ThreadFailed as failed:
         return _fail(run, failed.failure)
@@ -471,7 +677,7 @@ def migrate_thread(
     return Attempt.Outcome.SUCCEEDED
 
 
-def _migrate(run: Run) -> int:
+def _migrate(run: Run) -> list[dict[str, Any]]:
     ensure_mirrored(run)
     conversion, options = conversion_for(run.thread)
     if run.thread.conversation_id:  # resumed: the totals of a new conversation go with it
@@ -479,7 +685,7 @@ def _migrate(run: Run) -> int:
     if ensure_conversation(run, conversion, options):
         reconcile(run, conversion.items)
     upload_items(run, conversion.items)
-    return verify(run, conversion.items)
+    return conversion.items
 
 
 def _attempt_fields(run: Run, items: int | None = None) -> dict[str, Any]:
@@ -503,7 +709,7 @@ def _fail(run: Run, failure: ApiFailure) -> str:
     try:
         states.fail(run.lease, run.attempt.pk, failure, **_attempt_fields(run))
     except LeaseLost as lost:
-        states.abandon_attempt(run.attempt.pk, f"Stopped: {lost}")
+        states.abandon_attempt(run.attempt.pk, f"Stopped: {lost}{settle_late_writes(run)}")
         return Attempt.Outcome.ABANDONED
     return Attempt.Outcome.FAILED
 

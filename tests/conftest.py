@@ -1,7 +1,10 @@
 import os
 import random
+import time
+from datetime import UTC, datetime
 
 import pytest
+import time_machine
 from django.test import override_settings
 
 from migrations_app.sandbox import SandboxServer, seeded_state
@@ -80,6 +83,13 @@ def client_for(sandbox):
 
 
 @pytest.fixture
+def clock():
+    """The worker's clock, frozen; `clock.shift(seconds)` moves it on."""
+    with time_machine.travel(datetime(2026, 11, 26, 12, 0, tzinfo=UTC), tick=False) as traveller:
+        yield traveller
+
+
+@pytest.fixture
 def slept():
     """Every wait the engine asked for (the tests never sleep)."""
     return []
@@ -98,7 +108,8 @@ def make_worker(sandbox, slept):
             "source_client": openai_client.source_client(max_retries=0),
             "sleeper": slept.append,
             "rng": random.Random(0),
-            "limiter": SharedRateLimiter(per_minute=10**7),
+            # Both of its clocks the wall clock (frozen with it where a test freezes time).
+            "limiter": SharedRateLimiter(per_minute=10**7, clock=time.time, shared_clock=time.time),
             "max_retries": 3,
         }
         options.update(overrides)

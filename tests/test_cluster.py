@@ -155,6 +155,9 @@ def test_a_cluster_frozen_past_its_leases_and_thawed_duplicates_nothing(world, c
         timeout=30,
         what="the frozen cluster's leases to expire",
     )
+    # A statement sent just before the freeze may still have landed (a thread succeeded by it):
+    # the threads the sweeper must resume are those still running now, their leases expired.
+    stuck = Thread.objects.filter(pk__in=frozen, status=ThreadStatus.RUNNING).count()
     resumed = []
 
     def swept_them_all():  # what the minute's sweeper does, sooner
@@ -162,7 +165,7 @@ def test_a_cluster_frozen_past_its_leases_and_thawed_duplicates_nothing(world, c
         return not Thread.objects.filter(pk__in=frozen, status=ThreadStatus.RUNNING).exists()
 
     wait_until(swept_them_all, timeout=60, what="the sweeper to resume every frozen thread")
-    assert sum(resumed) == len(frozen)
+    assert sum(resumed) == stuck > 0
     clusters(**short_leases)
     wait_until(
         lambda: (
@@ -178,4 +181,4 @@ def test_a_cluster_frozen_past_its_leases_and_thawed_duplicates_nothing(world, c
     assert_sandbox_matches_everything(world)
     assert set(Thread.objects.values_list("status", flat=True)) == {ThreadStatus.SUCCEEDED}
     stopped = Attempt.objects.filter(thread_id__in=frozen, outcome=Attempt.Outcome.ABANDONED)
-    assert stopped.count() >= len(frozen), "each frozen attempt says how it ended"
+    assert stopped.count() >= stuck, "each frozen attempt says how it ended"

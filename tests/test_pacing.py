@@ -1,6 +1,8 @@
 """Request budgets: slots taken several per UPDATE and paced one by one, never shared between
 processes; the source's own budget for every read from it; and the worker process's pool."""
 
+import functools
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -17,13 +19,19 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def frozen():
+def frozen(monkeypatch):
+    """Time stands still, for the budgets too: their own clock and the shared (database) one."""
+    frozen_clocks = functools.partial(SharedRateLimiter, clock=time.time, shared_clock=time.time)
+    monkeypatch.setattr(ratelimit, "SharedRateLimiter", frozen_clocks)
+    monkeypatch.setattr(ratelimit, "_shared", {})
     with time_machine.travel(datetime(2026, 11, 26, 12, 0, tzinfo=UTC), tick=False) as traveller:
         yield traveller
 
 
 def limiter(per_minute, waits, clock):
-    return SharedRateLimiter("api", per_minute, clock=lambda: clock[0])
+    return SharedRateLimiter(
+        "api", per_minute, clock=lambda: clock[0], shared_clock=lambda: clock[0]
+    )
 
 
 # --- slots taken several at a time ------------------------------------------------------------
@@ -88,7 +96,7 @@ def test_a_429_from_the_source_slows_every_worker(sandbox, make_worker, settings
     )
     assert upload.migrate_thread(thread.pk, make_worker(max_retries=3)) == "succeeded"
     assert RateLimit.objects.get(name=ratelimit.SOURCE).throttled_total == 1
-    another_process = SharedRateLimiter(ratelimit.SOURCE)
+    another_process = ratelimit.SharedRateLimiter(ratelimit.SOURCE)  # the frozen clocks
     assert another_process.reserve() >= 2.9
 
 

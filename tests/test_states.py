@@ -18,8 +18,8 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from migrations_app import actions, intake, openai_client, states, upload
-from migrations_app.conversion import Options
-from migrations_app.models import Attempt, ErrorKind, Thread, ThreadStatus
+from migrations_app.conversion import Options, item_fingerprint
+from migrations_app.models import Attempt, ErrorKind, Thread, ThreadStatus, WriteClaim
 from migrations_app.openai_client import ApiFailure
 from migrations_app.preview import preview_thread
 from tests import checks
@@ -27,13 +27,6 @@ from tests.engine import queue, register, script
 
 pytestmark = pytest.mark.django_db
 LEASE = 60
-
-
-@pytest.fixture
-def clock():
-    """The worker's clock, frozen; `clock.shift(seconds)` moves it on."""
-    with time_machine.travel(datetime(2026, 11, 26, 12, 0, tzinfo=UTC), tick=False) as traveller:
-        yield traveller
 
 
 def expire_lease(thread):
@@ -78,6 +71,7 @@ class SlotAfterAWait:
 
     def __init__(self):
         self.calls = 0
+        self.clock = time.time
 
     def reserve(self):
         self.calls += 1
@@ -121,7 +115,8 @@ def test_a_write_applied_before_the_freeze_is_adopted_by_the_next_worker(
     on_write(monkeypatch, 2, applied_then_frozen)
     assert upload.migrate_thread(thread.pk, frozen_worker(make_worker)) == "abandoned"
     assert_exactly_once(sandbox, thread)
-    assert "wrote 0 items after the thread was verified" in (ran(thread, "abandoned").error_message)
+    message = ran(thread, "abandoned").error_message
+    assert "checked it again: succeeded, 0 copies taken back" in message
 
 
 def test_a_write_sent_after_the_takeover_is_taken_back(sandbox, make_worker, clock, monkeypatch):
@@ -139,7 +134,7 @@ def test_a_write_sent_after_the_takeover_is_taken_back(sandbox, make_worker, clo
     assert_exactly_once(sandbox, thread)
     late = len(writes[1][2])
     message = ran(thread, "abandoned").error_message
-    assert f"wrote {late} items after the thread was verified and deleted them" in message
+    assert f"checked it again: succeeded, {late} copies taken back" in message
 
 
 def test_the_write_guard_stops_a_thawed_worker_before_its_request_leaves(
@@ -159,12 +154,28 @@ def test_the_write_guard_stops_a_thawed_worker_before_its_request_leaves(
     assert sandbox.state.request_counts["POST create_items"] == -(-thread.items_total // 20)
 
 
-def test_copies_found_when_verifying_are_taken_back(sandbox, make_worker, monkeypatch):
+def claim(thread, start, count=20, after="", reason=WriteClaim.Reason.AMBIGUOUS):
+    """A write the engine would have claimed (its answer lost, or in flight at a takeover)."""
+    thread.refresh_from_db()
+    states.record_claim(thread.pk, thread.conversation_id, start=start, count=count,
+                        after_item_id=after, owner="frozen#1", reason=reason)  # fmt: skip
+
+
+def unique_items(items, count):
+    """Indexes of `count` items whose content appears once in the thread (a copy of them can
+    only be a copy of that one item)."""
+    fingerprints = [item_fingerprint(item) for item in items]
+    return [i for i, f in enumerate(fingerprints) if fingerprints.count(f) == 1][:count]
+
+
+def test_claimed_copies_found_when_verifying_are_taken_back(sandbox, make_worker, monkeypatch):
     thread = register(sandbox, minimum=25)
     real_verify = upload.verify
 
     def late_copies_then_verify(run, items):
-        # A worker that lost its lease wrote three of the items again.
+        # A worker that lost its lease wrote three of the items again; its write was claimed.
+        claim(thread, start=0)
+        run.claim_seq = states.claim_seq(thread.pk)
         sandbox.state.add_items(run.thread.conversation_id, items[:3])
         return real_verify(run, items)
 
@@ -172,6 +183,29 @@ def test_copies_found_when_verifying_are_taken_back(sandbox, make_worker, monkey
     assert upload.migrate_thread(thread.pk, make_worker()) == "succeeded"
     assert_exactly_once(sandbox, thread)
     assert ran(thread, "succeeded").detail["copies_taken_back"] == 3
+
+
+def test_copies_no_claim_accounts_for_are_a_conflict_and_stay(sandbox, make_worker, monkeypatch):
+    """Provenance: content alone never makes an item a copy. An item the customer's application
+    appended that happens to equal one of the thread's is not deleted."""
+    thread = register(sandbox, minimum=25)
+    real_verify = upload.verify
+    appended = []
+
+    def someone_appends_then_verify(run, items):
+        appended.extend(items[i] for i in unique_items(items, 2))
+        sandbox.state.add_items(run.thread.conversation_id, appended)
+        return real_verify(run, items)
+
+    monkeypatch.setattr(upload, "verify", someone_appends_then_verify)
+    assert upload.migrate_thread(thread.pk, make_worker()) == "failed"
+    thread.refresh_from_db()
+    assert thread.error_kind == ErrorKind.CONFLICT
+    assert "2 item(s) the console did not write" in thread.error_message
+    assert "Nothing was deleted" in thread.error_message
+    stored = sandbox.state.conversations[thread.conversation_id]["items"]
+    assert len(stored) == thread.items_total + 2
+    assert sandbox.state.request_counts["DELETE delete_item"] == 0
 
 
 class WorkerDied(BaseException):
@@ -199,12 +233,36 @@ def test_copies_found_when_resuming_are_taken_back_and_the_rest_adopted(
     revive()
     thread.refresh_from_db()
     items = preview_thread(thread).items
-    sandbox.state.add_items(thread.conversation_id, items[3:5])  # a late copy of older items
+    # The dead worker's first batch had been sent once before, its answer lost (claimed).
+    claim(thread, start=0)
+    older = unique_items(items[:20], 2)
+    sandbox.state.add_items(thread.conversation_id, [items[i] for i in older])  # that copy
     sandbox.state.add_items(thread.conversation_id, items[20:40])  # an applied, unrecorded batch
-    expire_lease(thread)
+    expire_lease(thread)  # the next worker claims the batch in flight as it takes over
     assert upload.migrate_thread(thread.pk, make_worker(name="next")) == "succeeded"
     assert_exactly_once(sandbox, thread)
     assert ran(thread, "succeeded").detail["copies_taken_back"] == 2
+
+
+def test_a_resume_whose_cursor_item_is_gone_lists_from_the_start(sandbox, make_worker, monkeypatch):
+    thread = register(sandbox, minimum=30)
+    revive = die_after_first_batch(monkeypatch)
+    with pytest.raises(WorkerDied):
+        upload.migrate_thread(thread.pk, make_worker(name="dead"))
+    revive()
+    thread.refresh_from_db()
+    stored = sandbox.state.conversations[thread.conversation_id]["items"]
+    # The recorded last item is gone (an earlier release's verify deleted it, keeping a copy).
+    copy = {**stored[-1], "id": "msg_copy_of_the_last"}
+    stored[-1] = copy
+    expire_lease(thread)
+    assert upload.migrate_thread(thread.pk, make_worker(name="next")) == "succeeded"
+    assert_exactly_once(sandbox, thread)
+    thread.refresh_from_db()
+    assert (
+        thread.last_item_id
+        == sandbox.state.conversations[thread.conversation_id]["items"][-1]["id"]
+    )
 
 
 def test_a_lease_is_renewed_only_when_it_would_not_outlive_the_request(clock):
@@ -461,13 +519,14 @@ def test_after_an_ambiguous_write_the_worker_backs_off_before_looking(
     thread = register(sandbox, minimum=25)
     script(sandbox, {"kind": "server_error", "path_contains": "/items"})
     events = []
-    real_list = upload.list_items_after
+    real_pages = upload.item_pages
     monkeypatch.setattr(
         upload,
-        "list_items_after",
-        lambda *args, **kwargs: events.append("look") or real_list(*args, **kwargs),
+        "item_pages",
+        lambda *args, **kwargs: events.append("look") or real_pages(*args, **kwargs),
     )
-    worker = make_worker(sleeper=lambda seconds: events.append("wait"))
+    worker = make_worker(sleeper=lambda seconds: events.append(seconds))
     upload.migrate_thread(thread.pk, worker)
-    assert events[:2] == ["wait", "look"]
+    looked = events.index("look")
+    assert events[looked - 1] >= upload.LOOK_AFTER_SECONDS, "a real wait before looking"
     assert_exactly_once(sandbox, thread)

@@ -296,7 +296,10 @@ def test_plan_counts_every_state_with_its_reason():
 # --- the shared rate limit ------------------------------------------------------------------------
 def test_the_rate_limit_is_shared_by_every_limiter_instance():
     clock = [1000.0]
-    one, two = (SharedRateLimiter(per_minute=60, clock=lambda: clock[0]) for _ in range(2))
+    one, two = (
+        SharedRateLimiter(per_minute=60, clock=lambda: clock[0], shared_clock=lambda: clock[0])
+        for _ in range(2)
+    )
     waits = [limiter.reserve() for limiter in (one, two, one, two)]
     assert waits == [0.0, 1.0, 2.0, 3.0]  # one request per second between them
     two.slow_down(10)
