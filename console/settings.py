@@ -49,9 +49,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # Before django_q: its `qcluster` command is the console's (migrations_app/workers.py).
+    "migrations_app",
     "django_q",
     "csp",
-    "migrations_app",
 ]
 
 MIDDLEWARE = [

@@ -7,20 +7,28 @@ class MigrationsAppConfig(AppConfig):
 
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
+        from django_q.signals import post_spawn
 
-        from migrations_app import checks, tallies  # noqa: F401  (checks registers itself)
+        from migrations_app import checks, tallies, workers  # noqa: F401  (checks registers itself)
 
         # The dashboard's counters: triggers put back after any migrate that lost them.
         post_migrate.connect(tallies.on_post_migrate, sender=self)
-        # A django-q2 worker loads the engine (and the SDK) as it starts, before its first task;
-        # other processes (commands, web) never need it.
-        from django_q.signals import post_spawn
+        post_migrate.connect(ensure_sweeper_schedule, sender=self)
+        # A django-q2 worker loads the engine (and the SDK) as it starts, before its first task,
+        # and offers to run the sweeper; other processes (commands, web) never need them.
+        post_spawn.connect(workers.on_worker_started, dispatch_uid="migrations_app.worker_started")
 
-        post_spawn.connect(_load_engine, dispatch_uid="migrations_app.load_engine")
+
+SWEEPER = "migrations_app.tasks.sweep_stuck_threads"
 
 
-def _load_engine(sender: object, **kwargs: object) -> None:
-    from migrations_app import openai_client, upload  # noqa: F401
+def ensure_sweeper_schedule(sender: object, **kwargs: object) -> None:
+    """The sweeper's django-q2 schedule, the fallback to the workers' own offers: recreated at
+    every migrate if it was deleted."""
+    from django_q.models import Schedule
 
-    openai_client.destination_client()
-    openai_client.source_client()
+    Schedule.objects.get_or_create(
+        func=SWEEPER,
+        defaults={"name": "Resume threads whose worker died", "schedule_type": Schedule.MINUTES,
+                  "minutes": 1, "repeats": -1},
+    )  # fmt: skip

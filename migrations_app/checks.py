@@ -5,7 +5,9 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError
+from django.utils import timezone
 
 
 @register()
@@ -81,3 +83,43 @@ def check_lease_outlives_requests(
             )
         ]
     return []
+
+
+@register(Tags.database)
+def check_sweeper(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """`manage.py check --database default`: the sweeper's schedule exists, and it has run
+    lately while threads wait (nothing else resumes threads whose worker died)."""
+    from django_q.models import Schedule
+
+    from migrations_app.apps import SWEEPER
+    from migrations_app.dashboard import SWEEP_LATE
+    from migrations_app.models import Heartbeat, Thread, ThreadStatus
+
+    if not kwargs.get("databases"):  # only when asked for (`check --database`, `migrate`)
+        return []
+    messages: list[CheckMessage] = []
+    try:
+        if not Schedule.objects.filter(func=SWEEPER).exists():
+            messages.append(
+                Warning(
+                    "The sweeper's django-q2 schedule is missing (the workers still offer to run "
+                    "it, but nothing starts it when none is running).",
+                    hint="Run `manage.py migrate`: it recreates the schedule.",
+                    id="migrations_app.W010",
+                )
+            )
+        swept = Heartbeat.objects.filter(name="sweep").values_list("last_finished", flat=True)
+        last = swept.first()
+        waiting = Thread.objects.filter(status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING])
+        if (not last or last < timezone.now() - SWEEP_LATE) and waiting.exists():
+            messages.append(
+                Warning(
+                    "The sweeper has not run for over three minutes while threads are queued or "
+                    "running: threads whose worker died are not resumed.",
+                    hint="Start the workers (`manage.py qcluster`); each offers to run it.",
+                    id="migrations_app.W011",
+                )
+            )
+    except DatabaseError:  # not migrated yet: `migrate` runs these checks before it migrates
+        return []
+    return messages

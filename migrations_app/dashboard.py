@@ -13,8 +13,6 @@ from migrations_app import ratelimit, tallies
 from migrations_app.estimate import Estimate, SizeClass, estimate
 from migrations_app.models import ErrorKind, RateLimit, Thread, ThreadStatus
 
-SWEEPER = "migrations_app.tasks.sweep_stuck_threads"
-
 
 @dataclass
 class StatusCount:
@@ -131,20 +129,23 @@ class WorkerHealth:
     alive: bool
     last_seen: object
     queued_tasks: int
+    swept_at: object = None  # when the sweeper last finished
+    sweep_late: bool = False  # it has not run for SWEEP_LATE: nothing resumes stuck threads
+
+
+SWEEP_LATE = timedelta(minutes=3)
 
 
 def worker_health(now: datetime | None = None) -> WorkerHealth:
-    """A cluster is alive if its one-minute sweeper schedule ran recently: that works across
-    machines with the ORM broker, where django-q2's own stats live in a per-process cache."""
-    from django_q.models import OrmQ, Task
+    """A cluster is alive if a worker process swept recently (every worker process offers to run
+    the one-minute sweeper) or finished a thread: that works across machines with the ORM
+    broker, where django-q2's own stats live in a per-process cache."""
+    from django_q.models import OrmQ
 
-    from migrations_app.models import Attempt
+    from migrations_app.models import Attempt, Heartbeat
 
     now = now or timezone.now()
-    sweeper = (
-        Task.objects.filter(func=SWEEPER).order_by("-stopped").values_list("stopped", flat=True)
-    ).first()
-    # A worker finishing a thread is a sign of life too (between two sweeper runs).
+    swept = Heartbeat.objects.filter(name="sweep").values_list("last_finished", flat=True).first()
     worked = (
         Attempt.objects.filter(
             actor_label__startswith="worker", finished_at__gte=now - timedelta(minutes=3)
@@ -153,11 +154,13 @@ def worker_health(now: datetime | None = None) -> WorkerHealth:
         .values_list("finished_at", flat=True)
         .first()
     )
-    last = max(filter(None, [sweeper, worked]), default=None)
+    last = max(filter(None, [swept, worked]), default=None)
     return WorkerHealth(
         alive=bool(last and last > now - timedelta(minutes=3)),
         last_seen=last,
         queued_tasks=OrmQ.objects.count(),
+        swept_at=swept,
+        sweep_late=not swept or swept < now - SWEEP_LATE,
     )
 
 

@@ -6,6 +6,7 @@ and sort on.
 """
 
 import time
+from datetime import timedelta
 from typing import Self
 
 from django.conf import settings
@@ -439,6 +440,37 @@ class BulkAction(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
+class HeartbeatQuerySet(models.QuerySet):
+    def claim(self, name: str, every: timedelta) -> bool:
+        """Claim the job `name` if it is due: True for the one process whose UPDATE moved it on
+        (timed by the database's clock), however many processes offer to run it."""
+        due = self.filter(name=name, next_due__lte=Now())
+        if due.update(last_started=Now(), next_due=Now() + every):
+            return True
+        if not self.filter(name=name).exists():  # a fresh database: the first claim creates it
+            self.get_or_create(name=name)
+            return bool(due.update(last_started=Now(), next_due=Now() + every))
+        return False
+
+    def finished(self, name: str) -> None:
+        self.filter(name=name).update(last_finished=Now())
+
+
+class Heartbeat(models.Model):
+    """A recurring job (the sweeper): when it last ran and next falls due. Every worker process
+    offers to run it; the claim lets exactly one do so each time."""
+
+    name = models.CharField(max_length=64, unique=True)
+    last_started = models.DateTimeField(null=True, blank=True)
+    last_finished = models.DateTimeField(null=True, blank=True)
+    next_due = models.DateTimeField(default=timezone.now)
+
+    objects = HeartbeatQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class RateLimit(models.Model):

@@ -647,6 +647,40 @@ def _recording_broker_class() -> type:
     return RecordingBroker
 
 
+def hand_back(lease: Lease, attempt_pk: int) -> bool:
+    """A stopping worker gives its thread back: queued again with a task of its own, its
+    attempt closed. The next worker resumes from the last recorded item. False if the lease
+    was no longer this worker's."""
+    with transaction.atomic():
+        if not Thread.objects.filter(_worker_filter(lease)).update(
+            status=ThreadStatus.QUEUED, queued_task=None, updated_at=Now(), **RELEASE
+        ):
+            return False
+        _close_attempt(
+            attempt_pk,
+            Attempt.Outcome.ABANDONED,
+            error_message="Handed back: its worker was stopping; another worker resumes it "
+            "from its last recorded item.",
+        )
+        _enqueue([lease.thread_pk], _task_group_of([lease.thread_pk]))
+    return True
+
+
+def requeue_waiting(pks: Sequence[int]) -> int:
+    """Threads a task could not start in time (its worker's threads were all busy, or it was
+    stopping) and that are still queued: into a task of their own. Returns how many."""
+    with transaction.atomic():
+        waiting = _lock(pks, Q(status=ThreadStatus.QUEUED))
+        if waiting:
+            _enqueue(waiting, _task_group_of(waiting))
+    return len(waiting)
+
+
+def _task_group_of(pks: Sequence[int]) -> str:
+    group = Thread.objects.filter(pk__in=pks).values_list("task_group", flat=True).first()
+    return group or "resume"
+
+
 def hand_to_queue(group: str) -> int:
     """Threads an inline run queued for itself and did not start: to the workers' queue."""
     with transaction.atomic():
@@ -696,17 +730,27 @@ def _lock_some(condition: Q) -> list[int]:
 
 
 def _orphaned_in_queue() -> Q:
-    """Queued threads whose task is gone (purged, timed out, failed before taking them), and
-    those of an inline run that stopped (no task; queued for longer than two leases)."""
-    inline_grace = timedelta(seconds=2 * settings.MIGRATION_LEASE_SECONDS)
+    """Queued threads that no live task will take, whatever release queued them:
+    - their task is gone (purged, timed out, failed before taking them);
+    - their task was taken from the queue more than a lease ago by a cluster and they are still
+      queued: that cluster died (django-q2 would deliver the task again only after Q_RETRY);
+    - they name no task and have waited longer than a lease (queued by a release before
+      `queued_task` was kept);
+    - an inline run's that stopped (no task; queued for longer than two leases).
+    A task that does run after all finds its threads taken (`take` is fenced) and skips them."""
+    lease = timedelta(seconds=settings.MIGRATION_LEASE_SECONDS)
     queued = Q(status=ThreadStatus.QUEUED)
-    inline = Q(queued_task=RUN_INLINE, updated_at__lt=Now() - inline_grace)
-    if _recording_broker() is None:
+    inline = Q(queued_task=RUN_INLINE, updated_at__lt=Now() - 2 * lease)
+    if _recording_broker() is None:  # another broker: its tasks are not rows to look up
         return queued & inline
     from django_q.models import OrmQ
 
-    task_row = OrmQ.objects.filter(pk=OuterRef("queued_task"))
-    return queued & (inline | (Q(queued_task__gt=RUN_INLINE) & Q(~Exists(task_row))))
+    retry = timedelta(seconds=settings.Q_CLUSTER["retry"])
+    # A task row is locked until Q_RETRY after the cluster took it: taken over a lease ago.
+    taken_long_ago = Q(lock__gt=Now(), lock__lt=Now() + (retry - lease))
+    live_task = OrmQ.objects.filter(~taken_long_ago, pk=OuterRef("queued_task"))
+    untracked = Q(queued_task__isnull=True, updated_at__lt=Now() - lease)
+    return queued & (inline | untracked | (Q(queued_task__gt=RUN_INLINE) & ~Exists(live_task)))
 
 
 def _requeue(pks: list[int], group: str) -> int:

@@ -1,11 +1,13 @@
 """Thin django-q2 entry points: each calls one service function with plain ids."""
 
+from datetime import timedelta
 from typing import Any
 
 from django.db.models.sql import Query
 from django.utils import timezone
 
 from migrations_app import actions, intake, states, tallies
+from migrations_app.models import Heartbeat
 
 
 def fetch_from_source(thread_id: str) -> str:
@@ -35,19 +37,28 @@ def apply_bulk_action(bulk_pk: int, query: Query) -> str:
     return actions.run_bulk(bulk_pk, query)
 
 
+SWEEP = "sweep"
+SWEEP_EVERY = timedelta(seconds=60)
+
+
 def sweep_stuck_threads() -> dict[str, Any]:
-    """Scheduled every minute (migration 0003): resumes threads whose worker died or froze past
-    its lease, re-queues queued threads whose task is gone, closes attempts of dead workers, and
-    fails imports and bulk actions whose worker stopped."""
+    """Once a minute, by whichever process claims it (every worker process offers, see
+    workers.py; django-q2's schedule is the fallback): resumes threads whose worker died or
+    froze past its lease, re-queues queued threads no live task will take, closes attempts of
+    dead workers, and fails imports and bulk actions whose worker stopped."""
+    if not Heartbeat.objects.claim(SWEEP, SWEEP_EVERY):
+        return {"skipped": "another process swept within the minute"}
     swept = states.sweep(f"resume {timezone.now():%Y-%m-%d %H:%M:%S}")
     tallies.compact()  # the dashboard's counters: one row per key again
-    return {
+    result = {
         "resumed": swept.resumed,
         "requeued": swept.requeued,
         "abandoned": swept.abandoned,
         "imports_failed": intake.sweep_stopped_imports(),
         "bulk_actions_failed": actions.sweep_stopped_bulk_actions(),
     }
+    Heartbeat.objects.finished(SWEEP)
+    return result
 
 
 def import_file(kind: str, name: str, filename: str, **options: Any) -> int:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing.util
 import os
+import queue
 import random
 import secrets
 import socket
@@ -70,6 +72,11 @@ class ThreadFailed(Exception):
     def __init__(self, failure: ApiFailure) -> None:
         super().__init__(failure.message)
         self.failure = failure
+
+
+class HandingBack(Exception):
+    """This worker process is stopping: the thread goes back to the queue, for another worker
+    to resume from its last recorded item."""
 
 
 class TooLarge(ThreadFailed):
@@ -202,6 +209,8 @@ def call_api(
     transient, limited = 0, 0
     limiter = run.worker.limiter
     while True:
+        if STOPPING.is_set():
+            raise HandingBack("its worker was stopping")
         wait = 0.0 if source else limiter.reserve()
         slot = limiter.clock() + wait
         wait_holding(run, wait)
@@ -669,6 +678,9 @@ def run_attempt(
     except LeaseLost as lost:
         states.abandon_attempt(attempt.pk, f"Stopped: {lost}{settle_late_writes(run)}")
         return Attempt.Outcome.ABANDONED
+    except HandingBack:
+        states.hand_back(lease, attempt.pk)
+        return Attempt.Outcome.ABANDONED
     except ThreadFailed as failed:
         return _fail(run, failed.failure)
     except Exception as error:
@@ -748,13 +760,31 @@ class _ProcessPool:
     """The worker process's own threads, kept from task to task with their database
     connections: a task hands its threads over and returns once each has been taken, so the
     process keeps `size` threads in flight across tasks instead of draining at each task's end
-    (its slowest thread) and connecting again for each thread."""
+    (its slowest thread) and connecting again for each thread.
+
+    A stopping process (SIGTERM, its cluster stopping) hands its threads back: each stops at
+    its next request and is queued again for another worker, and the process exits once they
+    have, or after HAND_BACK_SECONDS whatever is still in flight (its lease then runs out and
+    the sweeper resumes it). The threads are daemons, so nothing else keeps the process."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.pid = os.getpid()
         self.slots = threading.BoundedSemaphore(size)
-        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="migrate")
+        self.work: queue.SimpleQueue[tuple[int, threading.Event] | None] = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._serve, name=f"migrate_{index}", daemon=True)
+            for index in range(size)
+        ]
+        for thread in self.threads:
+            thread.start()
+        # At the process's exit (its worker loop ended), before Python joins its threads.
+        multiprocessing.util.Finalize(self, self.close, exitpriority=10)
+
+    def _serve(self) -> None:
+        while (job := self.work.get()) is not None:
+            self.run(*job)
+        connections.close_all()
 
     def run(self, pk: int, taken: threading.Event) -> None:
         try:
@@ -766,30 +796,37 @@ class _ProcessPool:
             taken.set()
             self.slots.release()
 
-    def close(self) -> None:
-        """Finish the work in flight, close each thread's database connection and stop."""
-        barrier = threading.Barrier(self.size)
-
-        def close_connections() -> None:
-            barrier.wait(timeout=60)  # one on each thread of the pool
-            connections.close_all()
-
-        for _ in range(self.size):
-            self.executor.submit(close_connections)
-        self.executor.shutdown(wait=True)
+    def close(self, grace: float | None = None) -> None:
+        """Hand the threads in flight back and stop, waiting at most `grace` seconds."""
+        STOPPING.set()
+        for _ in self.threads:
+            self.work.put(None)
+        deadline = time.monotonic() + (HAND_BACK_SECONDS if grace is None else grace)
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
+# Set when this process stops: its threads hand their threads back at their next request.
+STOPPING = threading.Event()
+# How long a stopping process waits for its threads to hand back (a request in flight ends).
+HAND_BACK_SECONDS = 10.0
 _pool: _ProcessPool | None = None
 _pool_lock = threading.Lock()
 
 
-def close_pool() -> None:
-    """Stop this process's pool, if it has one (tests; a stopping worker just exits)."""
+def stop_soon() -> None:
+    """This process is stopping (SIGTERM): its threads hand their threads back."""
+    STOPPING.set()
+
+
+def close_pool(grace: float = 60.0) -> None:
+    """Stop this process's pool, if it has one (tests; a stopping worker closes it at exit)."""
     global _pool
     with _pool_lock:
         pool, _pool = _pool, None
     if pool is not None and pool.pid == os.getpid():
-        pool.close()
+        pool.close(grace)
+    STOPPING.clear()
 
 
 def _process_pool() -> _ProcessPool:
@@ -801,17 +838,41 @@ def _process_pool() -> _ProcessPool:
         return _pool
 
 
-def hand_over(thread_pks: Iterable[int]) -> dict[str, int]:
+def hand_over(thread_pks: Iterable[int], *, seconds: float | None = None) -> dict[str, int]:
     """A worker task: run threads on this process's pool, at most MIGRATION_THREADS_PER_WORKER
     at once; returns when every one has been taken (or skipped), so none is left queued without
-    its task. They finish after the task returns; a stopping process waits for them."""
+    its task. They finish after the task returns; a stopping process hands them back.
+
+    It never holds its task longer than `seconds` (half of Q_TIMEOUT): threads no slot took by
+    then, or once the process is stopping, go back to the queue in a task of their own, so a
+    pool full of long threads never makes django-q2 kill the process and every thread in it."""
     pool = _process_pool()
-    events = []
-    for pk in thread_pks:
-        pool.slots.acquire()
+    budget = settings.Q_CLUSTER["timeout"] / 2 if seconds is None else seconds
+    deadline = time.monotonic() + budget
+    pks = list(thread_pks)
+    events: list[threading.Event] = []
+    for pk in pks:
+        if not _free_slot(pool, deadline):
+            break
         taken = threading.Event()
         events.append(taken)
-        pool.executor.submit(pool.run, pk, taken)
+        pool.work.put((pk, taken))
     for taken in events:
         taken.wait()
-    return {"handed over": len(events)}
+    left = pks[len(events) :]
+    result = {"handed over": len(events)}
+    if left:
+        result["back to the queue"] = states.requeue_waiting(left)
+    return result
+
+
+def _free_slot(pool: _ProcessPool, deadline: float) -> bool:
+    """Wait for a free thread of the pool until `deadline`; False if none came or the process is
+    stopping."""
+    while not STOPPING.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if pool.slots.acquire(timeout=min(left, 1.0)):
+            return True
+    return False

@@ -74,13 +74,30 @@ class Cluster:
     def thaw(self):
         os.killpg(self.process.pid, signal.SIGCONT)
 
+    def send(self, signum, *, group=True):
+        """A supervisor's stop: to the whole process group (systemd's default) or the main
+        process only (Docker, Kubernetes)."""
+        if group:
+            os.killpg(self.process.pid, signum)
+        else:
+            os.kill(self.process.pid, signum)
+
+    def stopped_within(self, seconds):
+        try:
+            self.process.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def output(self):
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
     def stop(self):
         if self.process and self.process.poll() is None:
             self.thaw()
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=3)  # django-q2 can hang in its own SIGTERM stop
-            except subprocess.TimeoutExpired:
+            if not self.stopped_within(30):
                 self.kill()
         self.log.close()
 

@@ -45,7 +45,7 @@ def test_a_claimed_late_copy_is_taken_back():
 
 
 def test_an_unclaimed_copy_is_a_conflict_and_nothing_is_taken_back():
-    listed = stored(EXPECTED) + [{**EXPECTED[3], "id": "customer_1"}]
+    listed = [*stored(EXPECTED), {**EXPECTED[3], "id": "customer_1"}]
     result = align(listed, EXPECTED, claims=[Claim(start=20, count=20, after="item_19")])
     assert result.foreign == [(30, "customer_1")]
     assert result.conflict

@@ -2,6 +2,7 @@
 PostgreSQL. Every check reads the sandbox's own state."""
 
 import io
+import signal
 from datetime import timedelta
 
 import pytest
@@ -182,3 +183,70 @@ def test_a_cluster_frozen_past_its_leases_and_thawed_duplicates_nothing(world, c
     assert set(Thread.objects.values_list("status", flat=True)) == {ThreadStatus.SUCCEEDED}
     stopped = Attempt.objects.filter(thread_id__in=frozen, outcome=Attempt.Outcome.ABANDONED)
     assert stopped.count() >= stuck, "each frozen attempt says how it ended"
+
+
+# --- how workers hold tasks, stop and sweep ----------------------------------------------------
+def test_a_pool_busy_with_slow_threads_never_makes_django_q2_kill_its_process(world, clusters):
+    """Issue 20, finding 4: every slot of the pool busy with a slow thread, the next task waited
+    for a free one past Q_TIMEOUT and django-q2 killed the process with all its uploads. A task
+    now hands what it cannot start back to the queue and returns within half of Q_TIMEOUT."""
+    register_all(world, 6)
+    world.state.configure_faults(
+        slow_seconds=8,
+        scripted=[{"kind": "slow", "method": "POST", "path_contains": "/items", "times": 4}],
+    )
+    actions.apply("migrate", Thread.objects.all(), actor_label="test")
+    cluster = clusters(Q_WORKERS=1, Q_TIMEOUT=10, Q_RETRY=30, MIGRATION_THREADS_PER_WORKER=2,
+                       MIGRATION_TASK_GROUP_SIZE=1, MIGRATION_LEASE_SECONDS=60,
+                       API_TIMEOUT_SECONDS=20)  # fmt: skip
+    wait_until(all_settled, timeout=150, what="every thread to settle")
+    assert "after timeout" not in cluster.output(), "django-q2 killed a worker"
+    assert not Attempt.objects.filter(outcome=Attempt.Outcome.ABANDONED).exists()
+    assert_sandbox_matches_everything(world)
+
+
+@pytest.mark.parametrize(
+    "signum, group",
+    [(signal.SIGTERM, True), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGTERM to the group (systemd)", "SIGTERM to the main process", "Ctrl-C"],
+)
+def test_a_cluster_stops_within_seconds_however_it_is_stopped_and_hands_threads_back(
+    world, clusters, signum, group
+):
+    """Issue 20, finding 12: SIGTERM to the whole process group (systemd's KillMode default)
+    left the main process hanging. Every way stops it within seconds, and the threads it was
+    running go back to the queue at once rather than waiting out their leases."""
+    register_all(world, 40)
+    world.state.configure_faults(latency_ms=150)
+    actions.apply("migrate", Thread.objects.all(), actor_label="test")
+    cluster = clusters(MIGRATION_LEASE_SECONDS=600, API_TIMEOUT_SECONDS=20)
+    wait_until(
+        lambda: Thread.objects.filter(status=ThreadStatus.RUNNING, items_committed__gt=0).exists(),
+        what="threads mid-upload",
+    )
+    cluster.send(signum, group=group)
+    assert cluster.stopped_within(20), f"still running 20 s later:\n{cluster.output()}"
+    held = Thread.objects.filter(status=ThreadStatus.RUNNING)
+    assert not held.exists(), f"left running under a lease: {list(held.values_list('pk'))}"
+    handed = Attempt.objects.filter(error_message__startswith="Handed back")
+    assert handed.exists()
+    clusters()
+    wait_until(all_settled, timeout=150, what="a new cluster to finish every thread")
+    assert_sandbox_matches_everything(world)
+
+
+def test_the_sweeper_runs_while_every_worker_is_busy_and_the_queue_deep(world, clusters):
+    """Issue 20, finding 6: the sweeper's task waited behind every migration task. Each worker
+    process now offers to run it from a thread of its own."""
+    from migrations_app.models import Heartbeat
+
+    for _ in range(30):
+        async_task("time.sleep", 30)  # the one worker busy, 29 tasks waiting behind it
+    Heartbeat.objects.filter(name="sweep").delete()
+    clusters(Q_WORKERS=1, Q_TIMEOUT=60, Q_RETRY=90)
+    wait_until(
+        lambda: Heartbeat.objects.filter(name="sweep", last_finished__isnull=False).exists(),
+        timeout=40,
+        what="a sweep while the queue is deep",
+    )
+    assert OrmQ.objects.count() >= 25, "the sweep did not wait for the queue to drain"

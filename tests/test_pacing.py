@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 import time_machine
+from django_q.models import OrmQ
 
 from migrations_app import openai_client, ratelimit, upload
 from migrations_app.models import RateLimit, Thread, ThreadStatus
@@ -135,6 +136,27 @@ def test_a_task_returns_once_its_threads_are_taken_and_the_pool_finishes_them(sa
         upload.close_pool()
     for thread in threads:
         checks.assert_migrated_exactly_once(sandbox.state, thread)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_whose_pool_stays_busy_hands_its_threads_back_to_the_queue_in_time(
+    sandbox, settings
+):
+    """A task never waits for a free thread past half of Q_TIMEOUT: django-q2 would kill the
+    process, and every thread in flight with it."""
+    settings.MIGRATION_THREADS_PER_WORKER = 1
+    thread = register(sandbox, minimum=2, maximum=30)
+    pool = upload._process_pool()
+    pool.slots.acquire()  # its one thread busy with a long thread
+    try:
+        result = upload.hand_over([thread.pk], seconds=0.3)
+    finally:
+        pool.slots.release()
+        upload.close_pool()
+    assert result == {"handed over": 0, "back to the queue": 1}
+    thread.refresh_from_db()
+    assert thread.status == ThreadStatus.QUEUED
+    assert OrmQ.objects.get(pk=thread.queued_task).task["args"][0] == [thread.pk]
 
 
 def test_workers_keep_to_99_percent_of_the_configured_budget(settings):

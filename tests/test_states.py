@@ -341,6 +341,37 @@ def test_a_queued_thread_whose_task_is_gone_is_queued_again():
     assert OrmQ.objects.get().task["args"][0] == [thread.pk]
 
 
+def test_a_queued_thread_whose_task_a_dead_cluster_took_is_queued_again_after_a_lease(settings):
+    """django-q2 delivers a task again only after Q_RETRY (12 minutes) once a cluster took it:
+    the threads of a cluster that was killed holding their task wait no longer than a lease."""
+    thread = Thread.objects.create(thread_id="thread_stranded")
+    actions.apply("migrate", Thread.objects.all())
+    task = OrmQ.objects.get()
+    retry, lease = settings.Q_CLUSTER["retry"], settings.MIGRATION_LEASE_SECONDS
+    OrmQ.objects.update(lock=timezone.now() + timedelta(seconds=retry))  # taken just now
+    assert states.sweep("resume").requeued == 0, "its cluster may be starting it"
+    OrmQ.objects.update(lock=timezone.now() + timedelta(seconds=retry - lease - 1))
+    assert states.sweep("resume").requeued == 1, "taken over a lease ago, still queued"
+    thread.refresh_from_db()
+    assert thread.status == ThreadStatus.QUEUED
+    assert thread.queued_task != task.pk
+    assert OrmQ.objects.get(pk=thread.queued_task).task["args"][0] == [thread.pk]
+
+
+def test_a_queued_thread_that_names_no_task_is_queued_again_after_a_lease(settings):
+    """Queued by a release from before the thread kept its task (an upgrade mid-migration)."""
+    thread = Thread.objects.create(thread_id="thread_old_release")
+    actions.apply("migrate", Thread.objects.all())
+    OrmQ.objects.all().delete()
+    Thread.objects.update(queued_task=None)
+    assert states.sweep("resume").requeued == 0, "it may just have been queued"
+    lease = settings.MIGRATION_LEASE_SECONDS
+    Thread.objects.update(updated_at=timezone.now() - timedelta(seconds=lease + 1))
+    assert states.sweep("resume").requeued == 1
+    thread.refresh_from_db()
+    assert OrmQ.objects.get().pk == thread.queued_task
+
+
 def test_per_thread_tasks_are_kept_after_they_fail_but_not_after_they_succeed():
     """django-q2 prunes saved successes by loading them all at every save: a migration's tasks
     would make that cost grow with the migration. Their failures are kept for staff."""
@@ -530,3 +561,42 @@ def test_after_an_ambiguous_write_the_worker_backs_off_before_looking(
     looked = events.index("look")
     assert events[looked - 1] >= upload.LOOK_AFTER_SECONDS, "a real wait before looking"
     assert_exactly_once(sandbox, thread)
+
+
+# --- the sweeper's own health ------------------------------------------------------------------
+def test_the_sweeper_schedule_is_recreated_at_migrate_and_its_absence_flagged_before():
+    from django.core import checks as django_checks
+    from django_q.models import Schedule
+
+    from migrations_app.apps import SWEEPER
+
+    Schedule.objects.filter(func=SWEEPER).delete()
+    found = django_checks.run_checks(databases=["default"], tags=[django_checks.Tags.database])
+    assert "migrations_app.W010" in [message.id for message in found]
+    call_command("migrate", verbosity=0)
+    assert Schedule.objects.filter(func=SWEEPER).exists()
+
+
+def test_a_late_sweep_is_flagged_while_threads_wait():
+    from django.core import checks as django_checks
+
+    from migrations_app.models import Heartbeat
+
+    def flagged():
+        found = django_checks.run_checks(databases=["default"], tags=[django_checks.Tags.database])
+        return "migrations_app.W011" in [message.id for message in found]
+
+    assert not flagged(), "nothing waits"
+    Thread.objects.create(thread_id="thread_waiting", status=ThreadStatus.QUEUED)
+    assert flagged(), "it never ran"
+    Heartbeat.objects.create(name="sweep", last_finished=timezone.now())
+    assert not flagged()
+    Heartbeat.objects.update(last_finished=timezone.now() - timedelta(minutes=4))
+    assert flagged()
+
+
+def test_one_process_claims_the_sweep_each_minute_however_many_offer():
+    from migrations_app import tasks
+
+    assert "resumed" in tasks.sweep_stuck_threads()
+    assert "skipped" in tasks.sweep_stuck_threads(), "a second offer within the minute"

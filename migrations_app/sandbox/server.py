@@ -342,6 +342,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self._pending = (413, error.body, {})
             return "too_large"
         fault = self.state.choose_fault(method, path)
+        if fault == "slow":  # a request that takes long, then is answered as usual
+            time.sleep(faults.slow_seconds)
+            return None
         if fault == "rate_limit":
             self._pending = self._rate_limited(
                 faults.retry_after_seconds, "Rate limit reached (injected)"

@@ -25,6 +25,7 @@ class FaultConfig:
     drop_after_write: float = 0  # POST/DELETE: apply, then close without answering
     rpm_cap: int = 0
     max_body_bytes: int = 0  # a larger request body is refused with 413 (0: no limit)
+    slow_seconds: float = 5  # how long a scripted "slow" fault holds its request before answering
     seed: int = 0
     # Scripted faults for deterministic tests: [{"kind", "method", "path_contains", "times"}].
     scripted: list[dict[str, Any]] = field(default_factory=list)

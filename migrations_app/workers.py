@@ -1,0 +1,87 @@
+"""The console's django-q2 workers: how they stop, and the sweeper that never waits in the queue.
+
+**Stopping.** A supervisor stops a cluster with SIGTERM to its main process (Docker, Kubernetes),
+to its whole process group (systemd's default, KillMode=control-group) or with SIGINT (Ctrl-C).
+django-q2's sentinel process dies at once on SIGTERM, and its main process then waits forever to
+wake it (the stop event's condition counts the dead sentinel as a sleeper): a cluster stopped
+through its group hung. Here the sentinel ignores SIGTERM and stops when the main process tells
+it to, and tells its workers first (SIGTERM, which each worker handles): their threads hand the
+threads they run back to the queue at their next request (`upload.STOPPING`), and each worker
+exits once they have, or after `upload.HAND_BACK_SECONDS` whatever is still in flight.
+
+**The sweeper** (`tasks.sweep_stuck_threads`) used to be a one-minute django-q2 schedule: one row
+that nothing recreated, whose task waited behind every migration task in the queue. Now every
+worker process offers to run it from a thread of its own each few seconds, and the one whose
+claim moves the sweep's heartbeat on runs it (`Heartbeat.objects.claim`). The schedule is
+ensured at every migrate and stays as a fallback (it finds the sweep done and returns).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from django.db import close_old_connections
+
+log = logging.getLogger(__name__)
+CONTROL_SECONDS = 5.0  # how often a worker process offers to run the recurring jobs
+
+
+def install() -> None:
+    """Use the console's sentinel for the clusters this process starts (the qcluster command)."""
+    import django_q.cluster
+
+    django_q.cluster.Sentinel = _console_sentinel()
+
+
+def _console_sentinel() -> type:
+    from django_q.cluster import Sentinel
+
+    class ConsoleSentinel(Sentinel):
+        def start(self) -> None:
+            # The main process tells the sentinel to stop; SIGTERM to the group must not kill
+            # it (its children, spawned after this, ignore it too until they say otherwise).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            super().start()
+
+        def stop(self) -> None:
+            for process in list(self.pool):
+                with contextlib.suppress(ProcessLookupError, TypeError):
+                    os.kill(process.pid, signal.SIGTERM)  # hand your threads back
+            super().stop()
+
+    return ConsoleSentinel
+
+
+def on_worker_started(sender: object, **kwargs: Any) -> None:
+    """django-q2's post_spawn, in each worker process: load the engine and its clients, hand
+    threads back on SIGTERM, and offer to run the sweeper."""
+    from migrations_app import openai_client, upload
+
+    openai_client.destination_client()
+    openai_client.source_client()
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        upload.stop_soon()
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    threading.Thread(
+        target=_offer_recurring_jobs, args=(stopped,), name="control", daemon=True
+    ).start()
+
+
+def _offer_recurring_jobs(stopped: threading.Event) -> None:
+    from migrations_app import tasks
+
+    while not stopped.wait(CONTROL_SECONDS):
+        try:
+            close_old_connections()
+            tasks.sweep_stuck_threads()
+        except Exception:
+            log.exception("the worker's recurring jobs failed; it offers again in a moment")
