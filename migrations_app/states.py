@@ -750,7 +750,8 @@ def _orphaned_in_queue() -> Q:
     taken_long_ago = Q(lock__gt=Now(), lock__lt=Now() + (retry - lease))
     live_task = OrmQ.objects.filter(~taken_long_ago, pk=OuterRef("queued_task"))
     untracked = Q(queued_task__isnull=True, updated_at__lt=Now() - lease)
-    return queued & (inline | untracked | (Q(queued_task__gt=RUN_INLINE) & ~Exists(live_task)))
+    task_gone = Q(queued_task__gt=RUN_INLINE) & Q(~Exists(live_task))
+    return queued & (inline | untracked | task_gone)
 
 
 def _requeue(pks: list[int], group: str) -> int:
