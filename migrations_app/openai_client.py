@@ -1,7 +1,7 @@
 """The one seam to the outside world: client construction, paging, error classification.
 
-Every OpenAI call the console makes goes through this module. With no OPENAI_API_KEY both the
-source and the destination are the built-in sandbox on loopback.
+Every OpenAI call the console makes goes through this module. Where each side is and how it
+authenticates comes from `connections` (with no key and no Entra ID, the built-in sandbox).
 """
 
 import contextvars
@@ -20,6 +20,7 @@ import openai
 import orjson
 from django.conf import settings
 
+from migrations_app import azure_auth, connections
 from migrations_app.models import ErrorKind
 
 if TYPE_CHECKING:
@@ -116,23 +117,49 @@ def _source_answered(response: httpx2.Response) -> None:
 
 
 def _build(
-    api_key: str | None, base_url: str | None, max_retries: int, hooks: Hooks | None = None
+    connection: connections.Connection, max_retries: int, hooks: Hooks | None = None
 ) -> openai.OpenAI:
     """One client per configuration and process: building one costs an SSL context (tens of
     milliseconds of CPU), and a client is safe to share between threads."""
-    if not api_key:
-        api_key, base_url = "sandbox", settings.SANDBOX_URL
-    return _client(api_key, base_url, max_retries, settings.API_TIMEOUT_SECONDS, hooks)
+    return _client(connection, max_retries, settings.API_TIMEOUT_SECONDS, hooks)
+
+
+# The SDK's generic client always adds `Authorization: Bearer <api_key>` and refuses a request
+# without an Authorization header, so an `api-key` connection passes a placeholder as its
+# api_key, sends the key in its default `api-key` header, and this hook takes the bearer header
+# off before the request leaves (the SDK's own Azure client strips `api-key` on redirects with
+# the same kind of hook).
+API_KEY_PLACEHOLDER = "key-in-api-key-header"
+
+
+def _api_key_header_only(request: httpx2.Request) -> None:
+    request.headers.pop("Authorization", None)
+
+
+def _credentials(connection: connections.Connection) -> tuple[Any, dict[str, str]]:
+    """(the SDK's api_key: a string, or a callable it calls before every request; headers)."""
+    if connection.auth == connections.ENTRA:
+        assert connection.entra_scope
+        return functools.partial(azure_auth.bearer_token, connection.entra_scope), {}
+    if connection.auth == connections.API_KEY:
+        assert connection.key
+        return API_KEY_PLACEHOLDER, {"api-key": connection.key}
+    return connection.key, {}
 
 
 @functools.lru_cache(maxsize=32)
 def _client(
-    api_key: str, base_url: str | None, max_retries: int, timeout: float, hooks: Hooks | None
+    connection: connections.Connection, max_retries: int, timeout: float, hooks: Hooks | None
 ) -> openai.OpenAI:
     event_hooks = {name: list(functions) for name, functions in hooks or ()}
+    if connection.auth == connections.API_KEY:
+        event_hooks.setdefault("request", []).append(_api_key_header_only)
+    api_key, headers = _credentials(connection)
     return openai.OpenAI(
         api_key=api_key,
-        base_url=base_url,
+        base_url=connection.base_url,
+        default_headers=headers or None,
+        default_query=connection.default_query or None,
         max_retries=max_retries,
         timeout=timeout,
         http_client=openai.DefaultHttpxClient(event_hooks=event_hooks) if event_hooks else None,
@@ -145,15 +172,13 @@ DESTINATION_HOOKS = (("request", (_check_write,)),)
 
 def source_client(max_retries: int = 2) -> openai.OpenAI:
     """The Assistants-shaped source. Reads only, so the SDK's own retries are safe here."""
-    return _build(
-        settings.ASSISTANTS_API_KEY, settings.ASSISTANTS_BASE_URL, max_retries, SOURCE_HOOKS
-    )
+    return _build(connections.source(), max_retries, SOURCE_HOOKS)
 
 
 def destination_client() -> openai.OpenAI:
     """The Conversations destination. SDK retries are off: a retried POST can duplicate items, so
     the upload retries in its own code, where it can check what was applied first."""
-    return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0, DESTINATION_HOOKS)
+    return _build(connections.destination(), 0, DESTINATION_HOOKS)
 
 
 @contextmanager
