@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -133,19 +133,25 @@ class SandboxState:
         return SANDBOX_AGENT
 
     def start_trickle(
-        self, every_seconds: float, tools: Sequence[str | None] = ("function",), seed: int = 0
+        self,
+        every_seconds: float,
+        tools: Sequence[str | None] = ("function",),
+        seed: int = 0,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
         """Add a turn to a thread picked at random every `every_seconds`, the tool calls taking
-        `tools` in turn, until stop_trickle (or the server stops)."""
+        `tools` in turn, until stop_trickle (or the server stops). `wait(seconds)` waits for the
+        next tick and says whether to stop (a test passes its own)."""
         self.stop_trickle()
         if every_seconds <= 0 or not tools:
             return
         stop = threading.Event()
         rng = random.Random(seed)
+        tick = wait or stop.wait
 
         def trickle() -> None:
             for count in itertools.count():
-                if stop.wait(every_seconds):
+                if tick(every_seconds) or stop.is_set():
                     return
                 with self.lock:
                     thread_ids = sorted(self.threads)
