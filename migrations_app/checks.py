@@ -13,7 +13,7 @@ from migrations_app import connections
 AZURE_ENDPOINTS = {
     "ASSISTANTS": "your Foundry project endpoint, "
     "e.g. https://<resource>.services.ai.azure.com/api/projects/<project>",
-    "OPENAI": "e.g. Azure OpenAI's v1 endpoint https://<resource>.openai.azure.com/openai/v1/",
+    "OPENAI": "your Azure OpenAI v1 endpoint, e.g. https://<resource>.openai.azure.com/openai/v1/",
 }
 
 

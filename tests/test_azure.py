@@ -3,9 +3,15 @@ API key and with a (stubbed) Microsoft Entra ID credential. The sandbox records 
 that came without an api-version; the fixture fails the test if there is one."""
 
 import json
+import os
 import random
+import re
+import shlex
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -244,3 +250,38 @@ def test_a_foundry_thread_page_shows_its_url_citations_and_data_sources(azure, a
     assert 'href="https://www.contoso.example/shipping"' in html
     assert "azureml://datastores/workspaceblobstore/paths/faq.pdf" in html
     assert "url_citation https://www.contoso.example/shipping" in html, "the warning names it"
+
+
+# --- the README's settings ------------------------------------------------------------------------
+def readme_azure_blocks():
+    """The `export` lines of each shell block in the README's Azure section, placeholders filled
+    in (`<resource>` → contoso, `<project>` → support, any other `<…>` → a key)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Migrating from Azure classic agents", 1)[1].split("\n## ", 1)[0]
+    blocks = []
+    for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S):
+        exported = {}
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["export"]:
+                name, value = words[1].split("=", 1)
+                value = value.replace("<resource>", "contoso").replace("<project>", "support")
+                exported[name] = re.sub(r"<[^>]+>", "k" * 32, value)
+        blocks.append(exported)
+    return blocks
+
+
+def test_the_readme_has_both_auth_methods_and_check_passes_with_exactly_their_settings():
+    with_key, with_entra = readme_azure_blocks()
+    assert with_key["ASSISTANTS_AUTH"] == with_key["OPENAI_AUTH"] == "api-key"
+    assert with_entra["ASSISTANTS_AUTH"] == with_entra["OPENAI_AUTH"] == "entra"
+    shell = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    for exported in (with_key, with_entra):
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check"],
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**shell, "DEBUG": "true", **exported},
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0 and "no issues" in result.stdout, result.stderr
