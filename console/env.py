@@ -65,6 +65,18 @@ def env_float(
     return _env_number(name, default, float, "a number", minimum, environ)
 
 
+def env_choice(
+    name: str, choices: tuple[str, ...], default: str, environ: Environ = os.environ
+) -> str:
+    """One of `choices`, compared in lower case; anything else stops start-up naming them."""
+    raw = env_str(name, environ=environ)
+    if raw is None:
+        return default
+    if raw.lower() not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw.lower()
+
+
 def env_list(name: str, default: list[str], environ: Environ = os.environ) -> list[str]:
     raw = env_str(name, environ=environ)
     if raw is None:

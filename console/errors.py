@@ -5,7 +5,8 @@ Two layers. By name: DATABASE_URL and every setting Django already hides (…KEY
 setting or a request header is shown. By value: the secrets themselves (every `*_KEY`, `*_SECRET`,
 `*_TOKEN`, `*_PASSWORD` setting, the database passwords and URL passwords) are cut out of the
 finished page, report or log line, so an exception message or a local variable that happens to
-hold one cannot carry it out either.
+hold one cannot carry it out either. Tokens no setting holds (Microsoft Entra ID access tokens, any
+`Bearer …` credential) are masked by their shape.
 """
 
 import html
@@ -31,6 +32,16 @@ SECRET_NAMES = re.compile(r"(_KEY|_SECRET|_TOKEN|_PASSWORD)$|^SECRET_KEY_FALLBAC
 # scheme://user:password@host — the password is group 2.
 URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]*:)([^@/\s]+)(@)", flags=re.I)
 SHORTEST_SECRET = 8  # shorter values ("test", "sandbox") would mask ordinary words
+# Secrets no setting holds: Microsoft Entra ID access tokens (JWTs, fetched at run time) and the
+# credential of any `Authorization: Bearer …` shown in a message.
+BEARER_CREDENTIAL = re.compile(r"(\bBearer\s+)([^\s'\",;]{8,})")
+JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
+
+
+def mask_tokens(text: str) -> str:
+    """Bearer credentials and JWT-shaped tokens replaced by stars."""
+    text = BEARER_CREDENTIAL.sub(lambda m: m.group(1) + SUBSTITUTE, text)
+    return JWT.sub(SUBSTITUTE, text)
 
 
 def mask_url_passwords(text: str) -> str:
@@ -77,7 +88,7 @@ def redact(text: str) -> str:
         for form in {secret, html.escape(secret)}:  # as is, and as the debug page escapes it
             if form in text:
                 text = text.replace(form, SUBSTITUTE)
-    return mask_url_passwords(text)
+    return mask_tokens(mask_url_passwords(text))
 
 
 class SecretsFilter(SafeExceptionReporterFilter):
@@ -100,7 +111,11 @@ class SecretsFilter(SafeExceptionReporterFilter):
                 text = repr(value)
             except Exception:  # a broken __repr__ must not break the error report
                 text = ""
-            if any(secret in text for secret in secrets) or URL_PASSWORD.search(text):
+            if (
+                any(secret in text for secret in secrets)
+                or URL_PASSWORD.search(text)
+                or JWT.search(text)
+            ):
                 value = SUBSTITUTE
             cleansed.append((name, value))
         return cleansed

@@ -7,7 +7,15 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from console.env import env_bool, env_float, env_int, env_list, env_proxy_header, env_str
+from console.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_proxy_header,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -145,6 +153,18 @@ OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 ASSISTANTS_API_KEY = env_str("ASSISTANTS_API_KEY", OPENAI_API_KEY)
 ASSISTANTS_BASE_URL = env_str("ASSISTANTS_BASE_URL", OPENAI_BASE_URL)
+# How each side is reached (README "Migrating from Azure classic agents"): `bearer` sends the key
+# as `Authorization: Bearer` (OpenAI's way), `api-key` in Azure's `api-key` header, `entra` a
+# Microsoft Entra ID token from azure-identity's DefaultAzureCredential (no key). An API version,
+# when set, is sent as `api-version=<value>` on every request (Azure's classic agents need it;
+# Foundry's GA value is v1).
+AUTH_METHODS = ("bearer", "api-key", "entra")
+ASSISTANTS_AUTH = env_choice("ASSISTANTS_AUTH", AUTH_METHODS, "bearer")
+ASSISTANTS_API_VERSION = env_str("ASSISTANTS_API_VERSION")
+ASSISTANTS_ENTRA_SCOPE = env_str("ASSISTANTS_ENTRA_SCOPE", "https://ai.azure.com/.default")
+OPENAI_AUTH = env_choice("OPENAI_AUTH", AUTH_METHODS, "bearer")
+OPENAI_API_VERSION = env_str("OPENAI_API_VERSION")
+OPENAI_ENTRA_SCOPE = env_str("OPENAI_ENTRA_SCOPE", "https://ai.azure.com/.default")
 API_TIMEOUT_SECONDS = env_float("API_TIMEOUT_SECONDS", 60.0, minimum=1)
 API_REQUESTS_PER_MINUTE = env_int("API_REQUESTS_PER_MINUTE", 3000, minimum=1)
 # The source's own budget (often another API with another limit); every read from it is paced.

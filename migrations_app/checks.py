@@ -1,5 +1,6 @@
 """Start-up checks for configurations that would fail later, at the worst moment."""
 
+import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,29 +10,94 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError
 from django.utils import timezone
 
+from migrations_app import connections
+
+AZURE_ENDPOINTS = {
+    "ASSISTANTS": "your Foundry project endpoint, "
+    "e.g. https://<resource>.services.ai.azure.com/api/projects/<project>",
+    "OPENAI": "your Azure OpenAI v1 endpoint, e.g. https://<resource>.openai.azure.com/openai/v1/",
+}
+
 
 @register()
 def check_api_configuration(
     app_configs: Sequence[AppConfig] | None, **kwargs: Any
 ) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    if settings.OPENAI_BASE_URL and not settings.OPENAI_API_KEY:
+    if (
+        settings.OPENAI_BASE_URL
+        and not settings.OPENAI_API_KEY
+        and settings.OPENAI_AUTH != connections.ENTRA
+    ):
         messages.append(
             Error(
                 "OPENAI_BASE_URL is set but OPENAI_API_KEY is not.",
-                hint="Set OPENAI_API_KEY too, or unset OPENAI_BASE_URL to use the sandbox.",
+                hint="Set OPENAI_API_KEY too (or OPENAI_AUTH=entra for a Microsoft Entra ID "
+                "token), or unset OPENAI_BASE_URL to use the sandbox.",
                 id="migrations_app.E001",
             )
         )
-    if settings.ASSISTANTS_BASE_URL and not settings.ASSISTANTS_API_KEY:
+    if (
+        settings.ASSISTANTS_BASE_URL
+        and not settings.ASSISTANTS_API_KEY
+        and settings.ASSISTANTS_AUTH != connections.ENTRA
+    ):
         messages.append(
             Error(
                 "ASSISTANTS_BASE_URL is set but no key for it "
                 "(ASSISTANTS_API_KEY or OPENAI_API_KEY).",
+                hint="Set ASSISTANTS_API_KEY, or ASSISTANTS_AUTH=entra for a Microsoft Entra ID "
+                "token.",
                 id="migrations_app.E002",
             )
         )
+    for side in ("ASSISTANTS", "OPENAI"):
+        messages += _azure_problems(side)
     return messages
+
+
+def _azure_problems(side: str) -> list[CheckMessage]:
+    """An Azure route (api-key or Entra ID) for `side` (ASSISTANTS or OPENAI) that is incomplete."""
+    auth = getattr(settings, f"{side}_AUTH")
+    if auth == connections.BEARER:
+        return []
+    problems: list[CheckMessage] = []
+    if not getattr(settings, f"{side}_BASE_URL"):
+        problems.append(
+            Error(
+                f"{side}_AUTH={auth} is Azure's authentication, but {side}_BASE_URL is not set: "
+                "the console would send it to OpenAI (or the sandbox).",
+                hint=f"Set {side}_BASE_URL to {AZURE_ENDPOINTS[side]}.",
+                id="migrations_app.E005",
+            )
+        )
+    if side == "ASSISTANTS" and not settings.ASSISTANTS_API_VERSION:
+        problems.append(
+            Error(
+                f"ASSISTANTS_AUTH={auth} names an Azure source, and Azure's classic agents refuse "
+                "every request without an api-version, but ASSISTANTS_API_VERSION is not set.",
+                hint="Set ASSISTANTS_API_VERSION=v1 (Foundry's GA version).",
+                id="migrations_app.E006",
+            )
+        )
+    if auth == connections.ENTRA and importlib.util.find_spec("azure.identity") is None:
+        problems.append(
+            Error(
+                f"{side}_AUTH=entra needs the azure-identity package, which is not installed.",
+                hint="pip install -r requirements.lock (it pins azure-identity).",
+                id="migrations_app.E007",
+            )
+        )
+    if auth == connections.ENTRA and side == "OPENAI" and settings.OPENAI_API_KEY:
+        problems.append(
+            Warning(
+                "OPENAI_API_KEY is set but OPENAI_AUTH=entra: the destination is reached with a "
+                "Microsoft Entra ID token and the key is not used.",
+                hint="Unset OPENAI_API_KEY, or set OPENAI_AUTH to bearer or api-key.",
+                id="migrations_app.W002",
+            )
+        )
+    return problems
 
 
 @register(deploy=True)

@@ -3,7 +3,7 @@ out, no Django, no I/O. The rules are DESIGN.md's "Conversion rules"; each loss 
 that names its source object, what was lost or changed, and why.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,9 +167,11 @@ def _assistant_part(block: JSON, message_id: str, warnings: list[ConversionWarni
 
 
 def _describe_annotation(annotation: JSON) -> str:
+    """`file_citation file-abc`, `url_citation https://…`: what the annotation pointed at."""
     kind = annotation.get("type", "?")
-    file_id = (annotation.get(kind) or {}).get("file_id", "")
-    return f"{kind} {file_id}".strip()
+    details = annotation.get(kind) or {}
+    target = details.get("file_id") or details.get("url") or ""
+    return f"{kind} {target}".strip()
 
 
 def _attachment_parts(
@@ -179,6 +181,17 @@ def _attachment_parts(
     for attachment in message.get("attachments") or []:
         file_id = attachment.get("file_id")
         tools = sorted({tool.get("type") for tool in attachment.get("tools") or []} - {None})
+        if not file_id:  # Azure's alternative to a file: an asset in a data store
+            source = (attachment.get("data_source") or {}).get("uri", "?")
+            warnings.append(
+                ConversionWarning(
+                    message["id"],
+                    f"attachment from the data source {source} not sent: conversation items "
+                    "take uploaded files only; upload it as a file, or keep it in a vector store "
+                    "for file_search",
+                )
+            )
+            continue
         if message["role"] == "assistant":
             warnings.append(
                 ConversionWarning(
@@ -257,15 +270,17 @@ def _tool_call_pair(call: JSON, step_id: str, warnings: list[ConversionWarning])
 
 
 def _step_items(step: JSON, warnings: list[ConversionWarning], options: Options) -> list[JSON]:
+    """The items a tool-calls step becomes: function calls with outputs as call/output pairs;
+    a call of any other type (hosted, Azure's, unknown) stays in the console, with a warning
+    (the tool table below says why for each)."""
     items: list[JSON] = []
     for call in (step.get("step_details") or {}).get("tool_calls") or []:
         kind = call.get("type")
         if kind != "function":
+            rule = tool_rule(kind)
             warnings.append(
                 ConversionWarning(
-                    step["id"],
-                    f"{kind} call {call.get('id')} not sent: Conversations has no client-made "
-                    f"{kind} item",
+                    step["id"], f"{kind} call {call.get('id')} not sent: {rule.call_not_sent}"
                 )
             )
         elif not options.tool_calls:
@@ -477,6 +492,191 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool's Responses configuration may draw on: the resources of the assistant and of
+    the thread, and where its warnings go."""
+
+    source: str  # the assistant id
+    assistant_resources: JSON
+    thread: JSON | None
+    warnings: list[ConversionWarning]
+
+    @property
+    def thread_resources(self) -> JSON:
+        return (self.thread or {}).get("tool_resources") or {}
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(ConversionWarning(self.source, text))
+
+
+def _function_config(tool: JSON, context: ToolContext) -> JSON | None:
+    return _function_tool(tool)
+
+
+def _file_search_config(tool: JSON, context: ToolContext) -> JSON | None:
+    thread_stores = _resource_ids(context.thread_resources, "file_search", "vector_store_ids")
+    stores = _unique(
+        _resource_ids(context.assistant_resources, "file_search", "vector_store_ids")
+        + thread_stores
+    )
+    if context.thread and thread_stores:
+        context.warnings.append(
+            ConversionWarning(
+                context.thread["id"],
+                "thread vector stores expire 7 days after last use by default; check they "
+                "still exist",
+            )
+        )
+    return _file_search_tool(tool, stores, context.source, context.warnings)
+
+
+def _code_interpreter_config(tool: JSON, context: ToolContext) -> JSON | None:
+    files = _unique(
+        _resource_ids(context.assistant_resources, "code_interpreter", "file_ids")
+        + _resource_ids(context.thread_resources, "code_interpreter", "file_ids")
+    )
+    return _code_interpreter_tool(files, context.source, context.warnings)
+
+
+MCP_APPROVALS = ("always", "never")
+
+
+def _mcp_config(tool: JSON, context: ToolContext) -> JSON | None:
+    """Foundry's MCP tool is Responses' MCP tool; its approval setting sits in the resources."""
+    label = tool.get("server_label")
+    if not label or not tool.get("server_url"):
+        context.warn(f"MCP tool {label or '?'} left out: it names no server_url")
+        return None
+    config: JSON = {"type": "mcp", "server_label": label, "server_url": tool["server_url"]}
+    if tool.get("allowed_tools"):
+        config["allowed_tools"] = list(tool["allowed_tools"])
+    resources = context.assistant_resources.get("mcp") or []
+    resource = next(
+        (r for r in resources if isinstance(r, dict) and r.get("server_label") == label), {}
+    )
+    approval = resource.get("require_approval")
+    if approval in MCP_APPROVALS:
+        config["require_approval"] = approval
+    elif approval is not None:
+        context.warn(f"MCP server {label}: require_approval {approval!r} left out")
+    if resource.get("headers"):
+        context.warn(
+            f"MCP server {label}: its headers are not copied (they usually carry credentials); "
+            "pass them as `headers` on each response"
+        )
+    return config
+
+
+@dataclass(frozen=True)
+class ToolRule:
+    """What becomes of one tool type: in an assistant's tools (`config` builds its Responses
+    tool, or None: left out because `instead`) and as a call in a run step (only `function`
+    calls travel; `call_not_sent` says why the others stay in the console)."""
+
+    config: Callable[[JSON, ToolContext], JSON | None] | None = None
+    instead: str = ""
+    call_not_sent: str = "Conversations has no client-made item of this type"
+
+    def left_out(self, tool: JSON) -> str:
+        kind = tool.get("type")
+        named = _tool_name(tool)
+        return f"{kind} tool{f' {named}' if named else ''} left out: {self.instead}"
+
+
+def _tool_name(tool: JSON) -> str:
+    """The name, index or connection a tool definition carries, to tell two apart."""
+    body = _object(tool.get(tool.get("type") or ""))
+    for key in ("name", "id", "deep_research_model"):
+        if isinstance(body.get(key), str):
+            return str(body[key])
+    name = _object(body.get("function")).get("name")
+    return name if isinstance(name, str) else ""
+
+
+def _object(value: Any) -> JSON:
+    return value if isinstance(value, dict) else {}
+
+
+HOSTED_CALL = "Conversations has no client-made {kind} item; the call stays in the console"
+# One rule per tool type; any type not here gets UNKNOWN_TOOL. Hosted tools run inside the API:
+# their calls were the service's own work and cannot be replayed as conversation items.
+TOOL_RULES: dict[str, ToolRule] = {
+    "function": ToolRule(_function_config),
+    "file_search": ToolRule(
+        _file_search_config, call_not_sent=HOSTED_CALL.format(kind="file_search")
+    ),
+    "code_interpreter": ToolRule(
+        _code_interpreter_config, call_not_sent=HOSTED_CALL.format(kind="code_interpreter")
+    ),
+    "mcp": ToolRule(
+        _mcp_config,
+        call_not_sent="an MCP call ran on Azure's side; the call and its output stay in the "
+        "console",
+    ),
+    "bing_grounding": ToolRule(
+        instead="Responses has no Grounding with Bing Search; web_search is the nearest hosted "
+        "tool",
+        call_not_sent="a Bing search ran on Azure's side; the query stays in the console "
+        "(its citations are kept with the reply)",
+    ),
+    "bing_custom_search": ToolRule(
+        instead="Responses has no Bing Custom Search; web_search with allowed domains is the "
+        "nearest hosted tool",
+        call_not_sent="a Bing Custom Search ran on Azure's side; the query stays in the console",
+    ),
+    "azure_ai_search": ToolRule(
+        instead="Responses cannot query an Azure AI Search index; call the index from a function "
+        "tool, or move its documents into a vector store for file_search",
+        call_not_sent="an Azure AI Search query ran on Azure's side; it stays in the console",
+    ),
+    "openapi": ToolRule(
+        instead="Responses has no OpenAPI tool; declare its operations as function tools that "
+        "your application calls",
+        call_not_sent="an OpenAPI call ran on Azure's side; the call and its output stay in the "
+        "console",
+    ),
+    "azure_function": ToolRule(
+        instead="Responses does not call Azure Functions; declare the function as a function "
+        "tool and call it from your application",
+        call_not_sent="an Azure Function call ran through Azure's queues; the call and its "
+        "output stay in the console",
+    ),
+    "sharepoint_grounding": ToolRule(
+        instead="Responses has no SharePoint grounding",
+        call_not_sent="a SharePoint search ran on Azure's side; it stays in the console",
+    ),
+    "fabric_dataagent": ToolRule(
+        instead="Responses has no Microsoft Fabric data agent",
+        call_not_sent="a Fabric data agent query ran on Azure's side; it stays in the console",
+    ),
+    "connected_agent": ToolRule(
+        instead="Responses has no connected agents; run that agent from your application with "
+        "its own configuration",
+        call_not_sent="a connected agent answered on Azure's side (in a thread of its own); "
+        "its answer stays in the console",
+    ),
+    "deep_research": ToolRule(
+        instead="deep research is a model in Responses (o3-deep-research with web_search), not "
+        "a tool",
+        call_not_sent="deep research ran on Azure's side; its report stays in the console",
+    ),
+    "browser_automation": ToolRule(
+        instead="Responses has no Browser Automation; computer_use (run by your application) "
+        "is the nearest",
+        call_not_sent="a browser session ran on Azure's side; its steps stay in the console",
+    ),
+}
+UNKNOWN_TOOL = ToolRule(
+    instead="a tool type the console does not know",
+    call_not_sent="a call of a tool type the console does not know; it stays in the console",
+)
+
+
+def tool_rule(kind: str | None) -> ToolRule:
+    return TOOL_RULES.get(kind or "", UNKNOWN_TOOL)
+
+
 def responses_config(
     assistant: JSON, thread: JSON | None = None
 ) -> tuple[JSON, list[ConversionWarning]]:
@@ -487,36 +687,14 @@ def responses_config(
     config: JSON = {"model": assistant.get("model")}
     if assistant.get("instructions"):
         config["instructions"] = assistant["instructions"]
-    assistant_resources = assistant.get("tool_resources") or {}
-    thread_resources = (thread or {}).get("tool_resources") or {}
+    context = ToolContext(source, assistant.get("tool_resources") or {}, thread, warnings)
     tools: list[JSON] = []
     for tool in assistant.get("tools") or []:
-        kind = tool.get("type")
-        if kind == "function":
-            tools.append(_function_tool(tool))
-        elif kind == "file_search":
-            stores = _unique(
-                _resource_ids(assistant_resources, "file_search", "vector_store_ids")
-                + _resource_ids(thread_resources, "file_search", "vector_store_ids")
-            )
-            if thread and _resource_ids(thread_resources, "file_search", "vector_store_ids"):
-                warnings.append(
-                    ConversionWarning(
-                        thread["id"],
-                        "thread vector stores expire 7 days after last use by default; check "
-                        "they still exist",
-                    )
-                )
-            if (built := _file_search_tool(tool, stores, source, warnings)) is not None:
-                tools.append(built)
-        elif kind == "code_interpreter":
-            files = _unique(
-                _resource_ids(assistant_resources, "code_interpreter", "file_ids")
-                + _resource_ids(thread_resources, "code_interpreter", "file_ids")
-            )
-            tools.append(_code_interpreter_tool(files, source, warnings))
-        else:
-            warnings.append(ConversionWarning(source, f"tool of unknown type {kind!r} left out"))
+        rule = tool_rule(tool.get("type"))
+        if rule.config is None:
+            context.warn(rule.left_out(tool))
+        elif (built := rule.config(tool, context)) is not None:
+            tools.append(built)
     if tools:
         config["tools"] = tools
     text_format = _text_format(assistant.get("response_format"))

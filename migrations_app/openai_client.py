@@ -1,7 +1,7 @@
 """The one seam to the outside world: client construction, paging, error classification.
 
-Every OpenAI call the console makes goes through this module. With no OPENAI_API_KEY both the
-source and the destination are the built-in sandbox on loopback.
+Every OpenAI call the console makes goes through this module. Where each side is and how it
+authenticates comes from `connections` (with no key and no Entra ID, the built-in sandbox).
 """
 
 import contextvars
@@ -21,6 +21,7 @@ import openai
 import orjson
 from django.conf import settings
 
+from migrations_app import azure_auth, connections
 from migrations_app.models import ErrorKind
 
 if TYPE_CHECKING:
@@ -197,11 +198,11 @@ class _DeadlineBackend(httpcore2.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def _http_client(hooks: Hooks | None) -> httpx2.Client:
+def _http_client(event_hooks: dict[str, list[Callable[..., None]]]) -> httpx2.Client:
     """The SDK's own httpx client (its defaults, proxies from the environment), with our request
-    hooks and every connection pool's network bounded by the request deadline."""
-    event_hooks = {name: list(functions) for name, functions in hooks or ()}
-    event_hooks["request"] = [*event_hooks.get("request", []), _start_deadline]
+    hooks and every connection pool's network bounded by the request deadline (set by the last
+    request hook)."""
+    event_hooks = {**event_hooks, "request": [*event_hooks.get("request", []), _start_deadline]}
     client = openai.DefaultHttpxClient(event_hooks=event_hooks)
     for transport in [client._transport, *client._mounts.values()]:
         pool = getattr(transport, "_pool", None)
@@ -211,25 +212,52 @@ def _http_client(hooks: Hooks | None) -> httpx2.Client:
 
 
 def _build(
-    api_key: str | None, base_url: str | None, max_retries: int, hooks: Hooks | None = None
+    connection: connections.Connection, max_retries: int, hooks: Hooks | None = None
 ) -> openai.OpenAI:
     """One client per configuration and process: building one costs an SSL context (tens of
     milliseconds of CPU), and a client is safe to share between threads."""
-    if not api_key:
-        api_key, base_url = "sandbox", settings.SANDBOX_URL
-    return _client(api_key, base_url, max_retries, settings.API_TIMEOUT_SECONDS, hooks)
+    return _client(connection, max_retries, settings.API_TIMEOUT_SECONDS, hooks)
+
+
+# The SDK's generic client always adds `Authorization: Bearer <api_key>` and refuses a request
+# without an Authorization header, so an `api-key` connection passes a placeholder as its
+# api_key, sends the key in its default `api-key` header, and this hook takes the bearer header
+# off before the request leaves (the SDK's own Azure client strips `api-key` on redirects with
+# the same kind of hook).
+API_KEY_PLACEHOLDER = "key-in-api-key-header"
+
+
+def _api_key_header_only(request: httpx2.Request) -> None:
+    request.headers.pop("Authorization", None)
+
+
+def _credentials(connection: connections.Connection) -> tuple[Any, dict[str, str]]:
+    """(the SDK's api_key: a string, or a callable it calls before every request; headers)."""
+    if connection.auth == connections.ENTRA:
+        assert connection.entra_scope
+        return functools.partial(azure_auth.bearer_token, connection.entra_scope), {}
+    if connection.auth == connections.API_KEY:
+        assert connection.key
+        return API_KEY_PLACEHOLDER, {"api-key": connection.key}
+    return connection.key, {}
 
 
 @functools.lru_cache(maxsize=32)
 def _client(
-    api_key: str, base_url: str | None, max_retries: int, timeout: float, hooks: Hooks | None
+    connection: connections.Connection, max_retries: int, timeout: float, hooks: Hooks | None
 ) -> openai.OpenAI:
+    event_hooks = {name: list(functions) for name, functions in hooks or ()}
+    if connection.auth == connections.API_KEY:
+        event_hooks.setdefault("request", []).append(_api_key_header_only)
+    api_key, headers = _credentials(connection)
     return openai.OpenAI(
         api_key=api_key,
-        base_url=base_url,
+        base_url=connection.base_url,
+        default_headers=headers or None,
+        default_query=connection.default_query or None,
         max_retries=max_retries,
         timeout=timeout,
-        http_client=_http_client(hooks),
+        http_client=_http_client(event_hooks),
     )
 
 
@@ -239,15 +267,13 @@ DESTINATION_HOOKS = (("request", (_check_send,)),)
 
 def source_client(max_retries: int = 2) -> openai.OpenAI:
     """The Assistants-shaped source. Reads only, so the SDK's own retries are safe here."""
-    return _build(
-        settings.ASSISTANTS_API_KEY, settings.ASSISTANTS_BASE_URL, max_retries, SOURCE_HOOKS
-    )
+    return _build(connections.source(), max_retries, SOURCE_HOOKS)
 
 
 def destination_client() -> openai.OpenAI:
     """The Conversations destination. SDK retries are off: a retried POST can duplicate items, so
     the upload retries in its own code, where it can check what was applied first."""
-    return _build(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, 0, DESTINATION_HOOKS)
+    return _build(connections.destination(), 0, DESTINATION_HOOKS)
 
 
 @contextmanager

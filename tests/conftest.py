@@ -51,6 +51,29 @@ def sandbox():
         yield server
 
 
+@pytest.fixture
+def azure_sandbox():
+    """A fresh sandbox in Azure mode (api-version required, api-key or bearer), seeded with
+    Foundry's shapes. A request the console sent without an api-version fails the test."""
+    server = SandboxServer(state=seeded_state(seed=7, thread_count=30, foundry=True), azure=True)
+    with server:
+        yield server
+    assert server.state.missing_api_version == [], "requests sent without an api-version"
+
+
+@pytest.fixture
+def entra_credential(monkeypatch):
+    """A stub in place of DefaultAzureCredential (tests/azure.py), fresh tokens for the test."""
+    from migrations_app import azure_auth
+    from tests.azure import FakeCredential
+
+    credential = FakeCredential()
+    monkeypatch.setattr(azure_auth, "default_credential", lambda: credential)
+    azure_auth.forget()
+    yield credential
+    azure_auth.forget()
+
+
 # --- people, logged in to the test client (tests/personas.py says who they are) -------------------
 @pytest.fixture
 def operator(client):

@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_q.models import OrmQ
@@ -296,3 +297,30 @@ def test_history_and_mirror_rows_are_read_only(admin_client, mirrored):
         != admin_client.get(reverse("admin:migrations_app_attempt_add")).status_code
         == 403
     )
+
+
+def test_the_dashboard_shows_which_source_and_destination_the_console_talks_to(admin_client):
+    key = "azure-dashboard-key-5f1e9c3a7b"
+    with override_settings(
+        ASSISTANTS_BASE_URL="https://contoso.services.ai.azure.com/api/projects/support",
+        ASSISTANTS_API_KEY=key,
+        ASSISTANTS_AUTH="api-key",
+        ASSISTANTS_API_VERSION="v1",
+        OPENAI_BASE_URL="https://contoso.openai.azure.com/openai/v1/",
+        OPENAI_API_KEY=None,
+        OPENAI_AUTH="entra",
+    ):
+        html = admin_client.get(reverse("admin:migrations_app_dashboard")).content.decode()
+    block = html[html.index('id="connections"') :]
+    block = block[: block.index("</table>")]
+    assert "contoso.services.ai.azure.com/api/projects/support" in block
+    assert "<td>v1</td><td>API key in the api-key header</td>" in block
+    assert "contoso.openai.azure.com/openai/v1" in block
+    assert "<td>none</td><td>Microsoft Entra ID token</td>" in block
+    assert key not in html
+
+
+def test_with_no_key_the_dashboard_says_both_sides_are_the_sandbox(admin_client):
+    with override_settings(OPENAI_API_KEY=None, ASSISTANTS_API_KEY=None):
+        html = admin_client.get(reverse("admin:migrations_app_dashboard")).content.decode()
+    assert html.count("the sandbox (no key)") == 2

@@ -65,7 +65,7 @@ def dripping():
 
 
 def client(url):
-    http = openai_client._http_client(None)
+    http = openai_client._http_client({})
     return openai.OpenAI(api_key="test", base_url=url, max_retries=0, timeout=5, http_client=http)
 
 

@@ -11,7 +11,14 @@ from openai.types.beta.threads import Message
 from openai.types.conversations import Conversation, ConversationItemList
 from openai.types.conversations import Message as ConversationMessage
 
-from migrations_app.sandbox import SandboxServer, SandboxState, generate_dataset, seeded_state
+from migrations_app.sandbox import (
+    SandboxServer,
+    SandboxState,
+    foundry,
+    generate_dataset,
+    generate_foundry_dataset,
+    seeded_state,
+)
 from migrations_app.sandbox import server as sandbox_server
 from migrations_app.sandbox.validation import is_guide_assistant_message
 from tests.benchmarks import common
@@ -421,6 +428,170 @@ def test_run_sandbox_serves_its_seeded_threads_with_the_faults_it_was_given_and_
             headers={"Authorization": "Bearer test", "OpenAI-Beta": "assistants=v2"},
         )
         assert answer.status_code == 200 and Thread.model_validate(answer.json()).id == thread_id
+    finally:
+        common.stop_group(process)
+    assert process.returncode == 0
+
+
+# --- Azure mode and Foundry's shapes -------------------------------------------------------------
+def foundry_contents(seed=7, thread_count=30):
+    assistants, bundles = generate_foundry_dataset(seed=seed, thread_count=thread_count)
+    bundles = list(bundles)
+    tools = {tool["type"] for assistant in assistants for tool in assistant["tools"]}
+    calls = {
+        call["type"]
+        for bundle in bundles
+        for step in bundle["run_steps"]
+        for call in step["step_details"]["tool_calls"]
+    }
+    annotations = {
+        annotation["type"]
+        for bundle in bundles
+        for message in bundle["messages"]
+        for block in message["content"]
+        if block["type"] == "text"
+        for annotation in block["text"]["annotations"]
+    }
+    sources = [
+        attachment["data_source"]
+        for bundle in bundles
+        for message in bundle["messages"]
+        for attachment in message["attachments"]
+        if "data_source" in attachment
+    ]
+    return tools, calls, annotations, sources
+
+
+def test_the_foundry_data_holds_every_foundry_tool_call_and_annotation():
+    tools, calls, annotations, sources = foundry_contents()
+    assert set(foundry.TOOL_TYPES) <= tools
+    assert set(foundry.TOOL_TYPES) <= calls
+    assert {"url_citation", "file_citation", "file_path"} <= annotations
+    assert sources and all(source["type"] == "uri_asset" for source in sources)
+
+
+def test_the_foundry_data_is_the_demo_data_plus_foundrys_shapes():
+    """Same seed, same threads and messages: the OpenAI-shaped data is unchanged."""
+    plain_assistants, plain = generate_dataset(seed=3, thread_count=10)
+    azure_assistants, azure = generate_foundry_dataset(seed=3, thread_count=10)
+    assert [a["id"] for a in plain_assistants] == [a["id"] for a in azure_assistants]
+    for ours, theirs in zip(plain, azure, strict=True):
+        assert [m["id"] for m in ours["messages"]] == [m["id"] for m in theirs["messages"]]
+        assert {s["id"] for s in ours["run_steps"]} <= {s["id"] for s in theirs["run_steps"]}
+    again = generate_foundry_dataset(seed=3, thread_count=10)
+    assert json.dumps(list(again[1])) == json.dumps(list(generate_foundry_dataset(3, 10)[1]))
+
+
+@pytest.fixture
+def azure_mode():
+    with SandboxServer(state=seeded_state(seed=7, thread_count=5, foundry=True), azure=True) as s:
+        yield s
+
+
+def test_azure_mode_serves_foundry_agents_to_a_request_with_api_version_and_a_key(azure_mode):
+    answer = httpx2.get(
+        f"{azure_mode.url}/assistants",
+        params={"api-version": "v1", "limit": 100},
+        headers={"api-key": "k"},
+    )
+    assert answer.status_code == 200
+    kinds = {tool["type"] for agent in answer.json()["data"] for tool in agent["tools"]}
+    assert set(foundry.TOOL_TYPES) <= kinds
+
+
+def test_azure_mode_refuses_every_api_request_without_api_version_and_records_it(azure_mode):
+    answer = httpx2.post(
+        f"{azure_mode.url}/conversations", json={}, headers={"Authorization": "Bearer t"}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"] == "Missing required query parameter: api-version"
+    assert azure_mode.state.missing_api_version == ["POST /v1/conversations"]
+    assert not azure_mode.state.conversations, "nothing was written"
+
+
+def test_outside_azure_mode_the_api_version_is_not_required(sandbox, http):
+    assert http.get(f"/threads/{next(iter(sandbox.state.threads))}").status_code == 200
+    assert sandbox.state.missing_api_version == []
+
+
+# --- live threads ---------------------------------------------------------------------------------
+def test_a_turn_adds_a_user_message_its_run_a_tool_call_step_and_the_reply(sandbox):
+    state = sandbox.state
+    thread_id = a_thread_with(sandbox, 2)
+    before = state.messages[thread_id][-1]["created_at"]
+    turn = state.add_turn(thread_id)
+    user, reply = state.messages[thread_id][-2:]
+    run = state.runs[thread_id][-1]
+    (step,) = state.steps[run["id"]]
+    assert turn == {"messages": [user, reply], "runs": [run], "run_steps": [step]}
+    assert (user["role"], reply["role"]) == ("user", "assistant")
+    assert before <= user["created_at"] < reply["created_at"]
+    assert reply["run_id"] == step["run_id"] == run["id"] and run["tools"]
+    (call,) = step["step_details"]["tool_calls"]
+    assert call["type"] == "function" and call["function"]["output"] is not None
+    assert state.turns_added == {thread_id: 1}
+    Message.model_validate(user)
+    Message.model_validate(reply)
+
+
+@pytest.mark.parametrize("tool", [None, "bing_grounding", "mcp", "a_tool_from_the_future"])
+def test_a_turn_carries_the_tool_call_asked_for(sandbox, tool):
+    turn = sandbox.state.add_turn(a_thread_with(sandbox, 1), tool)
+    calls = [c["type"] for s in turn["run_steps"] for c in s["step_details"]["tool_calls"]]
+    assert calls == ([] if tool is None else [tool])
+
+
+def test_turns_are_added_over_http_while_the_sandbox_runs(sandbox, http):
+    thread_id = a_thread_with(sandbox, 1)
+    base = sandbox.url.removesuffix("/v1")
+    answer = httpx2.post(
+        f"{base}/_sandbox/threads/{thread_id}/turns", json={"count": 2, "tool": "azure_function"}
+    )
+    assert answer.status_code == 200 and len(answer.json()["added"]) == 2
+    listed = http.get(f"/threads/{thread_id}/messages", params={"order": "desc", "limit": 4})
+    added = [m["id"] for turn in answer.json()["added"] for m in turn["messages"]]
+    assert [m["id"] for m in listed.json()["data"]] == added[::-1]
+    assert httpx2.get(f"{base}/_sandbox/state?items=0").json()["turns_added"] == {thread_id: 2}
+    assert httpx2.post(f"{base}/_sandbox/threads/thread_nope/turns", json={}).status_code == 404
+    bad = httpx2.post(f"{base}/_sandbox/threads/{thread_id}/turns", json={"count": 0})
+    assert bad.status_code == 400
+
+
+def step_calls(state):
+    return {
+        step["id"]: [call["type"] for call in step["step_details"]["tool_calls"]]
+        for steps in state.steps.values()
+        for step in steps
+    }
+
+
+def test_the_trickle_adds_one_turn_per_tick_taking_the_tools_in_turn(sandbox):
+    before = step_calls(sandbox.state)
+    ticks = iter([False, False, False, True])
+    sandbox.state.start_trickle(5, ["function", "bing_grounding"], wait=lambda _: next(ticks))
+    sandbox.state.stop_trickle()  # joins the trickle once its ticks ran out
+    assert sum(sandbox.state.turns_added.values()) == 3
+    added = [calls for step, calls in step_calls(sandbox.state).items() if step not in before]
+    assert sorted(added) == [["bing_grounding"], ["function"], ["function"]]
+
+
+def test_run_sandbox_azure_requires_api_version_and_adds_turns_on_request():
+    port = free_port()
+    process = common.sandbox(port, threads=3, latency_ms=0, extra=["--azure"])
+    try:
+        base = f"http://127.0.0.1:{port}"
+        thread_id = next(iter(seeded_state(seed=1, thread_count=3, foundry=True).threads))
+        without = httpx2.get(f"{base}/v1/threads/{thread_id}", headers={"api-key": "k"})
+        assert without.status_code == 400
+        answer = httpx2.get(
+            f"{base}/v1/threads/{thread_id}", params={"api-version": "v1"}, headers={"api-key": "k"}
+        )
+        assert answer.status_code == 200
+        assert httpx2.post(f"{base}/_sandbox/threads/{thread_id}/turns", json={}).status_code == 200
+        state = httpx2.get(f"{base}/_sandbox/state?items=0").json()
+        assert state["azure"] is True
+        assert state["missing_api_version"] == [f"GET /v1/threads/{thread_id}"]
+        assert state["turns_added"] == {thread_id: 1}
     finally:
         common.stop_group(process)
     assert process.returncode == 0

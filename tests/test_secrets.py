@@ -239,3 +239,48 @@ def test_the_log_handler_cuts_secrets_out_of_messages_and_tracebacks(configured,
     assert DESTINATION_KEY in raw and DATABASE_PASSWORD in raw, "the records did hold them"
     assert DESTINATION_KEY not in written and DATABASE_PASSWORD not in written
     assert f"calling with {SUBSTITUTE}" in written and "RuntimeError: refused" in written
+
+
+# --- Microsoft Entra ID tokens: no setting holds them, so they are masked by their shape ----------
+ENTRA_TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2FpLmF6dXJlLmNvbSJ9.c2ln"
+
+
+def test_a_bearer_credential_and_a_jwt_are_masked_by_their_shape():
+    assert redact(f"headers: {{'Authorization': 'Bearer {ENTRA_TOKEN}'}}") == (
+        f"headers: {{'Authorization': 'Bearer {SUBSTITUTE}'}}"
+    )
+    assert redact(f"token={ENTRA_TOKEN}.") == f"token={SUBSTITUTE}."
+    assert redact("a bearer token is sent") == "a bearer token is sent", "prose stays"
+
+
+def test_an_entra_token_never_reaches_the_log(azure_sandbox, entra_credential, log_output):
+    from tests.azure import pointed_at
+
+    logger = logging.getLogger("migrations_app.test")
+    with pointed_at(azure_sandbox, "entra"):
+        thread = Thread.objects.create(thread_id=next(iter(azure_sandbox.state.threads)))
+        from migrations_app import intake
+
+        intake.fetch_for_staff(thread.thread_id)
+        (token,) = entra_credential.issued
+        logger.warning("sent Authorization: Bearer %s", token)
+        logger.warning("the token was %s", token)
+    written, raw = log_output()
+    assert token in raw, "the records did hold it"
+    assert token not in written
+    assert ("bearer", token) in azure_sandbox.state.credentials_seen, "the token was used"
+
+
+def test_the_debug_page_hides_a_local_variable_holding_a_token():
+    import sys
+
+    def failing():
+        token = ENTRA_TOKEN  # noqa: F841 (read by the debug page)
+        raise RuntimeError("refused")
+
+    try:
+        failing()
+    except RuntimeError:
+        frame = sys.exc_info()[2].tb_next.tb_frame
+    shown = dict(SecretsFilter().get_traceback_frame_variables(None, frame))
+    assert shown["token"] == SUBSTITUTE

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -7,7 +8,15 @@ from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from console.env import env_bool, env_float, env_int, env_list, env_proxy_header, env_str
+from console.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_proxy_header,
+    env_str,
+)
 
 
 @pytest.mark.parametrize(
@@ -174,3 +183,84 @@ def test_postgresql_ends_a_session_left_idle_inside_a_transaction(settings):
             "SELECT setting FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
         )
         assert int(cursor.fetchone()[0]) == settings.MIGRATION_LEASE_SECONDS // 2 * 1000
+
+
+# --- Azure connections ----------------------------------------------------------------------------
+def test_env_choice_takes_one_of_its_choices_in_any_case():
+    assert env_choice("AUTH", ("bearer", "entra"), "bearer", environ={"AUTH": "Entra"}) == "entra"
+    assert env_choice("AUTH", ("bearer", "entra"), "bearer", environ={}) == "bearer"
+    with pytest.raises(ImproperlyConfigured, match="AUTH must be one of bearer, entra, got 'key'"):
+        env_choice("AUTH", ("bearer", "entra"), "bearer", environ={"AUTH": "key"})
+
+
+def test_an_unknown_auth_method_stops_start_up_naming_the_three():
+    result = _settings_of("print(s.ASSISTANTS_AUTH)", DEBUG="true", ASSISTANTS_AUTH="apikey")
+    assert "ASSISTANTS_AUTH must be one of bearer, api-key, entra, got 'apikey'" in result.stderr
+    fine = _settings_of("print(s.OPENAI_AUTH, s.OPENAI_API_VERSION)", DEBUG="true",
+                        OPENAI_AUTH="API-KEY", OPENAI_API_VERSION="v1")  # fmt: skip
+    assert fine.stdout.split() == ["api-key", "v1"], fine.stderr
+
+
+AZURE_SOURCE = {
+    "ASSISTANTS_BASE_URL": "https://contoso.services.ai.azure.com/api/projects/support",
+    "ASSISTANTS_API_VERSION": "v1",
+}
+AZURE_DESTINATION = {"OPENAI_BASE_URL": "https://contoso.openai.azure.com/openai/v1/"}
+
+
+def _messages(**settings):
+    with override_settings(**settings):
+        return {message.id: message.msg for message in run_checks()}
+
+
+@pytest.mark.parametrize("auth", ["api-key", "entra"])
+def test_a_complete_azure_configuration_passes_every_check(auth):
+    key = "k" * 32 if auth == "api-key" else None
+    found = _check_ids(
+        **AZURE_SOURCE, **AZURE_DESTINATION, ASSISTANTS_AUTH=auth, OPENAI_AUTH=auth,
+        ASSISTANTS_API_KEY=key, OPENAI_API_KEY=key,
+    )  # fmt: skip
+    assert not {i for i in found if i.startswith("migrations_app.")}
+
+
+@pytest.mark.parametrize("side", ["ASSISTANTS", "OPENAI"])
+@pytest.mark.parametrize("auth", ["api-key", "entra"])
+def test_azure_authentication_without_a_base_url_is_refused(side, auth):
+    messages = _messages(
+        **{f"{side}_AUTH": auth, f"{side}_BASE_URL": None, f"{side}_API_KEY": "k" * 32},
+        ASSISTANTS_API_VERSION="v1",
+    )
+    assert (
+        f"{side}_AUTH={auth} is Azure's authentication, but {side}_BASE_URL is not set"
+        in (messages["migrations_app.E005"])
+    )
+
+
+@pytest.mark.parametrize("auth", ["api-key", "entra"])
+def test_an_azure_source_without_an_api_version_is_refused(auth):
+    settings = {**AZURE_SOURCE, "ASSISTANTS_API_VERSION": None, "ASSISTANTS_AUTH": auth}
+    messages = _messages(**settings, ASSISTANTS_API_KEY="k" * 32)
+    assert "ASSISTANTS_API_VERSION is not set" in messages["migrations_app.E006"]
+
+
+def test_an_azure_destination_needs_no_api_version():
+    found = _check_ids(**AZURE_DESTINATION, OPENAI_AUTH="api-key", OPENAI_API_KEY="k" * 32)
+    assert "migrations_app.E006" not in found and "migrations_app.E005" not in found
+
+
+def test_entra_needs_no_key_but_does_need_azure_identity(monkeypatch):
+    settings = {**AZURE_SOURCE, "ASSISTANTS_AUTH": "entra", "ASSISTANTS_API_KEY": None}
+    assert not {"migrations_app.E002", "migrations_app.E007"} & _check_ids(**settings)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "azure.identity" else real_find_spec(name, *args),
+    )
+    assert "needs the azure-identity package" in _messages(**settings)["migrations_app.E007"]
+
+
+def test_an_unused_destination_key_beside_entra_is_a_warning():
+    messages = _messages(**AZURE_DESTINATION, OPENAI_AUTH="entra", OPENAI_API_KEY="k" * 32)
+    assert "the key is not used" in messages["migrations_app.W002"]
+    assert "migrations_app.E001" not in messages

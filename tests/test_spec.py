@@ -27,7 +27,11 @@ if not SPEC_FILE.is_file():
     raise FileNotFoundError(f"OPENAI_SPEC names {SPEC_FILE}, which does not exist")
 
 from migrations_app.conversion import convert_thread, responses_config  # noqa: E402
-from migrations_app.sandbox import SandboxState, generate_dataset  # noqa: E402
+from migrations_app.sandbox import (  # noqa: E402
+    SandboxState,
+    generate_dataset,
+    generate_foundry_dataset,
+)
 from migrations_app.sandbox.validation import is_guide_assistant_message  # noqa: E402
 from tests.test_conversion import ASSISTANT, THREAD_WITH_RESOURCES  # noqa: E402
 from tests.test_properties import threads  # noqa: E402
@@ -100,11 +104,21 @@ def test_responses_configurations_are_valid_against_the_spec(assistant: dict) ->
     assert not spec.errors({**config, "input": "hi"}, "CreateResponse"), config
 
 
-def test_every_demo_assistant_configuration_is_valid_against_the_spec() -> None:
-    assistants, bundles = generate_dataset(seed=1, thread_count=5)
+@pytest.mark.parametrize("generate", [generate_dataset, generate_foundry_dataset])
+def test_every_demo_assistant_configuration_is_valid_against_the_spec(generate) -> None:
+    """Azure Foundry's agents too: their MCP tool becomes Responses' mcp tool."""
+    assistants, bundles = generate(seed=1, thread_count=5)
     for assistant, bundle in zip(assistants, bundles, strict=False):
         config, _ = responses_config(assistant, bundle["thread"])
         assert not spec.errors({**config, "input": "hi"}, "CreateResponse"), config
+
+
+def test_every_item_of_the_foundry_data_set_is_valid_against_the_spec() -> None:
+    _, bundles = generate_foundry_dataset(seed=1, thread_count=30)
+    for bundle in bundles:
+        conversion = convert_thread(bundle["thread"], bundle["messages"], bundle["run_steps"])
+        for item in conversion.items:
+            assert not spec_errors(item), item
 
 
 # --- the sandbox ----------------------------------------------------------------------------------

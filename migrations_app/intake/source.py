@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
-from migrations_app import states
+from migrations_app import connections, states
 from migrations_app.intake.mirror import (
     BundleRejected,
     conversion_options,
@@ -30,9 +30,10 @@ KEPT = "Running now, or its upload started: the mirror is kept as it was uploade
 
 def source_configured() -> bool:
     """Whether there is a source API to fetch threads from: the built-in sandbox (no key set),
-    or a key with an explicit ASSISTANTS_BASE_URL. OpenAI's own Assistants API was shut down on
-    2026-08-26, so a key alone names no source; then threads come from export files."""
-    return not settings.ASSISTANTS_API_KEY or bool(settings.ASSISTANTS_BASE_URL)
+    or an explicit ASSISTANTS_BASE_URL (with a key, or Entra ID on Azure). OpenAI's own
+    Assistants API was shut down on 2026-08-26, so a key alone names no source; then threads
+    come from export files."""
+    return connections.source().is_sandbox or bool(settings.ASSISTANTS_BASE_URL)
 
 
 def _failure(kind: str, message: str) -> "ApiFailure":

@@ -87,14 +87,20 @@ def _string_list(value: Any, where: str) -> str | None:
     return None
 
 
+# The resources conversion reads; any other tool's (Azure's `azure_ai_search` indexes, its `mcp`
+# list, …) is kept as it came and shown.
+READ_RESOURCES = ("code_interpreter", "file_search")
+
+
 def _tool_resources_problem(resources: Any, where: str) -> str | None:
-    """{tool: {"file_ids"|"vector_store_ids": [str]}}, any part null."""
+    """{tool: {"file_ids"|"vector_store_ids": [str]}}, any part null, for the tools conversion
+    reads; other tools' resources may take any shape."""
     if resources is None:
         return None
     if not isinstance(resources, dict):
         return f"{where} is {_type_name(resources)}: expected an object"
     for tool, entry in resources.items():
-        if entry is None:
+        if entry is None or tool not in READ_RESOURCES:
             continue
         if not isinstance(entry, dict):
             return f"{where}.{tool} is {_type_name(entry)}: expected an object"
@@ -169,7 +175,11 @@ def _attachments_problem(attachments: Any, where: str) -> str | None:
         if not isinstance(attachment, dict):
             return f"{at} is {_type_name(attachment)}: expected an object"
         file_id = attachment.get("file_id")
-        if not isinstance(file_id, str) or not file_id:
+        if file_id is None and "data_source" in attachment:  # Azure: an asset, not a file
+            source = attachment["data_source"]
+            if not isinstance(source, dict) or not isinstance(source.get("uri"), str):
+                return f"{at}.data_source is not an object with a uri (Azure's data source)"
+        elif not isinstance(file_id, str) or not file_id:
             return f"{at}.file_id is {_type_name(file_id)}: expected a non-empty string"
         tools = attachment.get("tools")
         if tools is None:

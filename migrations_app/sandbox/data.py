@@ -423,3 +423,44 @@ def generate_dataset(
             yield generate_thread(rng, ids, assistants, index)
 
     return assistants, bundles()
+
+
+def function_call(rng: random.Random, ids: IdMaker) -> JSON:
+    """A function call that was answered: the kind of tool call that travels as items."""
+    name, args = rng.choice(FUNCTIONS)
+    return {
+        "id": ids("call_"),
+        "type": "function",
+        "function": {
+            "name": name,
+            "arguments": json.dumps(args),
+            "output": json.dumps({"status": "ok", "value": rng.randint(1, 100)}),
+        },
+    }
+
+
+def generate_turn(
+    rng: random.Random,
+    ids: IdMaker,
+    thread_id: str,
+    assistant: JSON,
+    created_at: int,
+    tool_calls: list[JSON] | None = None,
+) -> JSON:
+    """One exchange a live thread receives, in the export format: a user message, the run that
+    answered it, a step with `tool_calls` (when given) and the assistant's reply, all at
+    `created_at` (the reply one second later)."""
+    user = _message(ids, thread_id, "user", created_at, _user_content(rng, ids), [], None, None)
+    run = _run(ids, thread_id, assistant, created_at)
+    steps = [_step(ids, run, created_at, tool_calls)] if tool_calls else []
+    reply = _message(
+        ids,
+        thread_id,
+        "assistant",
+        created_at + 1,
+        _assistant_content(rng, ids),
+        [],
+        assistant["id"],
+        run["id"],
+    )
+    return {"messages": [user, reply], "runs": [run], "run_steps": steps}

@@ -3,8 +3,14 @@
 Routes (under /v1): GET assistants, assistants/{id}, threads/{id}, threads/{id}/messages,
 threads/{id}/runs, threads/{id}/runs/{run}/steps; POST conversations, GET/DELETE
 conversations/{id}, POST/GET conversations/{id}/items, DELETE conversations/{id}/items/{item}.
-Introspection (no /v1, never faulted): GET /_sandbox/state, POST /_sandbox/faults,
-GET /_sandbox/health.
+Introspection and control (no /v1, never faulted): GET /_sandbox/state, POST /_sandbox/faults,
+GET /_sandbox/health, POST /_sandbox/threads/{id}/turns (add exchanges to a live thread),
+POST /_sandbox/trickle (add them on a timer).
+
+Azure mode (`SandboxServer(azure=True)`, `run_sandbox --azure`) answers as Azure's Foundry
+classic agents do: every /v1 request needs an `api-version` query parameter (one Foundry knows),
+and authenticates with an `api-key` header or an `Authorization: Bearer` token (a Microsoft
+Entra ID token); the Assistants beta header is not needed.
 """
 
 from __future__ import annotations
@@ -112,6 +118,8 @@ def paginate(objects: Sequence[JSON], query: Query, *, allow_before: bool = True
 
 # --- source endpoints --------------------------------------------------------------------------
 def _require_beta(request: SandboxHandler) -> None:
+    if request.azure:  # Foundry's agents API has no beta header
+        return
     if "assistants=v2" not in (request.headers.get("OpenAI-Beta") or ""):
         raise ApiError(
             400,
@@ -270,6 +278,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go as two writes; no 40 ms stalls
     server_version = "ConsoleSandbox/1"
     state: SandboxState  # set on the subclass made by SandboxServer
+    azure: bool = False  # Azure mode, set on the subclass made by SandboxServer
     _body: bytes = b""
     _pending: Answer | None = None  # what a fault answers instead of the handler
 
@@ -305,6 +314,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return self._introspect(method, url)
         match = self._match(method, url.path)
         route_name = match[0].__name__ if match else "unknown"
+        if self.azure and (refusal := self._azure_refusal(method, url)):
+            self.state.record(method, route_name, refusal[0], "azure_refused")
+            return self._send(*refusal)
         fault = self._pre_fault(method, url.path)
         if fault in ("drop", "drop_before_write"):
             self.state.record(method, route_name, 0, fault)
@@ -367,6 +379,31 @@ class SandboxHandler(BaseHTTPRequestHandler):
             )
         return fault
 
+    def _azure_refusal(self, method: str, url: SplitResult) -> Answer | None:
+        """Azure's answer to a request without an api-version (recorded: the console must never
+        send one) or without credentials; None when the request may go on."""
+        versions = parse_qs(url.query).get("api-version")
+        if not versions:
+            with self.state.lock:
+                self.state.missing_api_version.append(f"{method} {url.path}")
+            return 400, _azure_error("BadRequest", MISSING_API_VERSION), {}
+        if versions[0] not in AZURE_API_VERSIONS:
+            supported = ", ".join(f"'{v}'" for v in AZURE_API_VERSIONS)
+            message = (
+                f"Unsupported api version '{versions[0]}'. The supported versions are {supported}"
+            )
+            return 400, _azure_error("UnsupportedApiVersionValue", message), {}
+        key = self.headers.get("api-key")
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        with self.state.lock:
+            if key:
+                self.state.credentials_seen["api-key", key] += 1
+            if scheme == "Bearer" and token:
+                self.state.credentials_seen["bearer", token] += 1
+        if not key and not (scheme == "Bearer" and token):
+            return 401, _azure_error("401", AZURE_ACCESS_DENIED), {}
+        return None
+
     def _rate_limited(self, wait: float, message: str) -> Answer:
         error = ApiError(429, message, type_="requests", code="rate_limit_exceeded")
         return 429, error.body, {"retry-after": str(max(1, round(wait))),
@@ -379,7 +416,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if pending:
             self._pending = None
             return pending
-        if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+        if not self.azure and not (self.headers.get("Authorization") or "").startswith("Bearer "):
             error = ApiError(401, "You didn't provide an API key.", code="missing_api_key")
             return 401, error.body, {}
         if not match:
@@ -416,7 +453,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return self._send(200, {"ok": True}, {})
         if method == "GET" and url.path == "/_sandbox/state":
             items = parse_qs(url.query).get("items", ["1"])[0] != "0"
-            return self._send(200, self.state.snapshot(include_items=items), {})
+            snapshot = self.state.snapshot(include_items=items)
+            return self._send(200, {**snapshot, "azure": self.azure}, {})
+        turns = TURNS_PATH.match(url.path)
+        if method == "POST" and turns:
+            return self._add_turns(turns["thread_id"])
+        if method == "POST" and url.path == "/_sandbox/trickle":
+            return self._trickle()
         if method == "POST" and url.path == "/_sandbox/faults":
             try:
                 self.state.configure_faults(**self.json_body())
@@ -424,6 +467,51 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 return self._send(400, {"error": {"message": str(error)}}, {})
             return self._send(200, {"ok": True}, {})
         return self._send(404, {"error": {"message": "unknown sandbox endpoint"}}, {})
+
+    def _add_turns(self, thread_id: str) -> None:
+        """POST /_sandbox/threads/{id}/turns {"count": 1, "tool": "function"}: add `count`
+        exchanges (user message, run, tool-call step, reply) to the thread; answers them."""
+        try:
+            body = self.json_body()
+            count = int(body.get("count", 1))
+            tool = body.get("tool", "function")
+            if not 1 <= count <= 100 or not (tool is None or isinstance(tool, str)):
+                raise ValueError("count must be 1 to 100 and tool a tool type or null")
+            added = [self.state.add_turn(thread_id, tool) for _ in range(count)]
+        except KeyError:
+            return self._send(404, {"error": {"message": f"no thread {thread_id}"}}, {})
+        except (ApiError, ValueError, TypeError) as error:
+            return self._send(400, {"error": {"message": str(error)}}, {})
+        return self._send(200, {"thread_id": thread_id, "added": added}, {})
+
+    def _trickle(self) -> None:
+        """POST /_sandbox/trickle {"every_seconds": 2, "tools": ["function", …]}: add a turn to
+        a random thread on that timer (0 stops it)."""
+        try:
+            body = self.json_body()
+            every = float(body.get("every_seconds", 0))
+            tools = body.get("tools") or ["function"]
+            if not isinstance(tools, list) or every < 0:
+                raise ValueError("every_seconds must be 0 or more and tools a list")
+            self.state.start_trickle(every, tools, seed=int(body.get("seed", 0)))
+        except (ApiError, ValueError, TypeError) as error:
+            return self._send(400, {"error": {"message": str(error)}}, {})
+        return self._send(200, {"ok": True, "every_seconds": every}, {})
+
+
+TURNS_PATH = re.compile(r"^/_sandbox/threads/(?P<thread_id>[^/]+)/turns$")
+AZURE_API_VERSIONS = ("v1", "2025-05-01", "2025-05-15-preview", "preview")
+MISSING_API_VERSION = "Missing required query parameter: api-version"
+AZURE_ACCESS_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a "
+    "valid key for an active subscription and use a correct regional API endpoint for your "
+    "resource."
+)
+
+
+def _azure_error(code: str, message: str) -> JSON:
+    """Azure's error envelope: a code and a message."""
+    return {"error": {"code": code, "message": message}}
 
 
 class _Server(ThreadingHTTPServer):
@@ -436,10 +524,16 @@ class SandboxServer:
     """Start with `with SandboxServer(port=0) as sandbox:`; `sandbox.url` is the /v1 base URL."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, state: SandboxState | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state: SandboxState | None = None,
+        *,
+        azure: bool = False,
     ) -> None:
         self.state = state or SandboxState()
-        handler = type("Handler", (SandboxHandler,), {"state": self.state})
+        self.azure = azure
+        handler = type("Handler", (SandboxHandler,), {"state": self.state, "azure": azure})
         self.httpd = _Server((host, port), handler)
         bound_host, bound_port = self.httpd.server_address[:2]
         self.host, self.port = str(bound_host), int(bound_port)
@@ -452,6 +546,7 @@ class SandboxServer:
         return self
 
     def stop(self) -> None:
+        self.state.stop_trickle()
         self.httpd.shutdown()
         self.httpd.server_close()
 

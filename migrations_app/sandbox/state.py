@@ -1,16 +1,27 @@
-"""The sandbox's in-memory world: source objects (read-only), conversations (written), and the
-faults to inject. One lock guards it all; the HTTP layer holds it only for state changes."""
+"""The sandbox's in-memory world: source objects (read by the API, added to by `add_turn` while
+it runs), conversations (written), and the faults to inject. One lock guards it all; the HTTP
+layer holds it only for state changes."""
 
 import itertools
 import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from migrations_app.sandbox import foundry
+from migrations_app.sandbox.data import IdMaker, function_call, generate_turn
+
 JSON = dict[str, Any]
+# The agent of a live turn when the sandbox holds none.
+SANDBOX_AGENT: JSON = {
+    "id": "asst_sandbox",
+    "model": "gpt-4o",
+    "instructions": "You are a helpful support agent.",
+    "tools": [{"type": "function", "function": {"name": "lookup_order", "parameters": {}}}],
+}
 
 
 @dataclass
@@ -50,6 +61,15 @@ class SandboxState:
         self.fault_counts: Counter[str] = Counter()
         # (time, method, route, status, fault)
         self.requests_log: deque[tuple[float, str, str, int, str | None]] = deque(maxlen=5000)
+        # Azure mode: every request that came without an api-version ("METHOD path"), and the
+        # credentials the requests carried: ("api-key" or "bearer", value) -> count.
+        self.missing_api_version: list[str] = []
+        self.credentials_seen: Counter[tuple[str, str]] = Counter()
+        # Live threads: turns added while the sandbox runs, per thread.
+        self.turns_added: Counter[str] = Counter()
+        self._turn_rng = random.Random("turns")
+        self._turn_ids = IdMaker(self._turn_rng)
+        self._trickle: tuple[threading.Thread, threading.Event] | None = None
 
     # --- seeding ------------------------------------------------------------------------------
     def load_assistants(self, assistants: Iterable[JSON]) -> None:
@@ -65,6 +85,90 @@ class SandboxState:
             self.runs[thread["id"]] = list(bundle.get("runs") or [])
             for step in bundle.get("run_steps") or []:
                 self.steps.setdefault(step["run_id"], []).append(step)
+
+    # --- live threads ---------------------------------------------------------------------------
+    def add_turn(
+        self, thread_id: str, tool: str | None = "function", created_at: int | None = None
+    ) -> JSON:
+        """Add one exchange to a thread, as a user and its agent would while the migration runs:
+        a user message, the run answering it, a tool-call step (`tool`: "function" for an
+        answered function call, a Foundry tool type, any other type name, or None for none) and
+        the reply. At `created_at` (default: now, and never before the thread's last message).
+        Returns the added objects in the export format; KeyError for an unknown thread."""
+        with self.lock:
+            thread = self.threads[thread_id]
+            messages = self.messages.setdefault(thread_id, [])
+            last = max((m["created_at"] for m in messages), default=thread.get("created_at") or 0)
+            at = created_at if created_at is not None else max(int(time.time()), last + 1)
+            calls = self._turn_calls(tool)
+            turn = generate_turn(
+                self._turn_rng, self._turn_ids, thread_id, self._agent_of(thread_id), at, calls
+            )
+            # The run and its steps before the messages: a reader never sees a reply whose run
+            # is not listed yet.
+            self.runs.setdefault(thread_id, []).extend(turn["runs"])
+            for step in turn["run_steps"]:
+                self.steps.setdefault(step["run_id"], []).append(step)
+            messages.extend(turn["messages"])
+            self.turns_added[thread_id] += 1
+            return turn
+
+    def _turn_calls(self, tool: str | None) -> list[JSON] | None:
+        if tool is None:
+            return None
+        if tool == "function":
+            return [function_call(self._turn_rng, self._turn_ids)]
+        call_id = self._turn_ids("call_")
+        if tool in foundry.TOOL_TYPES:
+            return [foundry.tool_call(tool, call_id, self._turn_rng)]
+        return [{"id": call_id, "type": tool, tool: {}}]
+
+    def _agent_of(self, thread_id: str) -> JSON:
+        """The agent that answered the thread last (any agent for a thread with no runs)."""
+        runs = self.runs.get(thread_id) or []
+        agent_id = runs[-1]["assistant_id"] if runs else None
+        if agent_id in self.assistants:
+            return self.assistants[agent_id]
+        if self.assistants:
+            return next(iter(self.assistants.values()))
+        return SANDBOX_AGENT
+
+    def start_trickle(
+        self,
+        every_seconds: float,
+        tools: Sequence[str | None] = ("function",),
+        seed: int = 0,
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
+        """Add a turn to a thread picked at random every `every_seconds`, the tool calls taking
+        `tools` in turn, until stop_trickle (or the server stops). `wait(seconds)` waits for the
+        next tick and says whether to stop (a test passes its own)."""
+        self.stop_trickle()
+        if every_seconds <= 0 or not tools:
+            return
+        stop = threading.Event()
+        rng = random.Random(seed)
+        tick = wait or stop.wait
+
+        def trickle() -> None:
+            for count in itertools.count():
+                if tick(every_seconds) or stop.is_set():
+                    return
+                with self.lock:
+                    thread_ids = sorted(self.threads)
+                if thread_ids:
+                    self.add_turn(rng.choice(thread_ids), tools[count % len(tools)])
+
+        worker = threading.Thread(target=trickle, name="sandbox-trickle", daemon=True)
+        self._trickle = (worker, stop)
+        worker.start()
+
+    def stop_trickle(self) -> None:
+        if self._trickle:
+            worker, stop = self._trickle
+            stop.set()
+            worker.join()
+            self._trickle = None
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):08d}{self._rng.getrandbits(64):016x}"
@@ -186,6 +290,11 @@ class SandboxState:
                 "faults": asdict(self.faults),
                 "threads": len(self.threads),
                 "assistants": len(self.assistants),
+                "turns_added": dict(self.turns_added),
+                "missing_api_version": list(self.missing_api_version),
+                "credentials_seen": dict(
+                    Counter(kind for kind, _ in self.credentials_seen.elements())
+                ),
             }
 
     def record(self, method: str, route: str, status: int, fault: str | None) -> None:

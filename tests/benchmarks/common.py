@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,14 @@ def row(figure: str, target: str, measured: str, ok: bool | None = None) -> None
             handle.write(json.dumps([figure, target, measured, ok]) + "\n")
 
 
-def sandbox(port: int, threads: int, latency_ms: float, rpm_cap: int = 0) -> subprocess.Popen:
-    """`manage.py run_sandbox` in its own session; returns once it answers."""
+def sandbox(
+    port: int, threads: int, latency_ms: float, rpm_cap: int = 0, extra: Sequence[str] = ()
+) -> subprocess.Popen:
+    """`manage.py run_sandbox` in its own session (with `extra` options); returns once it
+    answers."""
     process = subprocess.Popen(
         [sys.executable, "manage.py", "run_sandbox", "--port", str(port), "--threads",
-         str(threads), "--latency-ms", str(latency_ms), "--rpm-cap", str(rpm_cap)],
+         str(threads), "--latency-ms", str(latency_ms), "--rpm-cap", str(rpm_cap), *extra],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     for _ in range(600):

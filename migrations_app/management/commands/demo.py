@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from migrations_app import intake
+from migrations_app import connections, intake
 from migrations_app.models import ImportBatch
 from migrations_app.sandbox import SandboxServer, seeded_state
 
@@ -34,8 +34,11 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args: Any, threads: int, port: int, **options: Any) -> None:
-        if settings.OPENAI_API_KEY:
-            raise CommandError("The demo runs on the sandbox only: unset OPENAI_API_KEY.")
+        if not (connections.source().is_sandbox and connections.destination().is_sandbox):
+            raise CommandError(
+                "The demo runs on the sandbox only: unset OPENAI_API_KEY and ASSISTANTS_API_KEY, "
+                "and OPENAI_AUTH / ASSISTANTS_AUTH if they are entra."
+            )
         call_command("migrate", interactive=False, verbosity=0)
         self._demo_user()
         state = seeded_state(seed=1, thread_count=threads)
