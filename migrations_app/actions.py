@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, QuerySet
+from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, F, OuterRef, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 # More eligible threads than this and the action is applied by a worker (a BulkAction), not
 # inside the request: two pages of the threads list still act at once.
 INLINE_LIMIT = 100
+# A cancel is a control action: it must take effect at once, whatever the depth of the queue it
+# stops. It is applied inside the request up to this many threads (a few UPDATEs of a page
+# each), and beyond it on the control lane, which every worker process serves from its own
+# thread (workers.py), never behind migration tasks.
+INLINE_LIMITS = {"cancel": 10_000}
+CONTROL_ACTIONS = {"cancel"}
 BULK_TASK = "migrations_app.tasks.apply_bulk_action"
 
 
@@ -39,12 +45,36 @@ BULK_TASK = "migrations_app.tasks.apply_bulk_action"
 class ActionRule:
     name: str
     label: str
+    # What the action does to the thread → conversation mapping, for the confirmation page.
+    mapping: str = ""
 
 
 RULES = {
-    name: ActionRule(name, Attempt.Action(name).label)
-    for name in ("fetch", "migrate", "retry", "remigrate", "cancel")
+    rule.name: rule
+    for rule in [
+        ActionRule("fetch", Attempt.Action.FETCH.label),
+        ActionRule("migrate", Attempt.Action.MIGRATE.label),
+        ActionRule("retry", Attempt.Action.RETRY.label),
+        ActionRule(
+            "remigrate",
+            Attempt.Action.REMIGRATE.label,
+            "Each thread keeps its current conversation in the mapping until a worker starts "
+            "its new upload; the old conversation then stays in the thread's history. "
+            "Cancelling before the upload starts leaves the thread as it is now.",
+        ),
+        ActionRule(
+            "cancel",
+            Attempt.Action.CANCEL.label,
+            "Workers skip a cancelled thread from the moment you confirm. A thread queued for "
+            "a re-migrate whose upload has not started goes back to its state before, keeping "
+            "its conversation and its mapping; the others become Cancelled.",
+        ),
+    ]
 }
+
+
+def inline_limit(action: str) -> int:
+    return INLINE_LIMITS.get(action, INLINE_LIMIT)
 
 
 @dataclass
@@ -146,8 +176,6 @@ def start_bulk(
 ) -> BulkAction:
     """Hand an action on many threads to a worker: a BulkAction row and the one task that
     applies it, queued together. `eligible` is what the confirmation page counted."""
-    from django_q.tasks import async_task
-
     group = task_group(action)
     with transaction.atomic():  # the ORM broker writes to this database: both or neither
         bulk = BulkAction.objects.create(
@@ -157,9 +185,25 @@ def start_bulk(
             eligible=eligible,
             task_group=group,
         )
-        # The selection travels as the queryset's query (django-q2 signs what it pickles).
-        async_task(BULK_TASK, bulk.pk, threads.query, group=group, task_name=f"bulk #{bulk.pk}")
+        _queue_bulk(bulk, threads.query)
     return bulk
+
+
+def _queue_bulk(bulk: BulkAction, query: Query) -> None:
+    """The task that applies (or goes on applying) a bulk action: a control action's on the
+    control lane. The selection travels as the queryset's query (django-q2 signs what it
+    pickles)."""
+    from django_q.tasks import async_task
+
+    from migrations_app.workers import control_queue
+
+    lane = control_queue() if bulk.action in CONTROL_ACTIONS else None
+    broker = states.recording_broker(lane)
+    options = {"broker": broker} if broker else {}
+    async_task(
+        BULK_TASK, bulk.pk, query, group=bulk.task_group, task_name=f"bulk #{bulk.pk}", **options
+    )
+    BulkAction.objects.filter(pk=bulk.pk).update(task_row=broker.last_row if broker else None)
 
 
 def run_bulk(
@@ -203,29 +247,52 @@ def run_bulk(
             "so; apply the action again for the rest (they are the ones it still applies to).",
         )
         raise
-    touched.update(status=BulkAction.Status.DONE, finished_at=Now(), updated_at=Now())
+    touched.update(
+        status=BulkAction.Status.DONE,
+        finished_at=Now(),
+        updated_at=Now(),
+        # The selected threads it did not act on (those it did carry its task group now).
+        skipped=plan(bulk.action, threads.exclude(task_group=bulk.task_group)).skipped,
+    )
     return BulkAction.Status.DONE
 
 
 def _go_on_later(bulk: BulkAction, query: Query) -> None:
-    from django_q.tasks import async_task
-
     with transaction.atomic():
         BulkAction.objects.filter(pk=bulk.pk).update(
             status=BulkAction.Status.QUEUED, updated_at=Now()
         )
-        async_task(BULK_TASK, bulk.pk, query, group=bulk.task_group, task_name=f"bulk #{bulk.pk}")
+        _queue_bulk(bulk, query)
 
 
 def sweep_stopped_bulk_actions() -> int:
-    """Bulk actions running but untouched for longer than a task can be re-delivered and run:
-    their worker was killed and the task is gone. Failed with that reason; returns how many."""
+    """Bulk actions nothing will finish, failed with the reason: running but untouched for
+    longer than a task can be re-delivered and run (their worker was killed and the task is
+    gone), or queued while their task is gone (purged, or lost). Returns how many."""
+    from django_q.models import OrmQ
+
     timeout, retry = settings.Q_CLUSTER["timeout"], settings.Q_CLUSTER["retry"]
     stale = timezone.now() - timedelta(seconds=timeout + retry)
-    return BulkAction.objects.filter(status=BulkAction.Status.RUNNING, updated_at__lt=stale).update(
+    again = "Threads acted on before it stay so; apply the action again for the rest (they are "
+    again += "the ones it still applies to)."
+    stopped = BulkAction.objects.filter(
+        status=BulkAction.Status.RUNNING, updated_at__lt=stale
+    ).update(
         status=BulkAction.Status.FAILED,
         finished_at=Now(),
         updated_at=Now(),
-        error="The worker applying it stopped without finishing. Threads acted on before it stay "
-        "so; apply the action again for the rest (they are the ones it still applies to).",
+        error=f"The worker applying it stopped without finishing. {again}",
     )
+    task = OrmQ.objects.filter(pk=OuterRef("task_row"))
+    lost = BulkAction.objects.filter(
+        ~Exists(task),
+        status=BulkAction.Status.QUEUED,
+        task_row__isnull=False,
+        updated_at__lt=timezone.now() - timedelta(minutes=1),
+    ).update(
+        status=BulkAction.Status.FAILED,
+        finished_at=Now(),
+        updated_at=Now(),
+        error=f"Its task left the queue without running it (purged, or lost). {again}",
+    )
+    return stopped + lost

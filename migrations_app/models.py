@@ -286,6 +286,9 @@ class Conversation(models.Model):
     verified_at = models.DateTimeField(null=True, blank=True)
     verified_item_count = models.PositiveIntegerField(null=True, blank=True)
     replaced_at = models.DateTimeField(null=True, blank=True)
+    # A re-migrate was queued: this conversation stays the thread's (and the mapping's) until a
+    # worker starts the new upload, and again if the re-migrate is cancelled before that.
+    replace_requested_at = models.DateTimeField(null=True, blank=True)
     # The conversion options the items were built with: a resumed upload must build the same
     # items, whatever the settings say now (a re-migrate uses the current ones).
     options = models.JSONField(default=dict, blank=True)
@@ -426,6 +429,11 @@ class BulkAction(models.Model):
     status = models.CharField(max_length=16, choices=Status, default=Status.QUEUED)
     task_group = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)
+    # When done: the selected threads it did not act on, by reason ({reason: count}).
+    skipped = models.JSONField(default=dict, blank=True)
+    # The queued task that applies it (its django-q2 broker row): a bulk action queued while its
+    # task is gone is failed by the sweeper rather than left waiting.
+    task_row = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     # Touched by every page applied: a row running but untouched for long lost its worker.
     updated_at = models.DateTimeField(default=timezone.now)

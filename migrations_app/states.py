@@ -519,19 +519,17 @@ def queue(
         changed = _lock(pks, ELIGIBLE[action])
         if not changed:
             return []
-        replaced = _replace_conversations(changed) if action == "remigrate" else {}
-        fields: dict[str, Any] = {
-            "status": ThreadStatus.QUEUED,
-            "task_group": group,
-            "requested_action": action,
-            "queued_task": None,
-            "updated_at": Now(),
+        before = _states_before(changed) if action == "remigrate" else {}
+        replacing = _request_replacement(changed) if action == "remigrate" else {}
+        Thread.objects.filter(pk__in=changed).update(
+            status=ThreadStatus.QUEUED,
+            task_group=group,
+            requested_action=action,
+            queued_task=None,
+            updated_at=Now(),
             **RELEASE,
             **CLEAR_ERROR,
-        }
-        if action == "remigrate":
-            fields.update(conversation_id="", items_committed=0, last_item_id="")
-        Thread.objects.filter(pk__in=changed).update(**fields)
+        )
         if enqueue:
             _enqueue(changed, group)
         else:
@@ -546,8 +544,12 @@ def queue(
                 actor_label=actor_label,
                 started_at=now,
                 finished_at=now,
-                conversation_id=replaced.get(pk, ""),
-                detail={"group": group, **({"replaced": replaced[pk]} if pk in replaced else {})},
+                conversation_id=replacing.get(pk, ""),
+                detail={
+                    "group": group,
+                    **({"replaces": replacing[pk]} if pk in replacing else {}),
+                    **({"before": before[pk]} if pk in before else {}),
+                },
             )
             for pk in changed
         )
@@ -557,9 +559,12 @@ def queue(
 def cancel(
     pks: Sequence[int], *, group: str, user: User | None = None, actor_label: str = ""
 ) -> list[int]:
-    """Cancel queued threads: their task skips them when it runs."""
+    """Cancel queued threads: their task skips them when it runs. A re-migrate that has not
+    started goes back to the state it was queued from (a succeeded thread stays succeeded, with
+    its conversation and mapping); the others become cancelled."""
     with transaction.atomic():
         changed = _lock(pks, ELIGIBLE["cancel"])
+        restored = _restore_unstarted_remigrates(changed)
         Thread.objects.filter(pk__in=changed, status=ThreadStatus.QUEUED).update(
             status=ThreadStatus.CANCELLED, queued_task=None, task_group=group, updated_at=Now()
         )
@@ -573,7 +578,7 @@ def cancel(
                 actor_label=actor_label,
                 started_at=now,
                 finished_at=now,
-                detail={"group": group},
+                detail={"group": group, **({"restored": restored[pk]} if pk in restored else {})},
             )
             for pk in changed
         )
@@ -589,11 +594,68 @@ def _lock(pks: Iterable[int], condition: Q) -> list[int]:
     )
 
 
-def _replace_conversations(pks: list[int]) -> dict[int, str]:
-    """The live conversations of `pks`, marked replaced (kept as history); {thread pk: id}."""
+# What a re-migrate's history row keeps of the thread, to restore it if cancelled unstarted.
+RESTORED_FIELDS = ["status", "error_kind", "error_message", "error_http_status", "error_request_id"]
+
+
+def _states_before(pks: list[int]) -> dict[int, dict[str, Any]]:
+    rows = Thread.objects.filter(pk__in=pks).values("pk", *RESTORED_FIELDS)
+    return {row.pop("pk"): row for row in rows}
+
+
+def _request_replacement(pks: list[int]) -> dict[int, str]:
+    """A re-migrate's live conversations stay live (and in the mapping) until a worker starts the
+    new upload (`begin_remigrate`): only marked. {thread pk: conversation id}."""
     live = Conversation.objects.live().filter(thread_id__in=pks)
-    replaced = dict(live.values_list("thread_id", "conversation_id"))
-    live.update(replaced_at=Now())
+    replacing = dict(live.values_list("thread_id", "conversation_id"))
+    live.update(replace_requested_at=Now())
+    return replacing
+
+
+def _restore_unstarted_remigrates(pks: list[int]) -> dict[int, str]:
+    """Queued re-migrates among `pks` whose new upload has not started: back to the state they
+    were queued from, their conversation kept. {thread pk: the status restored}."""
+    waiting = Conversation.objects.live().filter(
+        thread_id__in=pks, replace_requested_at__isnull=False, thread__status=ThreadStatus.QUEUED
+    )
+    thread_pks = list(waiting.values_list("thread_id", flat=True))
+    if not thread_pks:
+        return {}
+    waiting = Conversation.objects.live().filter(thread_id__in=thread_pks)
+    queued = (
+        Attempt.objects.filter(
+            thread_id__in=thread_pks,
+            action=Attempt.Action.REMIGRATE,
+            outcome=Attempt.Outcome.QUEUED,
+        )
+        .order_by("started_at", "pk")
+        .values_list("thread_id", "detail")
+    )
+    before = {pk: detail.get("before") for pk, detail in queued}  # each thread's latest
+    restored = {}
+    for pk in thread_pks:
+        fields = before.get(pk) or {"status": ThreadStatus.SUCCEEDED}
+        Thread.objects.filter(pk=pk).update(
+            **fields, requested_action="", queued_task=None, updated_at=Now()
+        )
+        restored[pk] = fields["status"]
+    waiting.update(replace_requested_at=None)
+    return restored
+
+
+def begin_remigrate(lease: Lease) -> str:
+    """The worker starts a re-migrate's new upload: the live conversation is replaced now (kept
+    as history) and the thread starts over, in one transaction fenced on the lease. Returns the
+    replaced conversation's id ("" if none was waiting to be replaced: a resumed re-migrate)."""
+    waiting = Conversation.objects.live().filter(
+        thread_id=lease.thread_pk, replace_requested_at__isnull=False
+    )
+    with transaction.atomic():
+        replaced = waiting.values_list("conversation_id", flat=True).first()
+        if replaced is None:
+            return ""
+        _fenced_update(lease, conversation_id="", items_committed=0, last_item_id="")
+        waiting.update(replaced_at=Now())
     return replaced
 
 
@@ -623,14 +685,26 @@ def _async_task(pks: list[int], group: str, name: str, broker: Any) -> None:
     async_task(TASK_FUNCTION, pks, group=group, task_name=name, **PER_THREAD_TASK, **options)
 
 
-def _recording_broker() -> Any:
-    """django-q2's ORM broker, remembering the row of the last task it queued; None when the
-    cluster uses another broker (its tasks are not rows we can look up)."""
+def _recording_broker(list_key: str | None = None) -> Any:
+    """django-q2's ORM broker (for the cluster's queue, or `list_key`), remembering the row of
+    the last task it queued; None when the cluster uses another broker (its tasks are not rows
+    we can look up)."""
     from django_q.conf import Conf
 
     if not Conf.ORM or Conf.BROKER_CLASS:
         return None
-    return _recording_broker_class()(list_key=Conf.CLUSTER_NAME)
+    return _recording_broker_class()(list_key=list_key or Conf.CLUSTER_NAME)
+
+
+def recording_broker(list_key: str | None = None) -> Any:
+    return _recording_broker(list_key)
+
+
+def task_row_exists(row: int | None) -> bool:
+    """Whether a queued task (its broker row) is still waiting or running."""
+    from django_q.models import OrmQ
+
+    return row is None or OrmQ.objects.filter(pk=row).exists()
 
 
 @functools.cache

@@ -153,6 +153,7 @@ class Run:
     # Writes this worker announced as possibly landed unrecorded (their claim reasons).
     announced: list[str] = field(default_factory=list)
     claims: tuple[int, list[Claim]] | None = None  # (claim_seq, claims) last read
+    replaced: str = ""  # the conversation a re-migrate replaced as it started
 
     def hold(self, wait: float = 0.0) -> None:
         states.hold(self.lease, wait + self.worker.request_seconds)
@@ -691,6 +692,8 @@ def run_attempt(
 
 def _migrate(run: Run) -> list[dict[str, Any]]:
     ensure_mirrored(run)
+    if run.thread.requested_action == Attempt.Action.REMIGRATE:
+        _begin_remigrate(run)
     conversion, options = conversion_for(run.thread)
     if run.thread.conversation_id:  # resumed: the totals of a new conversation go with it
         states.set_totals(run.lease, len(conversion.items), len(conversion.warnings))
@@ -698,6 +701,16 @@ def _migrate(run: Run) -> list[dict[str, Any]]:
         reconcile(run, conversion.items)
     upload_items(run, conversion.items)
     return conversion.items
+
+
+def _begin_remigrate(run: Run) -> None:
+    """A re-migrate replaces the thread's conversation only now that its new upload starts: until
+    then the mapping kept the old one (and a cancel would have left it so)."""
+    replaced = states.begin_remigrate(run.lease)
+    if replaced:
+        run.replaced = replaced
+        run.thread.conversation_id = ""
+        run.committed, run.last_item_id, run.anchors = 0, "", {}
 
 
 def _attempt_fields(run: Run, items: int | None = None) -> dict[str, Any]:
@@ -708,6 +721,8 @@ def _attempt_fields(run: Run, items: int | None = None) -> dict[str, Any]:
         detail["possible_empty_conversations"] = run.ambiguous_creates
     if run.taken_back:
         detail["copies_taken_back"] = run.taken_back
+    if run.replaced:
+        detail["replaced"] = run.replaced
     return {"conversation_id": run.thread.conversation_id, "detail": detail}
 
 

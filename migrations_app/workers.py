@@ -83,5 +83,44 @@ def _offer_recurring_jobs(stopped: threading.Event) -> None:
         try:
             close_old_connections()
             tasks.sweep_stuck_threads()
+            run_control_tasks(stopped)
         except Exception:
             log.exception("the worker's recurring jobs failed; it offers again in a moment")
+
+
+# --- the control lane ----------------------------------------------------------------------------
+# Control actions (a bulk cancel) must not wait behind the migration tasks they control: their
+# tasks go to a queue of their own, which every worker process serves from its control thread.
+def control_queue() -> str:
+    from django_q.conf import Conf
+
+    return f"{Conf.CLUSTER_NAME}-control"
+
+
+def control_broker() -> Any:
+    from django_q.brokers import get_broker
+
+    return get_broker(control_queue())
+
+
+def run_control_tasks(stopped: threading.Event | None = None) -> int:
+    """Run the control lane's queued tasks, one at a time, until it is empty; returns how many.
+    A task taken here is not taken by another process (the broker locks it until Q_RETRY)."""
+    import pydoc
+
+    from django_q.signing import SignedPackage
+
+    broker, ran = control_broker(), 0
+    while not (stopped and stopped.is_set()):
+        taken = broker.dequeue() if broker.queue_size() else None
+        if not taken:
+            return ran
+        for task_id, payload in taken:
+            task = SignedPackage.loads(payload)
+            try:
+                pydoc.locate(task["func"])(*task["args"], **task["kwargs"])
+            except Exception:
+                log.exception("control task %s failed", task.get("name"))
+            broker.acknowledge(task_id)
+            ran += 1
+    return ran

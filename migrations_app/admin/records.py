@@ -367,11 +367,28 @@ class BulkActionAdmin(ReadOnlyAdmin):
         "requested_by",
         "status",
         "progress",
+        "skipped_threads",
         "error",
         "created_at",
         "finished_at",
         "task_group",
     )
+
+    @admin.display(description="skipped")
+    def skipped_threads(self, obj: BulkAction) -> str:
+        """Every selected thread it did not act on, by reason (known once it is done)."""
+        if not obj.is_finished:
+            return "known when it is done"
+        if not obj.skipped:
+            return "none"
+        return format_html(
+            '<ul id="bulk-skipped">{}</ul>',
+            format_html_join(
+                "",
+                "<li>{}: {}</li>",
+                ((f"{count:,}", reason) for reason, count in sorted(obj.skipped.items())),
+            ),
+        )
 
     @admin.display(description="progress")
     def progress(self, obj: BulkAction) -> str:

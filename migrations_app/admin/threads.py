@@ -235,7 +235,7 @@ class ThreadAdmin(ObjectPageAdmin):
             return self.preview_response(request, queryset)
         plan = actions.plan(name, queryset)
         if request.POST.get("post") == "yes" and plan.eligible:
-            if plan.eligible > actions.INLINE_LIMIT:
+            if plan.eligible > actions.inline_limit(name):
                 bulk = self.hand_to_worker(request, queryset, plan)
                 self.message_user(request, notices.bulk_started(bulk), messages.SUCCESS)
             else:
