@@ -117,8 +117,9 @@ def run_control_tasks(stopped: threading.Event | None = None) -> int:
             return ran
         for task_id, payload in taken:
             task = SignedPackage.loads(payload)
+            function: Any = pydoc.locate(task["func"])
             try:
-                pydoc.locate(task["func"])(*task["args"], **task["kwargs"])
+                function(*task["args"], **task["kwargs"])
             except Exception:
                 log.exception("control task %s failed", task.get("name"))
             broker.acknowledge(task_id)

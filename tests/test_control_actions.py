@@ -23,7 +23,7 @@ def migrated(sandbox, make_worker, **kwargs):
 
 
 def mapping_row(thread):
-    header, row = mapping.mapping_rows(Thread.objects.filter(pk=thread.pk))
+    _header, row = mapping.mapping_rows(Thread.objects.filter(pk=thread.pk))
     return row
 
 
