@@ -65,9 +65,9 @@ RULES = {
         ActionRule(
             "cancel",
             Attempt.Action.CANCEL.label,
-            "Workers skip a cancelled thread from the moment you confirm. A thread queued for "
-            "a re-migrate whose upload has not started goes back to its state before, keeping "
-            "its conversation and its mapping; the others become Cancelled.",
+            "Workers skip them from the moment you confirm. A thread queued for a re-migrate "
+            "whose upload has not started goes back to its state before, keeping its "
+            "conversation and its mapping; the others become Cancelled.",
         ),
     ]
 }
