@@ -394,11 +394,20 @@ class WriteClaim(models.Model):
     owner = models.CharField(max_length=128, help_text="The lease the write was sent under")
     reason = models.CharField(max_length=16, choices=Reason)
     created_at = models.DateTimeField(default=timezone.now)
+    # When a verification listed the conversation after the write could last have landed (a lease
+    # after the claim): the sweeper verifies a thread that succeeded before that once more.
+    checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             # A verify loads the claims on its thread's live conversation.
             models.Index(fields=["thread", "conversation_id"], name="write_claim_thread_idx"),
+            # The sweeper's recheck: claims not checked since they could last land.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(checked_at__isnull=True),
+                name="write_claim_unchecked_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -56,9 +56,16 @@ def sweep_stuck_threads() -> dict[str, Any]:
         "abandoned": swept.abandoned,
         "imports_failed": intake.sweep_stopped_imports(),
         "bulk_actions_failed": actions.sweep_stopped_bulk_actions(),
+        "rechecked": _recheck_claims(),
     }
     Heartbeat.objects.finished(SWEEP)
     return result
+
+
+def _recheck_claims() -> int:
+    from migrations_app import upload  # the SDK: only where a sweep runs (a worker)
+
+    return upload.recheck_claims()
 
 
 def import_file(kind: str, name: str, filename: str, **options: Any) -> int:

@@ -28,11 +28,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
+from django.db.models.functions import Now
+from django.utils import timezone
 
 from migrations_app import intake, openai_client, ratelimit, states
 from migrations_app.alignment import Aligner, Alignment, Claim
@@ -648,6 +651,32 @@ def repair(thread_pk: int, conversation_id: str, worker: Worker) -> str:
     outcome = run_attempt(thread, lease, worker, Attempt.Action.REPAIR, items_to_verify)
     taken = runs[0].taken_back if runs else 0
     return f"{outcome}, {taken} {'copy' if taken == 1 else 'copies'} taken back"
+
+
+def recheck_claims(limit: int = 100, worker: Worker | None = None) -> int:
+    """A write the console claimed may land as late as a lease after the claim (the server was
+    slow to apply it; its answer lost). A thread verified before that is verified once more, by
+    the sweeper, and provable copies taken back (DESIGN.md, "Provenance"). Returns how many
+    threads were checked again."""
+    lease = timedelta(seconds=settings.MIGRATION_LEASE_SECONDS)
+    due = WriteClaim.objects.filter(checked_at__isnull=True, created_at__lt=timezone.now() - lease)
+    pairs = list(due.values_list("thread_id", "conversation_id").distinct()[:limit])
+    rechecked = 0
+    for thread_pk, conversation_id in pairs:
+        claims = due.filter(thread_id=thread_pk, conversation_id=conversation_id)
+        live = Conversation.objects.live().filter(thread_id=thread_pk).first()
+        if live is None or live.conversation_id != conversation_id:
+            claims.update(checked_at=Now())  # not the thread's conversation any more
+            continue
+        status = Thread.objects.filter(pk=thread_pk).values_list("status", flat=True).first()
+        if status != ThreadStatus.SUCCEEDED:
+            continue  # its next run loads the claims and lists after them
+        latest = max(claims.values_list("created_at", flat=True))
+        if not (live.verified_at and live.verified_at > latest + lease):
+            repair(thread_pk, conversation_id, worker or Worker())
+            rechecked += 1
+        claims.update(checked_at=Now())
+    return rechecked
 
 
 # --- one thread, start to end -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from migrations_app.models import Attempt, ErrorKind, Thread, ThreadStatus, Writ
 from migrations_app.openai_client import ApiFailure
 from migrations_app.preview import preview_thread
 from tests import checks
+from tests.cluster import wait_until
 from tests.engine import queue, register, script
 
 pytestmark = pytest.mark.django_db
@@ -600,3 +601,29 @@ def test_one_process_claims_the_sweep_each_minute_however_many_offer():
 
     assert "resumed" in tasks.sweep_stuck_threads()
     assert "skipped" in tasks.sweep_stuck_threads(), "a second offer within the minute"
+
+
+def test_a_write_the_server_applies_after_the_owner_verified_is_taken_back_by_the_recheck(
+    sandbox, make_worker, settings
+):
+    """The server held a write past the client's deadline, then applied it and the answer was
+    lost: the owner resent the batch and verified before the held one landed. Within a lease of
+    its claim, the sweeper verifies the thread once more and takes the copy back."""
+    settings.API_TIMEOUT_SECONDS = 1
+    thread = register(sandbox, minimum=30)
+    sandbox.state.configure_faults(
+        slow_seconds=2,
+        scripted=[{"kind": "slow_drop_after_write", "method": "POST", "path_contains": "/items"}],
+    )
+    assert upload.migrate_thread(thread.pk, make_worker()) == "succeeded"
+    thread.refresh_from_db()
+    stored = sandbox.state.conversations[thread.conversation_id]["items"]
+    wait_until(lambda: len(stored) > thread.items_total, timeout=10, what="the held write")
+    # A lease later (the recheck's horizon), as the sweeper finds it:
+    claimed = timezone.now() - timedelta(hours=1)
+    WriteClaim.objects.update(created_at=claimed)
+    thread.conversations.update(verified_at=claimed + timedelta(seconds=5))
+    assert upload.recheck_claims(worker=make_worker()) == 1
+    assert_exactly_once(sandbox, thread)
+    assert thread.history.get(action="repair").detail["copies_taken_back"] > 0
+    assert upload.recheck_claims(worker=make_worker()) == 0, "checked once"

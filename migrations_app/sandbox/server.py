@@ -322,7 +322,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.state.record(method, route_name, 0, fault)
             return self._drop()
         status, body, error_headers = self._handle(method, url, match)
-        if fault == "drop_after_write" and status == 200:
+        if fault in ("drop_after_write", "slow_drop_after_write") and status == 200:
             self.state.record(method, route_name, 0, fault)
             return self._drop()
         self.state.record(method, route_name, status, fault if status >= 400 else None)
@@ -357,6 +357,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if fault == "slow":  # a request that takes long, then is answered as usual
             time.sleep(faults.slow_seconds)
             return None
+        if fault == "slow_drop_after_write":  # held, then applied and its answer dropped
+            time.sleep(faults.slow_seconds)
         if fault == "rate_limit":
             self._pending = self._rate_limited(
                 faults.retry_after_seconds, "Rate limit reached (injected)"

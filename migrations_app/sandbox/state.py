@@ -34,6 +34,9 @@ class FaultConfig:
     server_error: float = 0  # answer 500
     drop_before_write: float = 0  # POST/DELETE: close the connection, apply nothing
     drop_after_write: float = 0  # POST/DELETE: apply, then close without answering
+    # POST/DELETE: hold the request slow_seconds (the client gives up), then apply it and close
+    # without answering: a write that reaches the server late, its answer lost.
+    slow_drop_after_write: float = 0
     rpm_cap: int = 0
     max_body_bytes: int = 0  # a larger request body is refused with 413 (0: no limit)
     slow_seconds: float = 5  # how long a scripted "slow" fault holds its request before answering
@@ -204,6 +207,7 @@ class SandboxState:
                 ("server_error", faults.server_error),
                 ("drop_before_write" if is_write else "drop", faults.drop_before_write),
                 ("drop_after_write" if is_write else None, faults.drop_after_write),
+                ("slow_drop_after_write" if is_write else None, faults.slow_drop_after_write),
             ):
                 if kind and roll < chance:
                     return kind
