@@ -194,6 +194,9 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     )
 # Transient errors (network, 5xx) retried per request before the thread fails (resumable).
 MIGRATION_MAX_RETRIES = env_int("MIGRATION_MAX_RETRIES", 6, minimum=0)
+# Delta re-sync: check the migrated threads of live import batches for new source messages this
+# often (0: only when staff ask, with "Sync new messages" or `manage.py sync_threads`).
+SYNC_EVERY_MINUTES = env_int("SYNC_EVERY_MINUTES", 0, minimum=0)
 
 # --- Task queue -----------------------------------------------------------------------------
 Q_CLUSTER: dict[str, Any] = {

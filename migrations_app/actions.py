@@ -53,6 +53,14 @@ RULES = {
     rule.name: rule
     for rule in [
         ActionRule("fetch", Attempt.Action.FETCH.label),
+        ActionRule(
+            "sync",
+            Attempt.Action.SYNC.label,
+            "Each thread is checked for messages added at the source since it was migrated; "
+            "those with new ones are appended to the same conversation (the mapping does not "
+            "change). A thread whose earlier messages changed at the source is marked diverged, "
+            "never rewritten.",
+        ),
         ActionRule("migrate", Attempt.Action.MIGRATE.label),
         ActionRule("retry", Attempt.Action.RETRY.label),
         ActionRule(
@@ -132,6 +140,14 @@ def apply_page(
         rows = list(found.order_by("pk").values_list("pk", "thread_id"))
         queue_fetches([thread_id for _, thread_id in rows], group)
         return [pk for pk, _ in rows]
+    if action == "sync":  # a check first (the API, so a worker's): only what is new is queued
+        from migrations_app import sync
+
+        found = list(
+            sync.syncable(Thread.objects.filter(pk__in=list(pks))).values_list("pk", flat=True)
+        )
+        sync.queue_checks(found, group=group)
+        return found
     return states.queue(
         pks, action, group=group, user=user, actor_label=actor_label, enqueue=enqueue
     )

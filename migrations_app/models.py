@@ -17,6 +17,11 @@ from django.utils import timezone
 
 
 class ImportBatch(models.Model):
+    class Cutover(models.TextChoices):
+        LIVE = "live", "Live: synced while the source still changes"
+        FINAL_SYNC = "final_sync", "Final sync: the application stopped writing"
+        CUT_OVER = "cut_over", "Cut over: no more syncs, the mapping is final"
+
     class Source(models.TextChoices):
         CSV = "csv", "CSV / id list"
         PASTE = "paste", "Pasted ids"
@@ -51,6 +56,11 @@ class ImportBatch(models.Model):
     upload_name = models.CharField(max_length=255, blank=True)
     # Fetch tasks queued for the batch's threads (0: none were, e.g. no source API answers).
     fetch_queued = models.PositiveIntegerField(default=0)
+    # Where the batch's threads stand in the cutover to the destination (see sync.py).
+    cutover = models.CharField(
+        max_length=16, choices=Cutover, default=Cutover.LIVE, db_default=Cutover.LIVE
+    )
+    cutover_changed_at = models.DateTimeField(null=True, blank=True)
 
     MAX_ERRORS = 1000
 
@@ -164,6 +174,12 @@ class Thread(models.Model):
     # Counts the WriteClaims recorded for the thread: a worker's `succeed` is fenced on the value
     # it verified with, so a late write announced after its last listing is never left unseen.
     claim_seq = models.PositiveIntegerField(default=0, db_default=0)
+    # Delta re-sync (sync.py): the last source message the verified conversation holds (the
+    # cursor the next sync lists after), when a sync last found the thread up to date, and why
+    # the source no longer matches what was migrated ("": it does).
+    synced_message_id = models.CharField(max_length=64, blank=True, db_default="")
+    synced_at = models.DateTimeField(null=True, blank=True)
+    diverged = models.TextField(blank=True, db_default="")
     updated_at = models.DateTimeField(default=timezone.now, db_default=Now())
 
     class Meta:
@@ -175,6 +191,7 @@ class Thread(models.Model):
             ("cancel_thread", "Can cancel queued threads"),
             ("remigrate_thread", "Can re-migrate migrated threads"),
             ("import_threads", "Can import thread ids and exports"),
+            ("sync_thread", "Can sync new messages and run a cutover"),
         ]
         indexes = [
             # The threads changelist filtered by status and sorted by recency.
@@ -214,6 +231,16 @@ class Thread(models.Model):
                 fields=["lease_expires_at"],
                 condition=Q(status="running"),
                 name="thread_running_lease_idx",
+            ),
+            # A sync pass: migrated threads, the least recently checked first.
+            models.Index(
+                fields=["synced_at"],
+                condition=Q(status="succeeded", diverged=""),
+                name="thread_sync_due_idx",
+            ),
+            # The "diverged" filter and the dashboard's line.
+            models.Index(
+                fields=["updated_at"], condition=~Q(diverged=""), name="thread_diverged_idx"
             ),
         ]
 
@@ -320,6 +347,7 @@ class Attempt(models.Model):
         CANCEL = "cancel", "Cancel"
         # A worker whose late write landed after the thread was verified takes it back.
         REPAIR = "repair", "Take back a late write"
+        SYNC = "sync", "Sync new messages"
 
     class Outcome(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -355,7 +355,7 @@ def fetch_thread_bundle(client: openai.OpenAI, thread_id: str) -> dict[str, Any]
     per run (the API has no other way), several at a time, and only for runs that have tools:
     a run without tools cannot have made tool calls."""
     base = f"/threads/{thread_id}"
-    thread, first_messages, first_runs = _in_parallel(
+    thread, first_messages, first_runs = in_parallel(
         [
             lambda: _source_json(client, base, page=False),
             lambda: _source_json(client, f"{base}/messages"),
@@ -365,14 +365,14 @@ def fetch_thread_bundle(client: openai.OpenAI, thread_id: str) -> dict[str, Any]
     messages = list(_all_after(client, f"{base}/messages", first_messages))
     runs = list(_all_after(client, f"{base}/runs", first_runs))
     with_tools = [run["id"] for run in runs if run.get("tools")]
-    per_run = _in_parallel(
+    per_run = in_parallel(
         [functools.partial(_tool_call_steps, client, base, run_id) for run_id in with_tools]
     )
     steps = [step for run_steps in per_run for step in run_steps]
     return {"thread": thread, "messages": messages, "runs": runs, "run_steps": steps}
 
 
-def _in_parallel(reads: list[Callable[[], T]]) -> list[T]:
+def in_parallel(reads: list[Callable[[], T]]) -> list[T]:
     """Run the reads STEP_READS_IN_FLIGHT at a time; their results in order. For each group this
     thread takes the slots in the source budget and passes its lease check for the latest of
     them, then hands each read over with its slot, and passes on the 429s they met once the
@@ -402,6 +402,27 @@ def _in_parallel(reads: list[Callable[[], T]]) -> list[T]:
                 for seconds in throttled:
                     limiter.slow_down(seconds)
     return results
+
+
+def messages_after(client: openai.OpenAI, thread_id: str, after: str | None) -> dict[str, Any]:
+    """One page (up to 100, oldest first) of a thread's messages after the message `after`: what
+    a sync reads to learn whether a migrated thread has anything new (one request)."""
+    return _source_json(client, f"/threads/{thread_id}/messages", after or None)
+
+
+def delta_bundle(
+    client: openai.OpenAI, thread_id: str, first_page: dict[str, Any]
+) -> dict[str, Any]:
+    """The messages of a thread from `first_page` on (a `messages_after` answer) and the
+    tool-call steps of the runs that made them, read a few at a time: the part of the thread a
+    sync appends. A run whose reply has not appeared yet is left for the next sync."""
+    base = f"/threads/{thread_id}"
+    messages = list(_all_after(client, f"{base}/messages", first_page))
+    run_ids = sorted({m["run_id"] for m in messages if m.get("run_id")})
+    per_run = in_parallel(
+        [functools.partial(_tool_call_steps, client, base, run_id) for run_id in run_ids]
+    )
+    return {"messages": messages, "run_steps": [step for steps in per_run for step in steps]}
 
 
 def _tool_call_steps(client: openai.OpenAI, base: str, run_id: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ ACTING = [
     "retry_thread",
     "cancel_thread",
     "remigrate_thread",
+    "sync_thread",
     "import_threads",
     "sync_assistants",
 ]

@@ -41,13 +41,15 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Now
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from migrations_app.models import (
     Attempt,
     Conversation,
     ErrorKind,
+    ImportBatch,
+    Message,
     Thread,
     ThreadStatus,
     WriteClaim,
@@ -77,6 +79,10 @@ class LeaseLost(Exception):
     """Another worker holds the thread now (or staff changed it): stop, write nothing more."""
 
 
+class Diverged(Exception):
+    """A sync found the thread at the source no longer starts with what was migrated."""
+
+
 class ClaimsChanged(Exception):
     """The worker still holds the thread, but a write it has not seen was announced since it
     verified (a late write of a worker that lost its lease): verify again before succeeding."""
@@ -96,6 +102,9 @@ ELIGIBLE = {
     | (Q(status=ThreadStatus.FAILED) & UPLOAD_STARTED),
     "cancel": Q(status=ThreadStatus.QUEUED),
     "fetch": ~Q(status=ThreadStatus.RUNNING) & ~UPLOAD_STARTED,
+    # A migrated thread whose source still matches, in a batch not cut over (sync.py).
+    "sync": Q(status=ThreadStatus.SUCCEEDED, diverged="")
+    & ~Q(import_batch__in=ImportBatch.objects.filter(cutover=ImportBatch.Cutover.CUT_OVER)),
 }
 
 
@@ -125,6 +134,10 @@ def skip_reason(action: str, status: str, error_kind: str, upload_started: bool)
         return "already queued"
     if action == "cancel":
         return CANCEL_SKIPS.get(status, "not queued")
+    if action == "sync":
+        if status == ThreadStatus.SUCCEEDED:
+            return "diverged from the source, or its import batch is cut over"
+        return "not migrated yet (a sync appends to a migrated conversation)"
     if status == ThreadStatus.SUCCEEDED:
         if action == "migrate":
             return "already migrated (use re-migrate to create a new conversation)"
@@ -407,9 +420,21 @@ def succeed(
     listed with; if a claim was recorded since (a late write announced after that listing),
     nothing changes and ClaimsChanged is raised (LeaseLost if the lease is gone)."""
     fence = {} if claim_seq is None else {"claim_seq": claim_seq}
+    # The last source message the verified conversation now holds: the next sync lists after it.
+    last_message = Subquery(
+        Message.objects.filter(thread_id=lease.thread_pk)
+        .order_by("-position")
+        .values("message_id")[:1]
+    )
     with transaction.atomic():
         if not Thread.objects.filter(_worker_filter(lease), **fence).update(
-            status=ThreadStatus.SUCCEEDED, updated_at=Now(), **RELEASE, **CLEAR_ERROR
+            status=ThreadStatus.SUCCEEDED,
+            updated_at=Now(),
+            synced_message_id=Coalesce(last_message, Value("")),
+            synced_at=Now(),
+            requested_action="",
+            **RELEASE,
+            **CLEAR_ERROR,
         ):
             if fence and Thread.objects.filter(_worker_filter(lease)).exists():
                 raise ClaimsChanged(f"thread {lease.thread_pk}: a write was announced")
@@ -424,6 +449,34 @@ def succeed(
             last_item_id=last_item,
         )
         _close_attempt(attempt_pk, Attempt.Outcome.SUCCEEDED, **attempt)
+
+
+def diverge(lease: Lease, attempt_pk: int, reason: str, **attempt: Any) -> None:
+    """A sync found that the source no longer matches what was migrated: the thread stays
+    succeeded with the conversation it had (nothing is rewritten), marked diverged for staff."""
+    with transaction.atomic():
+        _fenced_update(
+            lease, status=ThreadStatus.SUCCEEDED, diverged=reason, requested_action="", **RELEASE
+        )
+        _close_attempt(attempt_pk, Attempt.Outcome.FAILED, error_kind=ErrorKind.CONFLICT,
+                       error_message=reason[:ERROR_MESSAGE_LIMIT], **attempt)  # fmt: skip
+
+
+def mark_diverged(thread_pk: int, reason: str) -> bool:
+    """A sync's check found the source changed under a migrated thread (its last migrated
+    message is gone): marked, only while it is still succeeded."""
+    return bool(
+        Thread.objects.filter(pk=thread_pk, status=ThreadStatus.SUCCEEDED, diverged="").update(
+            diverged=reason[:ERROR_MESSAGE_LIMIT], updated_at=Now()
+        )
+    )
+
+
+def synced(thread_pks: Sequence[int]) -> int:
+    """Threads a sync's check found up to date (one statement for a group)."""
+    return Thread.objects.filter(pk__in=list(thread_pks), status=ThreadStatus.SUCCEEDED).update(
+        synced_at=Now()
+    )
 
 
 def fail(lease: Lease, attempt_pk: int, failure: ApiFailure, **attempt: Any) -> None:
@@ -519,7 +572,7 @@ def queue(
         changed = _lock(pks, ELIGIBLE[action])
         if not changed:
             return []
-        before = _states_before(changed) if action == "remigrate" else {}
+        before = _states_before(changed) if action in RESTORABLE else {}
         replacing = _request_replacement(changed) if action == "remigrate" else {}
         Thread.objects.filter(pk__in=changed).update(
             status=ThreadStatus.QUEUED,
@@ -564,7 +617,7 @@ def cancel(
     its conversation and mapping); the others become cancelled."""
     with transaction.atomic():
         changed = _lock(pks, ELIGIBLE["cancel"])
-        restored = _restore_unstarted_remigrates(changed)
+        restored = _restore_unstarted(changed)
         Thread.objects.filter(pk__in=changed, status=ThreadStatus.QUEUED).update(
             status=ThreadStatus.CANCELLED, queued_task=None, task_group=group, updated_at=Now()
         )
@@ -612,20 +665,34 @@ def _request_replacement(pks: list[int]) -> dict[int, str]:
     return replacing
 
 
-def _restore_unstarted_remigrates(pks: list[int]) -> dict[int, str]:
-    """Queued re-migrates among `pks` whose new upload has not started: back to the state they
-    were queued from, their conversation kept. {thread pk: the status restored}."""
-    waiting = Conversation.objects.live().filter(
+# Queued actions that a cancel undoes when their work has not started: the thread goes back to
+# the state it was queued from, its conversation and mapping as they were.
+RESTORABLE = {"remigrate", "sync"}
+
+
+def _restore_unstarted(pks: list[int]) -> dict[int, str]:
+    """Threads among `pks` queued for a re-migrate whose new upload has not started, or for a
+    sync that has added nothing to the mirror yet: back to the state they were queued from.
+    {thread pk: the status restored}."""
+    remigrates = Conversation.objects.live().filter(
         thread_id__in=pks, replace_requested_at__isnull=False, thread__status=ThreadStatus.QUEUED
     )
-    thread_pks = list(waiting.values_list("thread_id", flat=True))
-    if not thread_pks:
+    unstarted = set(remigrates.values_list("thread_id", flat=True))
+    syncs = Thread.objects.filter(
+        pk__in=pks, status=ThreadStatus.QUEUED, requested_action="sync"
+    ).values_list("pk", "items_total")
+    verified = dict(
+        Conversation.objects.live()
+        .filter(thread_id__in=[pk for pk, _ in syncs])
+        .values_list("thread_id", "verified_item_count")
+    )
+    unstarted |= {pk for pk, total in syncs if verified.get(pk) == total}
+    if not unstarted:
         return {}
-    waiting = Conversation.objects.live().filter(thread_id__in=thread_pks)
     queued = (
         Attempt.objects.filter(
-            thread_id__in=thread_pks,
-            action=Attempt.Action.REMIGRATE,
+            thread_id__in=unstarted,
+            action__in=RESTORABLE,
             outcome=Attempt.Outcome.QUEUED,
         )
         .order_by("started_at", "pk")
@@ -633,13 +700,13 @@ def _restore_unstarted_remigrates(pks: list[int]) -> dict[int, str]:
     )
     before = {pk: detail.get("before") for pk, detail in queued}  # each thread's latest
     restored = {}
-    for pk in thread_pks:
+    for pk in unstarted:
         fields = before.get(pk) or {"status": ThreadStatus.SUCCEEDED}
         Thread.objects.filter(pk=pk).update(
             **fields, requested_action="", queued_task=None, updated_at=Now()
         )
         restored[pk] = fields["status"]
-    waiting.update(replace_requested_at=None)
+    Conversation.objects.live().filter(thread_id__in=unstarted).update(replace_requested_at=None)
     return restored
 
 

@@ -6,7 +6,7 @@ from typing import Any
 from django.db.models.sql import Query
 from django.utils import timezone
 
-from migrations_app import actions, intake, states, tallies
+from migrations_app import actions, intake, states, sync, tallies
 from migrations_app.models import Heartbeat
 
 
@@ -60,6 +60,34 @@ def sweep_stuck_threads() -> dict[str, Any]:
     }
     Heartbeat.objects.finished(SWEEP)
     return result
+
+
+def check_for_new_messages(thread_pks: list[int], group: str) -> dict[str, int]:
+    """A group of migrated threads checked for new source messages; those with some are queued
+    for a sync (see sync.py)."""
+    checked = sync.check_and_queue(thread_pks, group=group, actor_label="sync")
+    return {
+        "up to date": len(checked.up_to_date),
+        "queued for a sync": len(checked.changed),
+        "diverged": len(checked.diverged),
+        "not checked (source error)": len(checked.failed),
+    }
+
+
+SYNC_PASS = "sync pass"
+
+
+def sync_pass_if_due() -> int:
+    """SYNC_EVERY_MINUTES: the migrated threads of live batches not checked within the interval
+    are handed to check tasks, by whichever process claims the pass. Returns how many."""
+    every = sync.schedule_every()
+    if every is None or not Heartbeat.objects.claim(SYNC_PASS, every):
+        return 0
+    group = f"sync {timezone.now():%Y-%m-%d %H:%M}"
+    pks = sync.due_for_sync(every).values_list("pk", flat=True).iterator(chunk_size=5000)
+    handed = sync.queue_checks(pks, group=group)
+    Heartbeat.objects.finished(SYNC_PASS)
+    return handed
 
 
 def _recheck_claims() -> int:

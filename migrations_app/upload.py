@@ -157,6 +157,7 @@ class Run:
     announced: list[str] = field(default_factory=list)
     claims: tuple[int, list[Claim]] | None = None  # (claim_seq, claims) last read
     replaced: str = ""  # the conversation a re-migrate replaced as it started
+    synced: dict[str, int] | None = None  # what a sync added: new messages, items
 
     def hold(self, wait: float = 0.0) -> None:
         states.hold(self.lease, wait + self.worker.request_seconds)
@@ -692,6 +693,10 @@ def migrate_thread(
         return Attempt.Outcome.SKIPPED
     thread = Thread.objects.get(pk=thread_pk)
     action = thread.requested_action or Attempt.Action.MIGRATE
+    if action == Attempt.Action.SYNC:
+        from migrations_app import sync
+
+        return run_attempt(thread, lease, worker, action, sync.sync_work)
     return run_attempt(thread, lease, worker, action, _migrate)
 
 
@@ -711,6 +716,9 @@ def run_attempt(
     except HandingBack:
         states.hand_back(lease, attempt.pk)
         return Attempt.Outcome.ABANDONED
+    except states.Diverged as diverged:
+        states.diverge(lease, attempt.pk, f"Diverged: {diverged}.", **_attempt_fields(run))
+        return Attempt.Outcome.FAILED
     except ThreadFailed as failed:
         return _fail(run, failed.failure)
     except Exception as error:
@@ -723,6 +731,12 @@ def _migrate(run: Run) -> list[dict[str, Any]]:
     ensure_mirrored(run)
     if run.thread.requested_action == Attempt.Action.REMIGRATE:
         _begin_remigrate(run)
+    return resume_upload(run)
+
+
+def resume_upload(run: Run) -> list[dict[str, Any]]:
+    """Bring the conversation up to the mirror's items, from where it stands (creating it empty
+    first if the thread has none); returns the items, for the verification."""
     conversion, options = conversion_for(run.thread)
     if run.thread.conversation_id:  # resumed: the totals of a new conversation go with it
         states.set_totals(run.lease, len(conversion.items), len(conversion.warnings))
@@ -752,6 +766,8 @@ def _attempt_fields(run: Run, items: int | None = None) -> dict[str, Any]:
         detail["copies_taken_back"] = run.taken_back
     if run.replaced:
         detail["replaced"] = run.replaced
+    if run.synced is not None:
+        detail.update(run.synced)
     return {"conversation_id": run.thread.conversation_id, "detail": detail}
 
 

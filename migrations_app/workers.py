@@ -83,6 +83,7 @@ def _offer_recurring_jobs(stopped: threading.Event) -> None:
         try:
             close_old_connections()
             tasks.sweep_stuck_threads()
+            tasks.sync_pass_if_due()
             run_control_tasks(stopped)
         except Exception:
             log.exception("the worker's recurring jobs failed; it offers again in a moment")

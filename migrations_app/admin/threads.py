@@ -100,6 +100,21 @@ class HasWarningsFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DivergedFilter(admin.SimpleListFilter):
+    """Migrated threads whose source no longer matches what was migrated (sync.py)."""
+
+    title = "source"
+    parameter_name = "diverged"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Thread]
+    ) -> list[tuple[str, str]]:
+        return [("yes", "Diverged from the migrated thread")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Thread]) -> QuerySet[Thread]:
+        return queryset.exclude(diverged="") if self.value() == "yes" else queryset
+
+
 def status_badge(status: str, label: str) -> SafeString:
     """Coloured by console.css (`.status-<status>`): no style attribute, which the
     Content-Security-Policy forbids."""
@@ -137,6 +152,7 @@ class ThreadAdmin(ObjectPageAdmin):
     ]
     list_filter = [
         "status",
+        DivergedFilter,
         "error_kind",
         "assistant",
         "import_batch",
@@ -161,6 +177,7 @@ class ThreadAdmin(ObjectPageAdmin):
         _action("retry", "Retry failed", "retry"),
         _action("cancel", "Cancel queued", "cancel"),
         _action("remigrate", "Re-migrate into a new conversation", "remigrate"),
+        _action("sync", "Sync new messages", "sync"),
     ]
 
     # --- the list -------------------------------------------------------------------------------
@@ -223,6 +240,9 @@ class ThreadAdmin(ObjectPageAdmin):
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return self._has(request, "cancel_thread")
+
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        return self._has(request, "sync_thread")
 
     def has_remigrate_permission(self, request: HttpRequest) -> bool:
         return self._has(request, "remigrate_thread")
@@ -418,7 +438,7 @@ REMEDY_LABELS = {
     "fetch": "Fetch this group again",
     "remigrate": "Re-migrate this group",
 }
-VALID_BUTTONS = ("fetch", "migrate", "retry", "cancel", "remigrate")
+VALID_BUTTONS = ("fetch", "migrate", "retry", "cancel", "remigrate", "sync")
 
 
 def buttons_for(
