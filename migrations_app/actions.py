@@ -143,11 +143,11 @@ def apply_page(
     if action == "sync":  # a check first (the API, so a worker's): only what is new is queued
         from migrations_app import sync
 
-        found = list(
+        to_check: list[int] = list(
             sync.syncable(Thread.objects.filter(pk__in=list(pks))).values_list("pk", flat=True)
         )
-        sync.queue_checks(found, group=group)
-        return found
+        sync.queue_checks(to_check, group=group)
+        return to_check
     return states.queue(
         pks, action, group=group, user=user, actor_label=actor_label, enqueue=enqueue
     )

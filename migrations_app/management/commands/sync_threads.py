@@ -28,7 +28,7 @@ class Command(BaseCommand):
         if bool(thread_ids) == all:
             raise CommandError("Give thread ids, or --all (not both).")
         threads = Thread.objects.filter(thread_id__in=thread_ids) if thread_ids else None
-        if thread_ids:
+        if threads is not None:
             unknown = set(thread_ids) - set(threads.values_list("thread_id", flat=True))
             if unknown:
                 raise CommandError(f"Unknown thread ids: {', '.join(sorted(unknown))}")
