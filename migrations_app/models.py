@@ -139,6 +139,10 @@ class Thread(models.Model):
     warning_count = models.PositiveIntegerField(default=0, db_default=0)
     error_kind = models.CharField(max_length=16, choices=ErrorKind, blank=True, db_default="")
     error_message = models.TextField(blank=True, db_default="")
+    # The message with its ids and numbers taken out (reasons.error_template): the dashboard's
+    # failure groups are (error_kind, error_template), so thousands of ids the source does not
+    # know are one group. Written with the message, by states.
+    error_template = models.CharField(max_length=200, blank=True, db_default="")
     error_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error_request_id = models.CharField(max_length=128, blank=True, db_default="")
     # "host:pid:thread #token": unique per lease taken, so a worker that lost its lease can never
@@ -174,11 +178,12 @@ class Thread(models.Model):
             models.Index(fields=["status", "-updated_at"], name="thread_status_updated_idx"),
             # The default changelist order and the dashboard's "migrated per minute" chart.
             models.Index(fields=["-updated_at"], name="thread_updated_idx"),
-            # The dashboard's failure groups and the error-kind filter.
+            # A failure group's threads (the dashboard's link and remedy button), and the
+            # error-kind filter.
             models.Index(
-                fields=["error_kind"],
+                fields=["error_kind", "error_template"],
                 condition=Q(status="failed"),
-                name="thread_failed_error_idx",
+                name="thread_failed_reason_idx",
             ),
             # Search by (the start of) a live conversation id: LIKE 'conv_x%' in any collation.
             models.Index(
@@ -438,10 +443,10 @@ class StatusTally(models.Model):
 
 
 class FailureTally(models.Model):
-    """Failed threads per (error kind, error message), as delta rows."""
+    """Failed threads per (error kind, error template), as delta rows."""
 
     error_kind = models.CharField(max_length=16, blank=True)
-    error_message = models.TextField(blank=True)
+    error_template = models.CharField(max_length=200, blank=True)
     count = models.BigIntegerField()
 
     def __str__(self) -> str:

@@ -28,7 +28,7 @@ from migrations_app.models import (
     RunStep,
     Thread,
 )
-from tests.factories import source_message, source_thread
+from tests.factories import error, source_message, source_thread
 
 ADMIN_PREFIX = "/admin/"
 # The views every ModelAdmin has, by the suffix of their URL name.
@@ -174,7 +174,7 @@ def build_world() -> World:
     for state in ("queued", "failed", "cancelled", "succeeded"):
         Thread.objects.filter(thread_id=f"thread_ladder_{state}").update(status=state)
     Thread.objects.filter(thread_id="thread_ladder_failed").update(
-        error_kind="transient", error_message="The server had an error (HTTP 500)."
+        error_kind="transient", **error("The server had an error (HTTP 500).")
     )
     succeeded = Thread.objects.get(thread_id="thread_ladder_succeeded")
     Conversation.objects.create(thread=succeeded, conversation_id="conv_ladder", items_committed=1)

@@ -208,7 +208,7 @@ def test_hostile_content_is_escaped_everywhere(admin_client):
 # --- dashboard ------------------------------------------------------------------------------------
 def test_the_dashboard_counts_groups_failures_and_pins_its_queries(admin_client, mirrored):
     Thread.objects.filter(pk__in=list(Thread.objects.values_list("pk", flat=True)[:3])).update(
-        status="failed", error_kind="auth", error_message="The API key was refused"
+        status="failed", error_kind="auth", **factories.error("The API key was refused")
     )
     with CaptureQueriesContext(connection) as queries:
         response = admin_client.get(reverse("admin:migrations_app_dashboard"))

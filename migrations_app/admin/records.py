@@ -224,15 +224,59 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "created_at",
         "finished_at",
         "status",
-        "new_count",
-        "duplicate_count",
-        "invalid_count",
-        "skipped_count",
+        "new_display",
+        "known_display",
+        "invalid_display",
+        "skipped_display",
+        "threads_display",
         "fetch_display",
         "error_lines",
         "warning_lines",
     ]
-    exclude = ["errors", "warnings", "started_at", "upload_name", "fetch_queued"]
+    exclude = [
+        "errors",
+        "warnings",
+        "started_at",
+        "upload_name",
+        "fetch_queued",
+        "new_count",
+        "duplicate_count",
+        "invalid_count",
+        "skipped_count",
+    ]
+
+    # --- the batch page: what it did, each count in words, and links to its threads --------------
+    @admin.display(description="new threads")
+    def new_display(self, obj: ImportBatch) -> str:
+        return f"{obj.new_count:,}"
+
+    @admin.display(description="already known")
+    def known_display(self, obj: ImportBatch) -> str:
+        if not obj.duplicate_count:
+            return "0"
+        if obj.source == ImportBatch.Source.EXPORT:
+            return f"{obj.duplicate_count:,}: their mirrors were updated from this export"
+        return f"{obj.duplicate_count:,}: registered before, left in the batch that first had them"
+
+    @admin.display(description="invalid")
+    def invalid_display(self, obj: ImportBatch) -> str:
+        if not obj.invalid_count:
+            return "0"
+        what = "bundle" if obj.source == ImportBatch.Source.EXPORT else "line"
+        plural = "s" if obj.invalid_count != 1 else ""
+        return f"{obj.invalid_count:,} {what}{plural}, each listed under errors"
+
+    @admin.display(description="kept as they were")
+    def skipped_display(self, obj: ImportBatch) -> str:
+        if not obj.skipped_count:
+            return "0"
+        return f"{obj.skipped_count:,}: running or uploading, so their mirrors were not replaced"
+
+    @admin.display(description="its threads")
+    def threads_display(self, obj: ImportBatch) -> str:
+        return format_html(
+            '<a href="{}" id="batch-threads">every thread of this batch</a>', _batch_threads(obj)
+        )
 
     @admin.display(description="errors")
     def error_lines(self, obj: ImportBatch) -> str:
@@ -247,16 +291,23 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         if not obj.fetch_queued:
             if obj.source == ImportBatch.Source.EXPORT:
                 return "Not needed: an export holds the messages."
+            if not intake.source_configured():
+                return "No source API is configured: load an export that holds these threads."
             return "No fetch queued: fetch the threads from the threads list, or load an export."
         counts = intake.fetch_progress(obj)
+        links = format_html_join(
+            ", ",
+            '<a href="{}&fetch={}" class="fetch-{}"><b>{}</b> {}</a>',
+            (
+                (_batch_threads(obj), outcome, outcome, f"{counts[outcome]:,}", words)
+                for outcome, words in FETCH_OUTCOME_WORDS
+            ),
+        )
         return format_html(
-            '<span id="fetch-progress">{} fetch tasks queued: <b>{}</b> fetched, <b>{}</b> '
-            "not found at the source, <b>{}</b> failed, <b>{}</b> waiting{}</span>",
-            obj.fetch_queued,
-            counts["fetched"],
-            counts["not_found"],
-            counts["failed"],
-            counts["waiting"],
+            '<span id="fetch-progress">{} fetch task{} queued: {}{}</span>',
+            f"{obj.fetch_queued:,}",
+            "" if obj.fetch_queued == 1 else "s",
+            links,
             " (this page refreshes until none wait)" if counts["waiting"] else ".",
         )
 
@@ -335,6 +386,18 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
 
+FETCH_OUTCOME_WORDS = [
+    ("fetched", "fetched"),
+    ("not_found", "not found at the source"),
+    ("failed", "failed"),
+    ("waiting", "waiting"),
+]
+
+
+def _batch_threads(batch: ImportBatch) -> str:
+    return f"{reverse('admin:migrations_app_thread_changelist')}?import_batch__id__exact={batch.pk}"
+
+
 def _report_lines(entries: list[dict]) -> str:
     if not entries:
         return "—"
@@ -342,7 +405,7 @@ def _report_lines(entries: list[dict]) -> str:
         "", "<li>{}</li>", ((display.import_error_text(e),) for e in entries[:500])
     )
     more = format_html("<li>… and {} more</li>", len(entries) - 500) if len(entries) > 500 else ""
-    return format_html("<ul>{}{}</ul>", rows, more)
+    return format_html('<ul class="report">{}{}</ul>', rows, more)
 
 
 @admin.register(BulkAction)
