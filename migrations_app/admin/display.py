@@ -61,13 +61,27 @@ def copy_button(value: str, what: str) -> SafeString | str:
     )
 
 
+ID_SHOWN_WHOLE = 34  # characters; a longer id shows its start and its end, "…" between
+
+
+def short_id(value: str) -> str:
+    """An id for a list cell: whole up to ID_SHOWN_WHOLE characters (the sandbox's, a thread's);
+    else its first 20 and last 12 characters (an API conversation id is 53): the start that
+    search finds it by, the end that tells two apart."""
+    if len(value) <= ID_SHOWN_WHOLE:
+        return value
+    return f"{value[:20]}…{value[-12:]}"
+
+
 def id_with_copy(value: str, what: str) -> SafeString | str:
-    """An id in full on one line, with its copy button."""
+    """An id on one line, whole or with its middle left out (the whole in the tooltip), and a
+    button that copies the whole of it."""
     if not value:
         return ""
     return format_html(
-        '<span class="id-cell"><span class="id-text">{}</span>{}</span>',
+        '<span class="id-cell"><span class="id-text" title="{}">{}</span>{}</span>',
         value,
+        short_id(value),
         copy_button(value, what),
     )
 

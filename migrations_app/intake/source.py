@@ -156,12 +156,12 @@ def _kept_after_failure(thread: Thread) -> str:
     """Why a failed fetch left the thread as it was, for its history row."""
     if thread.data is not None:
         return (
-            f"the thread is mirrored already: its mirror and its state "
-            f"({thread.get_status_display().lower()}) were kept"
+            "nothing changed: the thread was mirrored already, so it keeps its mirror and its "
+            f"state ({thread.get_status_display().lower()})"
         )
     return (
-        "the thread moved on (queued, running, uploading or mirrored by an export) while it was "
-        "fetched: its state was left as it was"
+        "nothing changed: the thread moved on (queued, running, uploading or mirrored by an "
+        "export) while it was fetched, and keeps its state"
     )
 
 
