@@ -492,6 +492,9 @@ REMEDY_LABELS = {
     "remigrate": "Re-migrate this group",
 }
 VALID_BUTTONS = ("fetch", "migrate", "retry", "cancel", "remigrate")
+# After the remedy: what moves the thread on, then taking it off the queue, then a new copy of
+# its source data.
+BUTTON_ORDER = ("migrate", "retry", "remigrate", "cancel", "fetch")
 
 
 @dataclass(frozen=True)
@@ -546,7 +549,7 @@ def buttons_for(thread: Thread, request: HttpRequest, model_admin: ThreadAdmin) 
     remedy = states.thread_remedy_action(thread, source=source)
     offered = [
         Button(name, actions.RULES[name].label, explain(name, thread), primary=name == remedy)
-        for name in VALID_BUTTONS
+        for name in BUTTON_ORDER
         if name in applicable and getattr(model_admin, f"has_{name}_permission")(request)
     ]
     return sorted(offered, key=lambda button: not button.primary)
