@@ -61,16 +61,16 @@ def copy_button(value: str, what: str) -> SafeString | str:
     )
 
 
-ID_SHOWN_WHOLE = 34  # characters; a longer id shows its start and its end, "…" between
+ID_SHOWN_WHOLE = 32  # characters; a longer id shows its start and its end, "…" between
 
 
 def short_id(value: str) -> str:
-    """An id for a list cell: whole up to ID_SHOWN_WHOLE characters (the sandbox's, a thread's);
-    else its first 20 and last 12 characters (an API conversation id is 53): the start that
-    search finds it by, the end that tells two apart."""
+    """An id for a list cell: whole up to ID_SHOWN_WHOLE characters (a thread's, the sandbox's
+    conversations); else its first 16 and last 10 characters (an API conversation id is 53):
+    the start that search finds it by, the end that tells two apart."""
     if len(value) <= ID_SHOWN_WHOLE:
         return value
-    return f"{value[:20]}…{value[-12:]}"
+    return f"{value[:16]}…{value[-10:]}"
 
 
 def id_with_copy(value: str, what: str) -> SafeString | str:
