@@ -33,6 +33,7 @@ from django.test import Client  # noqa: E402
 
 from migrations_app import intake  # noqa: E402
 from migrations_app.models import Thread  # noqa: E402
+from migrations_app.reasons import error_template  # noqa: E402
 from migrations_app.sandbox.data import IdMaker, generate_assistants, generate_thread  # noqa: E402
 from tests.benchmarks import common  # noqa: E402
 
@@ -44,7 +45,7 @@ RUNS = 7
 LOAD_THREADS = """
 INSERT INTO migrations_app_thread (thread_id, status, updated_at, created_at, message_count,
     items_total, items_committed, attempts, warning_count, error_kind, error_message,
-    conversation_id, requested_action)
+    error_template, conversation_id, requested_action)
 SELECT 'thread_' || lpad(g::text, 24, '0'),
        (ARRAY['pending','queued','running','succeeded','succeeded','succeeded','failed',
               'cancelled'])[1 + g %% 8],
@@ -56,6 +57,10 @@ SELECT 'thread_' || lpad(g::text, 24, '0'),
                  || 'not know this object (HTTP 404): No thread found with id ''thread_'
                  || lpad(g::text, 24, '0') || '''.'
             WHEN g %% 8 = 6 THEN 'The API failed in way ' || (g %% 12) ELSE '' END,
+       -- the reason states stores beside the message (reasons.error_template; checked below)
+       CASE WHEN g %% 8 = 6 AND g %% 3 = 2 THEN 'Fetching from the source failed: The API does '
+                 || 'not know this object (HTTP 404): No thread found with id ''thread_…''.'
+            WHEN g %% 8 = 6 THEN 'The API failed in way N' ELSE '' END,
        CASE WHEN g %% 8 IN (3, 4, 5) THEN 'conv_' || lpad(g::text, 24, '0') ELSE '' END,
        CASE WHEN g %% 8 = 1 THEN 'retry' ELSE 'migrate' END  -- the queued are being retried
 FROM generate_series(%s, %s) g
@@ -78,6 +83,10 @@ def load(threads):
     with connection.cursor() as cursor:
         cursor.execute(LOAD_THREADS, [present + 1, threads])
         cursor.execute(LOAD_CONVERSATIONS, [last_id])
+    for message, reason in Thread.objects.filter(status="failed").values_list(
+        "error_message", "error_template"
+    )[:50]:
+        assert error_template(message) == reason, (message, reason)
     if Thread.objects.exclude(data=None).exists():
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE")
