@@ -116,6 +116,15 @@ def test_without_a_source_a_thread_not_found_points_to_an_export_instead(admin_c
     assert "Load an export that holds them" in dashboard
 
 
+def test_without_a_source_a_thread_never_mirrored_is_offered_nothing_but_an_export(
+    admin_client, no_source
+):
+    intake.import_thread_ids(["thread_Unmirrored00000000004"], batch=ImportBatch(source="paste"))
+    html = page_of(admin_client, Thread.objects.get()).content.decode()
+    assert 'id="actions"' not in html
+    assert "no source API is configured to fetch it from" in html and "load an export" in html
+
+
 def test_without_a_source_a_sent_fetch_is_refused_with_the_reason(client, operator, no_source):
     thread = exported()
     answer = client.post(

@@ -207,7 +207,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "source",
         "status",
         display.count_column("new_count", "new"),
-        display.count_column("duplicate_count", "duplicates"),
+        display.count_column("duplicate_count", "already known"),
         display.count_column("invalid_count", "invalid"),
         display.count_column("skipped_count", "skipped"),
         display.count_column("fetch_queued", "fetches"),

@@ -396,7 +396,11 @@ class ThreadAdmin(ObjectPageAdmin):
 
     def object_page_context(self, request: HttpRequest, obj: Thread) -> dict[str, Any]:
         source = intake.source_configured()
-        stranded = not source and obj.data is None and obj.status != ThreadStatus.SUCCEEDED
+        stranded = (
+            not source
+            and obj.data is None
+            and obj.status in (ThreadStatus.PENDING, ThreadStatus.CANCELLED)
+        )
         return {
             **thread_page(obj, request.GET.get("page")),
             "buttons": buttons_for(obj, request, self),
@@ -537,13 +541,16 @@ def explain(name: str, thread: Thread) -> str:
 
 def buttons_for(thread: Thread, request: HttpRequest, model_admin: ThreadAdmin) -> list[Button]:
     """Only the actions valid for this thread's state, and only for staff allowed to act (a
-    fetch only where a source is configured); the remedy first, as the primary action. Migrate
-    and retry queue a failed or cancelled thread alike: only the one that names it is offered
-    (retry for a failed thread, migrate for a cancelled one)."""
+    fetch, or a migration of a thread not mirrored yet, only where a source is configured); the
+    remedy first, as the primary action. Migrate and retry queue a failed or cancelled thread
+    alike: only the one that names it is offered (retry for a failed thread, migrate for a
+    cancelled one)."""
     source = intake.source_configured()
     applicable = states.applicable_actions(thread.pk)
     if not source:
         applicable.discard("fetch")
+        if thread.data is None:  # a worker would have to fetch it first, from nowhere
+            applicable -= {"migrate", "retry"}
     if {"migrate", "retry"} <= applicable:
         applicable.discard("migrate" if thread.status == ThreadStatus.FAILED else "retry")
     remedy = states.thread_remedy_action(thread, source=source)

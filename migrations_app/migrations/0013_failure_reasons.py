@@ -52,7 +52,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(drop_triggers, install_triggers),
+        # Backwards, the triggers are installed by the code that runs then (on_post_migrate).
+        migrations.RunPython(drop_triggers, migrations.RunPython.noop),
         migrations.RemoveIndex(
             model_name='thread',
             name='thread_failed_error_idx',
@@ -74,7 +75,7 @@ class Migration(migrations.Migration):
         migrations.RunPython(fill_templates, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name='thread',
-            index=models.Index(condition=models.Q(('status', 'failed')), fields=['error_kind', 'error_template'], name='thread_failed_reason_idx'),
+            index=models.Index(condition=models.Q(('status', 'failed')), fields=['error_kind', 'error_template', '-updated_at'], name='thread_failed_reason_idx'),
         ),
         migrations.RunPython(install_triggers, drop_triggers),
     ]
