@@ -272,7 +272,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
             return "0"
         return f"{obj.skipped_count:,}: running or uploading, so their mirrors were not replaced"
 
-    @admin.display(description="its threads")
+    @admin.display(description="threads")
     def threads_display(self, obj: ImportBatch) -> str:
         return format_html(
             '<a href="{}" id="batch-threads">every thread of this batch</a>', _batch_threads(obj)
