@@ -178,10 +178,12 @@ class Thread(models.Model):
             models.Index(fields=["status", "-updated_at"], name="thread_status_updated_idx"),
             # The default changelist order and the dashboard's "migrated per minute" chart.
             models.Index(fields=["-updated_at"], name="thread_updated_idx"),
-            # A failure group's threads, newest first (the dashboard's link, its remedy button),
-            # and the error-kind filter.
+            # A failure group's threads, newest first (the dashboard's link), counted for its
+            # remedy's confirmation from the index alone (status and conversation_id decide what
+            # the remedy applies to), and the error-kind filter.
             models.Index(
                 fields=["error_kind", "error_template", "-updated_at"],
+                include=["status", "conversation_id"],
                 condition=Q(status="failed"),
                 name="thread_failed_reason_idx",
             ),

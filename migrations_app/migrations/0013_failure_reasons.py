@@ -75,7 +75,7 @@ class Migration(migrations.Migration):
         migrations.RunPython(fill_templates, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name='thread',
-            index=models.Index(condition=models.Q(('status', 'failed')), fields=['error_kind', 'error_template', '-updated_at'], name='thread_failed_reason_idx'),
+            index=models.Index(condition=models.Q(('status', 'failed')), fields=['error_kind', 'error_template', '-updated_at'], include=['status', 'conversation_id'], name='thread_failed_reason_idx'),
         ),
         migrations.RunPython(install_triggers, drop_triggers),
     ]
