@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 OPENAI_SPEC ?= $(realpath ../shared/openai-spec/openapi.yaml)
 export OPENAI_SPEC
 
-.PHONY: demo test lint fmt bench chromium postgres
+.PHONY: demo test lint fmt bench chromium postgres venv
 
 # PYTHON given and .venv built by another version: build it again, from scratch.
 VENV_FLAGS :=
@@ -26,6 +26,8 @@ $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
+
+venv: $(VENV)/.installed  ## .venv/ alone, for `.venv/bin/python manage.py …` (README)
 
 demo: $(VENV)/.installed  ## web + worker + sandbox with demo data on SQLite
 	$(PY) manage.py demo

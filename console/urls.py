@@ -11,3 +11,4 @@ urlpatterns = [
 ]
 
 handler403 = "migrations_app.views.permission_denied"
+handler404 = "migrations_app.views.page_not_found"

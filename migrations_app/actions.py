@@ -85,11 +85,24 @@ def inline_limit(action: str) -> int:
     return INLINE_LIMITS.get(action, INLINE_LIMIT)
 
 
+NAMED_UP_TO = 5  # a confirmation page names the threads when there are this many or fewer
+
+
+@dataclass(frozen=True)
+class Named:
+    """A thread a confirmation page names: acted on, or skipped for `skip_reason`."""
+
+    pk: int
+    thread_id: str
+    skip_reason: str = ""
+
+
 @dataclass
 class Plan:
     rule: ActionRule
     eligible: int
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    named: list[Named] = field(default_factory=list)  # every thread, when NAMED_UP_TO or fewer
 
     @property
     def skipped_total(self) -> int:
@@ -108,11 +121,38 @@ def plan(action: str, threads: QuerySet[Thread]) -> Plan:
         .values_list("status", "error_kind", "upload_started")
         .annotate(count=Count("pk"))
     )
+    from migrations_app.intake.source import source_configured
+
+    source = source_configured()
     skipped: dict[str, int] = {}
     for status, error_kind, upload_started, count in groups:
-        reason = states.skip_reason(action, status, error_kind, upload_started)
+        reason = states.skip_reason(action, status, error_kind, upload_started, source=source)
         skipped[reason] = skipped.get(reason, 0) + count
-    return Plan(RULES[action], threads.filter(eligible).order_by().count(), skipped)
+    result = Plan(RULES[action], threads.filter(eligible).order_by().count(), skipped)
+    if result.eligible + result.skipped_total <= NAMED_UP_TO:
+        result.named = _named(action, threads, source)
+    return result
+
+
+def _named(action: str, threads: QuerySet[Thread], source: bool) -> list[Named]:
+    """The few selected threads by name, each with why it is skipped (if it is)."""
+    flags = {
+        "applies": ExpressionWrapper(states.ELIGIBLE[action], output_field=BooleanField()),
+        "upload_started": ExpressionWrapper(states.UPLOAD_STARTED, output_field=BooleanField()),
+    }
+    rows = threads.order_by("thread_id").annotate(**flags)
+    return [
+        Named(
+            row["pk"],
+            row["thread_id"],
+            ""
+            if row["applies"]
+            else states.skip_reason(
+                action, row["status"], row["error_kind"], row["upload_started"], source=source
+            ),
+        )
+        for row in rows.values("pk", "thread_id", "status", "error_kind", *flags)[:NAMED_UP_TO]
+    ]
 
 
 def task_group(action: str) -> str:
@@ -279,6 +319,16 @@ def _go_on_later(bulk: BulkAction, query: Query) -> None:
             status=BulkAction.Status.QUEUED, updated_at=Now()
         )
         _queue_bulk(bulk, query)
+
+
+def unfinished_bulk_actions(limit: int = 5) -> list[BulkAction]:
+    """Bulk actions queued or being applied now, newest first."""
+    unfinished = [BulkAction.Status.QUEUED, BulkAction.Status.RUNNING]
+    return list(
+        BulkAction.objects.filter(status__in=unfinished)
+        .select_related("requested_by")
+        .order_by("-created_at")[:limit]
+    )
 
 
 def sweep_stopped_bulk_actions() -> int:

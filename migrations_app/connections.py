@@ -54,6 +54,15 @@ class Connection:
         return self.auth == SANDBOX
 
     @property
+    def is_azure(self) -> bool:
+        """Azure (Foundry's classic agents, Azure OpenAI): an api-version, an api-key header or
+        Entra ID, or an Azure host."""
+        host = urlsplit(self.base_url).hostname or ""
+        return bool(self.api_version) or self.auth in (API_KEY, ENTRA) or host.endswith(
+            (".azure.com", ".azure.net")
+        )
+
+    @property
     def default_query(self) -> dict[str, str]:
         """What every request carries in its query string."""
         return {"api-version": self.api_version} if self.api_version else {}

@@ -153,6 +153,10 @@ class Thread(models.Model):
     warning_count = models.PositiveIntegerField(default=0, db_default=0)
     error_kind = models.CharField(max_length=16, choices=ErrorKind, blank=True, db_default="")
     error_message = models.TextField(blank=True, db_default="")
+    # The message with its ids and numbers taken out (reasons.error_template): the dashboard's
+    # failure groups are (error_kind, error_template), so thousands of ids the source does not
+    # know are one group. Written with the message, by states.
+    error_template = models.CharField(max_length=200, blank=True, db_default="")
     error_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error_request_id = models.CharField(max_length=128, blank=True, db_default="")
     # "host:pid:thread #token": unique per lease taken, so a worker that lost its lease can never
@@ -198,11 +202,14 @@ class Thread(models.Model):
             models.Index(fields=["status", "-updated_at"], name="thread_status_updated_idx"),
             # The default changelist order and the dashboard's "migrated per minute" chart.
             models.Index(fields=["-updated_at"], name="thread_updated_idx"),
-            # The dashboard's failure groups and the error-kind filter.
+            # A failure group's threads, newest first (the dashboard's link), counted for its
+            # remedy's confirmation from the index alone (status and conversation_id decide what
+            # the remedy applies to), and the error-kind filter.
             models.Index(
-                fields=["error_kind"],
+                fields=["error_kind", "error_template", "-updated_at"],
+                include=["status", "conversation_id"],
                 condition=Q(status="failed"),
-                name="thread_failed_error_idx",
+                name="thread_failed_reason_idx",
             ),
             # Search by (the start of) a live conversation id: LIKE 'conv_x%' in any collation.
             models.Index(
@@ -237,6 +244,12 @@ class Thread(models.Model):
                 fields=["synced_at"],
                 condition=Q(status="succeeded", diverged=""),
                 name="thread_sync_due_idx",
+            ),
+            # The dashboard's "new messages not synced yet" line.
+            models.Index(
+                fields=["status"],
+                condition=Q(status__in=["queued", "running"], requested_action="sync"),
+                name="thread_sync_waiting_idx",
             ),
             # The "diverged" filter and the dashboard's line.
             models.Index(
@@ -556,10 +569,10 @@ class StatusTally(models.Model):
 
 
 class FailureTally(models.Model):
-    """Failed threads per (error kind, error message), as delta rows."""
+    """Failed threads per (error kind, error template), as delta rows."""
 
     error_kind = models.CharField(max_length=16, blank=True)
-    error_message = models.TextField(blank=True)
+    error_template = models.CharField(max_length=200, blank=True)
     count = models.BigIntegerField()
 
     def __str__(self) -> str:

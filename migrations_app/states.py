@@ -54,6 +54,7 @@ from migrations_app.models import (
     ThreadStatus,
     WriteClaim,
 )
+from migrations_app.reasons import error_template
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -70,8 +71,8 @@ RUN_INLINE = 0  # queued_task of threads queued for an inline run (migrate_threa
 # at 10,000 requests a minute that was a sixth of the cluster's CPU and grows with the table. A
 # thread's own history (its Attempt rows) already says what its task did; failures are saved.
 PER_THREAD_TASK = {"save": False}
-CLEAR_ERROR = {"error_kind": "", "error_message": "", "error_http_status": None,
-               "error_request_id": ""}  # fmt: skip
+CLEAR_ERROR = {"error_kind": "", "error_message": "", "error_template": "",
+               "error_http_status": None, "error_request_id": ""}  # fmt: skip
 RELEASE = {"lease_owner": "", "lease_expires_at": None}
 
 
@@ -95,8 +96,18 @@ UPLOAD_STARTED = ~Q(conversation_id="")
 DEAD_END_ERRORS = [ErrorKind.NOT_FOUND, ErrorKind.CONFLICT]  # a retry would fail the same way
 RETRYABLE_FAILURE = Q(status=ThreadStatus.FAILED) & ~Q(error_kind__in=DEAD_END_ERRORS)
 
+# The thread's source data is in the mirror (fetched, or loaded from an export): an upload needs
+# nothing more from the source.
+MIRRORED = Q(data__isnull=False)
+# Failed as not found at the source, yet mirrored: the mirror holds everything an upload needs, so
+# migrating it works where fetching again cannot (a thread loaded from an export before the
+# source lost it; such threads stay as they were when a fetch fails now: see fetch_failed).
+MIRRORED_NOT_FOUND = Q(status=ThreadStatus.FAILED, error_kind=ErrorKind.NOT_FOUND) & MIRRORED
+
 ELIGIBLE = {
-    "migrate": Q(status__in=[ThreadStatus.PENDING, ThreadStatus.CANCELLED]) | RETRYABLE_FAILURE,
+    "migrate": Q(status__in=[ThreadStatus.PENDING, ThreadStatus.CANCELLED])
+    | RETRYABLE_FAILURE
+    | (MIRRORED_NOT_FOUND & ~UPLOAD_STARTED),
     "retry": Q(status=ThreadStatus.CANCELLED) | RETRYABLE_FAILURE,
     "remigrate": Q(status=ThreadStatus.SUCCEEDED)
     | (Q(status=ThreadStatus.FAILED) & UPLOAD_STARTED),
@@ -124,8 +135,11 @@ CANCEL_SKIPS: dict[str, str] = {
 }
 
 
-def skip_reason(action: str, status: str, error_kind: str, upload_started: bool) -> str:
-    """Why `action` does not apply to a thread in this state, in words for a confirmation page."""
+def skip_reason(
+    action: str, status: str, error_kind: str, upload_started: bool, *, source: bool = True
+) -> str:
+    """Why `action` does not apply to a thread in this state, in words for a confirmation page.
+    `source`: whether a source API is configured to fetch threads from."""
     if status == ThreadStatus.RUNNING:
         return "running now" + (" (it will finish)" if action == "cancel" else "")
     if action == "fetch":
@@ -143,6 +157,8 @@ def skip_reason(action: str, status: str, error_kind: str, upload_started: bool)
             return "already migrated (use re-migrate to create a new conversation)"
         return "already migrated"
     if error_kind == ErrorKind.NOT_FOUND:
+        if not source:
+            return "not found at the source and not mirrored (load an export that holds it)"
         return "not found at the source (fetch again once the id or source is fixed)"
     if error_kind == ErrorKind.CONFLICT:
         return "its conversation does not match (use re-migrate)"
@@ -169,12 +185,42 @@ def remedy_action(error_kind: str) -> str:
     return REMEDY_ACTIONS.get(error_kind, "retry")
 
 
-def remedy(thread: Thread) -> str:
-    """What staff can do about a failed thread, in one sentence."""
+def thread_remedy_action(thread: Thread, *, source: bool = True) -> str | None:
+    """The action that moves this thread on (the thread page's primary button), if any: the
+    remedy of a failed thread, migrate for one pending or cancelled. None when nothing in the
+    console can (not mirrored, and no source configured to fetch it from)."""
+    if thread.status in (ThreadStatus.PENDING, ThreadStatus.CANCELLED):
+        return "migrate" if source or thread.data is not None else None
+    if thread.status != ThreadStatus.FAILED:
+        return None
+    if thread.error_kind == ErrorKind.NOT_FOUND:
+        if thread.conversation_id:  # the destination lost the conversation
+            return "remigrate"
+        if thread.data is not None:
+            return "migrate"
+        return "fetch" if source else None
+    return remedy_action(thread.error_kind)
+
+
+def remedy(thread: Thread, *, source: bool = True) -> str:
+    """What staff can do about a failed thread, in one sentence. `source`: whether a source API
+    is configured to fetch threads from."""
     if thread.status != ThreadStatus.FAILED:
         return ""
-    if thread.error_kind == ErrorKind.NOT_FOUND:
+    if thread.error_kind == ErrorKind.NOT_FOUND and not thread.conversation_id:
+        if thread.data is not None:
+            return (
+                "The mirror holds this thread, so the source is not needed: migrate it from the "
+                "mirror."
+            )
+        if not source:
+            return (
+                "No source API is configured: load an export that holds this thread (Import "
+                "threads); it then goes back to pending."
+            )
         return "Fix the id or the source, then fetch it again."
+    if thread.error_kind == ErrorKind.NOT_FOUND:
+        return "The destination no longer knows its conversation: re-migrate it into a new one."
     if thread.error_kind == ErrorKind.CONFLICT:
         return "Re-migrate it into a new conversation (the old one stays in the history)."
     if thread.error_kind == ErrorKind.DESTINATION_NOT_FOUND:
@@ -491,6 +537,7 @@ def _error_fields(failure: ApiFailure) -> dict[str, Any]:
     return {
         "error_kind": failure.kind,
         "error_message": failure.message[:ERROR_MESSAGE_LIMIT],
+        "error_template": error_template(failure.message),
         "error_http_status": failure.http_status,
         "error_request_id": failure.request_id,
     }
@@ -499,6 +546,7 @@ def _error_fields(failure: ApiFailure) -> dict[str, Any]:
 def _attempt_error(failure: ApiFailure) -> dict[str, Any]:
     """The same fields under the names an Attempt gives them."""
     fields = _error_fields(failure)
+    del fields["error_template"]  # the thread's grouping key; an attempt keeps the message
     fields["http_status"] = fields.pop("error_http_status")
     fields["request_id"] = fields.pop("error_request_id")
     return fields
@@ -648,7 +696,8 @@ def _lock(pks: Iterable[int], condition: Q) -> list[int]:
 
 
 # What a re-migrate's history row keeps of the thread, to restore it if cancelled unstarted.
-RESTORED_FIELDS = ["status", "error_kind", "error_message", "error_http_status", "error_request_id"]
+RESTORED_FIELDS = ["status", "error_kind", "error_message", "error_template", "error_http_status",
+                   "error_request_id"]  # fmt: skip
 
 
 def _states_before(pks: list[int]) -> dict[int, dict[str, Any]]:
@@ -926,9 +975,12 @@ def found_again(thread_pks: Iterable[int]) -> int:
 
 def fetch_failed(thread_pk: int, failure: ApiFailure) -> bool:
     """A staff fetch that failed marks the thread failed, unless it has moved on meanwhile (a
-    worker runs it, its upload started): a stale fetch result never overwrites a live thread."""
+    worker runs it, its upload started): a stale fetch result never overwrites a live thread.
+    A thread already mirrored keeps its mirror and its state: what the source no longer answers
+    takes nothing from what the console holds (the failure is in the fetch's history row)."""
     return bool(
         Thread.objects.filter(ELIGIBLE["fetch"], pk=thread_pk)
         .exclude(status=ThreadStatus.QUEUED)
+        .exclude(MIRRORED)
         .update(status=ThreadStatus.FAILED, updated_at=Now(), **RELEASE, **_error_fields(failure))
     )

@@ -366,15 +366,21 @@ def days_left(today: date | None = None) -> int:
     return (AZURE_RETIREMENT - (today or timezone.localdate())).days
 
 
+COUNTED = 10_000  # the dashboard counts these up to one more, in their partial indexes
+
+
 def waiting_for_sync() -> int:
-    """Threads with new messages not yet synced: queued or running for a sync."""
-    return Thread.objects.filter(
+    """Threads with new messages not yet synced (queued or running for a sync), counted up to
+    COUNTED + 1 in the partial index `thread_sync_waiting_idx`."""
+    waiting = Thread.objects.filter(
         status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING], requested_action="sync"
-    ).count()
+    )
+    return waiting.order_by().values("pk")[: COUNTED + 1].count()
 
 
 def diverged_count() -> int:
-    return Thread.objects.exclude(diverged="").count()
+    """Diverged threads, counted up to COUNTED + 1 in `thread_diverged_idx`."""
+    return Thread.objects.exclude(diverged="").order_by().values("pk")[: COUNTED + 1].count()
 
 
 def schedule_every() -> timedelta | None:

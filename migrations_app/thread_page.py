@@ -14,7 +14,7 @@ from typing import Any
 from django.core.paginator import Page, Paginator
 
 from migrations_app.conversion import Conversion, Options, Origin, convert_thread, responses_config
-from migrations_app.models import Conversation, Message, RunStep, Thread
+from migrations_app.models import Attempt, Conversation, Message, RunStep, Thread
 from migrations_app.preview import conversion_options
 
 ROWS_PER_PAGE = 50
@@ -130,6 +130,12 @@ def thread_page(thread: Thread, page_number: Any = 1, per_page: int = ROWS_PER_P
         "thread": thread,
         "conversations": conversations,
         "history": list(thread.history.select_related("actor")[:HISTORY_ROWS]),
+        # Every sync that ran (delta re-sync): when, and what it added.
+        "syncs": list(
+            thread.history.filter(action=Attempt.Action.SYNC).exclude(
+                outcome=Attempt.Outcome.QUEUED
+            )[:HISTORY_ROWS]
+        ),
         "preview": None,
         "preview_error": None,
         "rows": [],

@@ -1,5 +1,5 @@
-"""The pages outside the admin's own views: "permission denied" in the admin's look, and the
-favicon browsers ask for at the site's root."""
+"""The pages outside the admin's own views: "permission denied" and "not found" in the
+console's frame, and the favicon browsers ask for at the site's root."""
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -16,6 +16,17 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
         "reason": str(exception or ""),
     }
     return TemplateResponse(request, "403.html", context, status=403).render()
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """With DEBUG off, an unknown address (or a thread id that does not exist) gets the console's
+    frame and the ways back, not Django's bare "Not Found"."""
+    context = {
+        **admin.site.each_context(request),
+        "title": "Page not found",
+        "request_path": request.path,
+    }
+    return TemplateResponse(request, "404.html", context, status=404).render()
 
 
 def favicon(request: HttpRequest) -> HttpResponse:

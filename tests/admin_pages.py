@@ -28,7 +28,7 @@ from migrations_app.models import (
     RunStep,
     Thread,
 )
-from tests.factories import source_message, source_thread
+from tests.factories import error, source_message, source_thread
 
 ADMIN_PREFIX = "/admin/"
 # The views every ModelAdmin has, by the suffix of their URL name.
@@ -159,7 +159,7 @@ def build_world() -> World:
             "runs": [],
             "run_steps": [],
         }
-        for state in ("pending", "queued", "failed", "cancelled", "succeeded")
+        for state in ("pending", "queued", "failed", "cancelled", "succeeded", "synced")
     ]
     intake.store_bundles(bundles)
     Thread.objects.create(thread_id="thread_ladder_unfetched")
@@ -174,10 +174,14 @@ def build_world() -> World:
     for state in ("queued", "failed", "cancelled", "succeeded"):
         Thread.objects.filter(thread_id=f"thread_ladder_{state}").update(status=state)
     Thread.objects.filter(thread_id="thread_ladder_failed").update(
-        error_kind="transient", error_message="The server had an error (HTTP 500)."
+        error_kind="transient", **error("The server had an error (HTTP 500).")
     )
     succeeded = Thread.objects.get(thread_id="thread_ladder_succeeded")
     Conversation.objects.create(thread=succeeded, conversation_id="conv_ladder", items_committed=1)
+    # A second migrated thread: re-migrate and sync each take one.
+    synced = Thread.objects.get(thread_id="thread_ladder_synced")
+    Thread.objects.filter(pk=synced.pk).update(status="succeeded", conversation_id="conv_synced")
+    Conversation.objects.create(thread=synced, conversation_id="conv_synced", items_committed=1)
     Attempt.objects.create(thread=succeeded, action="migrate", outcome="succeeded")
     batch = ImportBatch.objects.create(source="csv", filename="ids.csv", status="done")
     BulkAction.objects.create(

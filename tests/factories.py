@@ -6,6 +6,7 @@ from typing import Any
 
 from migrations_app import intake
 from migrations_app.models import BulkAction, Conversation, ImportBatch, Thread, ThreadStatus
+from migrations_app.reasons import error_template
 from migrations_app.sandbox import generate_dataset
 
 HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2"> {{ 7|add:1 }}'
@@ -68,11 +69,16 @@ def in_state(thread: Thread, status: str, **fields: Any) -> Thread:
     return thread
 
 
+def error(message: str) -> dict[str, str]:
+    """A thread's error message with its reason, as `states` writes them together."""
+    return {"error_message": message, "error_template": error_template(message)}
+
+
 def failed(
     thread: Thread, error_kind: str = "transient", error_message: str = "boom", **fields: Any
 ) -> Thread:
     return in_state(
-        thread, ThreadStatus.FAILED, error_kind=error_kind, error_message=error_message, **fields
+        thread, ThreadStatus.FAILED, error_kind=error_kind, **error(error_message), **fields
     )
 
 

@@ -209,7 +209,7 @@ def test_hostile_content_is_escaped_everywhere(admin_client):
 # --- dashboard ------------------------------------------------------------------------------------
 def test_the_dashboard_counts_groups_failures_and_pins_its_queries(admin_client, mirrored):
     Thread.objects.filter(pk__in=list(Thread.objects.values_list("pk", flat=True)[:3])).update(
-        status="failed", error_kind="auth", error_message="The API key was refused"
+        status="failed", error_kind="auth", **factories.error("The API key was refused")
     )
     with CaptureQueriesContext(connection) as queries:
         response = admin_client.get(reverse("admin:migrations_app_dashboard"))
@@ -217,8 +217,9 @@ def test_the_dashboard_counts_groups_failures_and_pins_its_queries(admin_client,
     assert "The API key was refused" in html and "Retry this group" in html
     assert 'data-status="failed">3<' in html
     # Session, user; both request budgets; the tallies (counts, per minute, failures); the
-    # estimate's sizes, threads being retried; sweeper, last worker attempt, queued tasks.
-    assert len(queries) <= 12, [q["sql"][:90] for q in queries.captured_queries]
+    # estimate's sizes, threads being retried; sweeper, last worker attempt, queued tasks; the
+    # live source's card: threads waiting for a sync, diverged ones, batches by cutover step.
+    assert len(queries) <= 15, [q["sql"][:90] for q in queries.captured_queries]
 
 
 # --- import ---------------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def test_the_threads_list_fits_1440_pixels_with_one_line_per_row(page, live_serv
     expect(never.locator("td.field-source_messages")).to_have_text("not fetched")
     for column in ["status", "messages", "items", "attempts", "last error", "conversation"]:
         expect(page.locator("#result_list thead")).to_contain_text(column, ignore_case=True)
-    expect(page.locator("#result_list td.field-conversation .one-line").first).to_be_visible()
+    expect(page.locator("#result_list td.field-conversation .id-text").first).to_be_visible()
     shot(page, "console-threads-list")
     assert not_found(page) == []
 

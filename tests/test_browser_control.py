@@ -76,9 +76,11 @@ def test_a_bulk_cancel_stops_a_bulk_remigrate_at_once_and_keeps_every_mapping(
         shot(page, "cancel-queued-done")
 
         wait_until(
-            lambda: not Thread.objects.filter(
-                status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]
-            ).exists(),
+            lambda: (
+                not Thread.objects.filter(
+                    status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]
+                ).exists()
+            ),
             timeout=120,
             what="the threads already running to finish",
         )

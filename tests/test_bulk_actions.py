@@ -190,7 +190,8 @@ def test_the_message_links_to_the_bulk_actions_page_which_shows_its_progress(
     page = reverse("admin:migrations_app_bulkaction_change", args=[bulk.pk])
     listing = client.get(response.url).content.decode()
     assert f"Retry: {MANY} threads are handed to a worker" in listing
-    assert f'follow its progress on <a href="{page}">bulk action #{bulk.pk}</a>' in listing
+    assert "the list shows each thread as it is until the worker reaches it" in listing
+    assert f'Follow it on <a href="{page}">bulk action #{bulk.pk}</a>' in listing
     html = client.get(page).content.decode()
     assert f"0 of {MANY} threads acted on (this page refreshes until it is done)" in html
     assert '<meta http-equiv="refresh" content="2">' in html

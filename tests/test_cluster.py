@@ -274,3 +274,64 @@ def test_the_sweeper_runs_while_every_worker_is_busy_and_the_queue_deep(world, c
         what="a sweep while the queue is deep",
     )
     assert OrmQ.objects.count() >= 25, "the sweep did not wait for the queue to drain"
+
+
+# --- delta re-sync under chaos -----------------------------------------------------------------
+def source_items(state, thread_id):
+    """What a thread at the source converts to now."""
+    from migrations_app.conversion import Options, convert_thread
+
+    with state.lock:
+        steps = [step for run in state.runs[thread_id] for step in state.steps.get(run["id"], [])
+                 if step.get("type") == "tool_calls"]  # fmt: skip
+        messages = list(state.messages[thread_id])
+    return convert_thread(state.threads[thread_id], messages, steps, Options()).items
+
+
+def test_syncing_threads_while_messages_keep_arriving_under_faults_and_a_killed_worker(
+    world, clusters
+):
+    """Issue 18: 100 migrated threads keep receiving messages at the source while syncs run, with
+    the usual faults, and one worker cluster SIGKILLed mid-way. At the end every conversation
+    equals its source thread, nothing duplicated."""
+    from migrations_app import sync
+    from migrations_app.conversion import item_fingerprint
+
+    register_all(world, 100)
+    actions.apply("migrate", Thread.objects.all(), actor_label="test")
+    steady = clusters()
+    wait_until(all_settled, timeout=240, what="the first migration")
+    world.state.configure_faults(**CHAOS_FAULTS, retry_after_seconds=0.2, latency_ms=10, seed=3)
+    world.state.start_trickle(0.05, tools=("function", None), seed=4)
+    doomed = clusters()
+
+    def sync_pass():
+        sync.queue_checks(sync.syncable().values_list("pk", flat=True), group="test sync")
+
+    for round_number in range(6):
+        sync_pass()
+        if round_number == 2:
+            doomed.kill()  # SIGKILL, mid-sync
+        wait_until(lambda: not OrmQ.objects.exists(), timeout=120, what="the checks to run")
+    world.state.stop_trickle()
+    assert sum(world.state.turns_added.values()) > 50
+
+    def caught_up():
+        sync_pass()
+        wait_until(lambda: not OrmQ.objects.exists(), timeout=120, what="the checks to run")
+        states.sweep("test")  # the killed cluster's threads, without waiting a minute
+        return all_settled() and not any(
+            len(world.state.conversations[t.conversation_id]["items"])
+            != len(source_items(world.state, t.thread_id))
+            for t in Thread.objects.all()
+        )
+
+    wait_until(caught_up, timeout=400, what="every thread to catch up with its source")
+    assert steady.process.poll() is None
+    for thread in Thread.objects.all():
+        stored = world.state.conversations[thread.conversation_id]["items"]
+        expected = source_items(world.state, thread.thread_id)
+        assert [item_fingerprint(i) for i in stored] == [item_fingerprint(i) for i in expected]
+        checks.assert_migrated_exactly_once(world.state, thread)
+    checks.assert_no_orphan_holds_items(world.state)
+    assert not Thread.objects.exclude(diverged="").exists()

@@ -14,6 +14,7 @@ from django.urls import reverse
 from migrations_app import actions, dashboard, intake
 from migrations_app.estimate import SizeClass, estimate
 from migrations_app.models import ImportBatch, Thread, ThreadStatus
+from tests import factories
 from tests.admin_pages import post_action
 
 pytestmark = pytest.mark.django_db
@@ -117,14 +118,14 @@ def test_few_threads_left_are_counted_exactly(mirrored, monkeypatch):
 
 def test_a_thread_queued_for_retry_leaves_the_failure_groups_at_once(admin_client, mirrored):
     Thread.objects.filter(pk__in=list(Thread.objects.values_list("pk", flat=True)[:3])).update(
-        status="failed", error_kind="transient", error_message="The server answered 503"
+        status="failed", error_kind="transient", **factories.error("The server answered 503")
     )
-    assert "The server answered 503" in admin_client.get(DASHBOARD).content.decode()
+    assert "The server answered N" in admin_client.get(DASHBOARD).content.decode()
     actions.apply("retry", Thread.objects.filter(status="failed"))
     # What the state machine records beside the status: what staff asked for.
     Thread.objects.filter(status="queued").update(requested_action="retry")
     html = admin_client.get(DASHBOARD).content.decode()
-    assert "The server answered 503" not in html and "No failures." in html
+    assert "The server answered N" not in html and "No failures." in html
     assert "Being retried now" in html and ">3 threads</a>" in html
     listing = admin_client.get(THREADS + "?status__in=queued,running")  # where the link goes
     assert len(listing.context["cl"].result_list) == 3
@@ -146,7 +147,7 @@ def test_the_retry_line_counts_up_to_its_cap_and_then_says_more(
 def test_retry_this_group_comes_back_to_the_dashboard(client, operator, mirrored):
     failed = Thread.objects.first().pk
     Thread.objects.filter(pk=failed).update(
-        status="failed", error_kind="transient", error_message="boom"
+        status="failed", error_kind="transient", **factories.error("boom")
     )
     data = {
         "action": "retry_selected",
@@ -155,7 +156,7 @@ def test_retry_this_group_comes_back_to_the_dashboard(client, operator, mirrored
         "_selected_action": "0",
         "return_to": "dashboard",
     }
-    url = THREADS + "?status__exact=failed&error_kind__exact=transient&error_message=boom"
+    url = THREADS + "?status__exact=failed&error_kind__exact=transient&error_template=boom"
     confirmation = client.post(url, data).content.decode()
     assert '<input type="hidden" name="return_to" value="dashboard">' in confirmation
     done = client.post(url, {**data, "post": "yes"})
@@ -174,7 +175,7 @@ def test_the_dashboard_refreshes_itself_even_when_nothing_runs(admin_client, mir
 
 def test_failure_groups_name_the_kind_in_words(admin_client, mirrored):
     Thread.objects.filter(pk=Thread.objects.first().pk).update(
-        status="failed", error_kind="not_found", error_message="gone"
+        status="failed", error_kind="not_found", **factories.error("gone")
     )
     assert "<td>Not found at the source</td>" in admin_client.get(DASHBOARD).content.decode()
 

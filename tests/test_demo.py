@@ -1,6 +1,6 @@
 """The README's first command, `make demo` (`manage.py demo`), on a fresh SQLite database: it
 migrates, prints the URL and a login that works, its worker fetches the demo threads, and it
-stops cleanly. Run as a user would, in its own process with the console's own settings."""
+stops cleanly on Ctrl-C. Run as a user would, in its own process with the console's own settings."""
 
 import os
 import re
@@ -86,8 +86,10 @@ def test_the_demo_starts_on_a_fresh_database_serves_a_working_login_and_stops(tm
         # the demo's worker fetches the demo threads (and fails the one unknown id)
         wait_for(lambda: fetched_threads(database) == DEMO_THREADS, 120, demo, output)
     finally:
-        os.killpg(demo.pid, signal.SIGTERM)
+        # What Ctrl-C in its terminal does: SIGINT to the demo's process group.
+        os.killpg(demo.pid, signal.SIGINT)
         demo.wait(timeout=60)
     printed = output.read_text()
     assert "Stopped." in printed
+    assert "stopped by itself" not in printed, "a plain Ctrl-C is not a crash"
     assert "Traceback" not in printed and "WARNINGS" not in printed, printed

@@ -107,6 +107,8 @@ LADDER: dict[str, Rung] = {
     "admin:migrations_app_thread_mapping": Rung(VIEWERS),
     "admin:migrations_app_thread_act": Rung(every(403), post="operator acts"),
     "admin:migrations_app_importbatch_import": Rung(OPERATORS, post="operator acts"),
+    # The next step of a batch's cutover, confirmed first: operators only.
+    "admin:migrations_app_importbatch_cutover": Rung(OPERATORS, post="operator acts"),
     # Sync is a POST-only button on the Assistants list; operators sync (the sandbox answers).
     "admin:migrations_app_assistant_sync": Rung(every(403), post="operator acts"),
     "admin:auth_user_password_change": Rung(every(403)),
@@ -291,6 +293,7 @@ def urls_of(pattern: AdminPattern, world: World, users: dict[str, User]) -> list
 
 POST_DATA = {
     "admin:migrations_app_thread_act": {"post": "yes"},
+    "admin:migrations_app_importbatch_cutover": {"post": "yes"},
     "admin:migrations_app_importbatch_import": {"pasted": "thread_ForgedImport0000000001"},
 }
 
@@ -389,6 +392,7 @@ ACTION_LADDER = {
     "retry_selected": OPERATORS_ACT,
     "cancel_selected": OPERATORS_ACT,
     "remigrate_selected": OPERATORS_ACT,
+    "sync_selected": OPERATORS_ACT,  # queues a check of each thread for new messages
 }
 
 

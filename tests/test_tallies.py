@@ -17,6 +17,7 @@ from migrations_app.models import ImportBatch, StatusTally, Thread, ThreadStatus
 from migrations_app.openai_client import ApiFailure
 from migrations_app.sandbox import generate_dataset
 from tests.engine import queue, register
+from tests.factories import error
 
 pytestmark = pytest.mark.django_db
 
@@ -25,9 +26,13 @@ def assert_exact() -> None:
     counted = dict(Thread.objects.order_by().values_list("status").annotate(n=Count("pk")))
     assert tallies.status_counts() == counted
     failed = Counter(
-        Thread.objects.filter(status=ThreadStatus.FAILED).values_list("error_kind", "error_message")
+        Thread.objects.filter(status=ThreadStatus.FAILED).values_list(
+            "error_kind", "error_template"
+        )
     )
-    groups = {(g["error_kind"], g["error_message"]): g["count"] for g in tallies.failure_groups(99)}
+    groups = {
+        (g["error_kind"], g["error_template"]): g["count"] for g in tallies.failure_groups(99)
+    }
     assert groups == dict(failed)
 
 
@@ -77,7 +82,7 @@ def test_a_failure_is_grouped_by_reason_and_leaves_the_group_when_retried(sandbo
     upload.migrate_thread(thread.pk, make_worker())
     thread.refresh_from_db()
     assert tallies.failure_groups(5) == [
-        {"error_kind": "not_found", "error_message": thread.error_message, "count": 1}
+        {"error_kind": "not_found", "error_template": thread.error_template, "count": 1}
     ]
     other = Thread.objects.create(thread_id="thread_other", status=ThreadStatus.QUEUED)
     lease = states.take(other.pk, "w#1", 60)
@@ -85,7 +90,7 @@ def test_a_failure_is_grouped_by_reason_and_leaves_the_group_when_retried(sandbo
     states.fail(lease, attempt.pk, ApiFailure("transient", "boom"))
     assert_exact()
     actions.apply("retry", Thread.objects.filter(pk=other.pk), enqueue=False)
-    assert [g["error_message"] for g in tallies.failure_groups(5)] == [thread.error_message]
+    assert [g["error_template"] for g in tallies.failure_groups(5)] == [thread.error_template]
     assert_exact()
 
 
@@ -112,7 +117,7 @@ def test_re_migrating_moves_succeeded_threads_back_to_queued(sandbox, make_worke
 def test_deleted_threads_leave_the_counts():
     for index, status in enumerate(["pending", "failed", "failed", "succeeded"]):
         Thread.objects.create(
-            thread_id=f"thread_d{index}", status=status, error_message="x" * (status == "failed")
+            thread_id=f"thread_d{index}", status=status, **error("x" * (status == "failed"))
         )
     Thread.objects.filter(status__in=["failed", "pending"]).delete()
     assert tallies.status_counts() == {"succeeded": 1}
@@ -137,13 +142,16 @@ def test_the_dashboard_reads_the_tallies_not_the_thread_table(admin_client):
         response = admin_client.get(reverse("admin:migrations_app_dashboard"))
     assert response.status_code == 200
     thread_table = [q["sql"] for q in queries if 'FROM "migrations_app_thread"' in q["sql"]]
-    # Two reads stay bounded without tallies: the threads being retried (counted up to a cap in
-    # a partial index) and the estimate's sizes (an index-only scan while few threads are left,
-    # a TABLESAMPLE of the table when many are). Nothing else reads the thread table.
-    bounded = ("requested_action", "message_count")
+    # Reads that stay bounded without tallies: the threads being retried or waiting for a sync
+    # and the diverged ones (each counted up to a cap in a partial index), and the estimate's
+    # sizes (an index-only scan while few threads are left, a TABLESAMPLE of the table when
+    # many are). Nothing else reads the thread table.
+    capped = ("requested_action", "diverged")
+    bounded = (*capped, "message_count")
     assert [sql for sql in thread_table if not any(word in sql for word in bounded)] == []
-    [retrying] = [sql for sql in thread_table if "requested_action" in sql]
-    assert f"LIMIT {dashboard.RETRYING_COUNTED + 1}" in retrying
+    counted = [sql for sql in thread_table if any(word in sql for word in capped)]
+    assert len(counted) == 3
+    assert all(f"LIMIT {dashboard.RETRYING_COUNTED + 1}" in sql for sql in counted), counted
     html = response.content.decode()
     assert 'id="request-budgets"' in html and "Source (Assistants)" in html
 

@@ -49,15 +49,17 @@ def action_done(name: str, label: str, count: int) -> SafeString:
 
 
 def bulk_started(bulk: BulkAction) -> SafeString:
-    """'Migrate: 12,345 threads are handed to a worker, which applies it a page at a time; follow
-    its progress on bulk action #3.'"""
+    """'Migrate: 12,345 threads are handed to a worker, which applies it in the background, a
+    page at a time: the list shows each thread as it is until the worker reaches it. Follow it
+    on bulk action #3.'"""
     said = ngettext(
-        "%(action)s: %(count)s thread is handed to a worker, which applies it a page at a time;",
-        "%(action)s: %(count)s threads are handed to a worker, which applies it a page at a time;",
+        "%(action)s: %(count)s thread is handed to a worker, which applies it in the background,",
+        "%(action)s: %(count)s threads are handed to a worker, which applies it in the background,",
         bulk.eligible,
     ) % {"action": bulk.get_action_display(), "count": f"{bulk.eligible:,}"}
     return format_html(
-        '{} follow its progress on <a href="{}">bulk action #{}</a>.',
+        "{} a page at a time: the list shows each thread as it is until the worker reaches it. "
+        'Follow it on <a href="{}">bulk action #{}</a>.',
         said,
         reverse("admin:migrations_app_bulkaction_change", args=[bulk.pk]),
         bulk.pk,

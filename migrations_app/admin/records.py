@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from migrations_app import intake, search
+from migrations_app import intake, search, sync
 from migrations_app.admin import display, notices
 from migrations_app.admin.pages import ObjectPageAdmin, admin_page, staff_user
 from migrations_app.conversion import responses_config
@@ -207,7 +207,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "source",
         "status",
         display.count_column("new_count", "new"),
-        display.count_column("duplicate_count", "duplicates"),
+        display.count_column("duplicate_count", "already known"),
         display.count_column("invalid_count", "invalid"),
         display.count_column("skipped_count", "skipped"),
         display.count_column("fetch_queued", "fetches"),
@@ -224,15 +224,62 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "created_at",
         "finished_at",
         "status",
+        "new_display",
+        "known_display",
+        "invalid_display",
+        "skipped_display",
+        "threads_display",
+        "fetch_display",
+        "cutover_display",
+        "error_lines",
+        "warning_lines",
+    ]
+    exclude = [
+        "errors",
+        "warnings",
+        "started_at",
+        "upload_name",
+        "fetch_queued",
+        "cutover",
+        "cutover_changed_at",
         "new_count",
         "duplicate_count",
         "invalid_count",
         "skipped_count",
-        "fetch_display",
-        "error_lines",
-        "warning_lines",
     ]
-    exclude = ["errors", "warnings", "started_at", "upload_name", "fetch_queued"]
+
+    # --- the batch page: what it did, each count in words, and links to its threads --------------
+    @admin.display(description="new threads")
+    def new_display(self, obj: ImportBatch) -> str:
+        return f"{obj.new_count:,}"
+
+    @admin.display(description="already known")
+    def known_display(self, obj: ImportBatch) -> str:
+        if not obj.duplicate_count:
+            return "0"
+        if obj.source == ImportBatch.Source.EXPORT:
+            return f"{obj.duplicate_count:,}: their mirrors were updated from this export"
+        return f"{obj.duplicate_count:,}: registered before, left in the batch that first had them"
+
+    @admin.display(description="invalid")
+    def invalid_display(self, obj: ImportBatch) -> str:
+        if not obj.invalid_count:
+            return "0"
+        what = "bundle" if obj.source == ImportBatch.Source.EXPORT else "line"
+        plural = "s" if obj.invalid_count != 1 else ""
+        return f"{obj.invalid_count:,} {what}{plural}, each listed under errors"
+
+    @admin.display(description="kept as they were")
+    def skipped_display(self, obj: ImportBatch) -> str:
+        if not obj.skipped_count:
+            return "0"
+        return f"{obj.skipped_count:,}: running or uploading, so their mirrors were not replaced"
+
+    @admin.display(description="threads")
+    def threads_display(self, obj: ImportBatch) -> str:
+        return format_html(
+            '<a href="{}" id="batch-threads">every thread of this batch</a>', _batch_threads(obj)
+        )
 
     @admin.display(description="errors")
     def error_lines(self, obj: ImportBatch) -> str:
@@ -247,21 +294,60 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         if not obj.fetch_queued:
             if obj.source == ImportBatch.Source.EXPORT:
                 return "Not needed: an export holds the messages."
+            if not intake.source_configured():
+                return "No source API is configured: load an export that holds these threads."
             return "No fetch queued: fetch the threads from the threads list, or load an export."
         counts = intake.fetch_progress(obj)
+        links = format_html_join(
+            ", ",
+            '<a href="{}&fetch={}" class="fetch-{}"><b>{}</b> {}</a>',
+            (
+                (_batch_threads(obj), outcome, outcome, f"{counts[outcome]:,}", words)
+                for outcome, words in FETCH_OUTCOME_WORDS
+            ),
+        )
         return format_html(
-            '<span id="fetch-progress">{} fetch tasks queued: <b>{}</b> fetched, <b>{}</b> '
-            "not found at the source, <b>{}</b> failed, <b>{}</b> waiting{}</span>",
-            obj.fetch_queued,
-            counts["fetched"],
-            counts["not_found"],
-            counts["failed"],
-            counts["waiting"],
+            '<span id="fetch-progress">{} fetch task{} queued: {}{}</span>',
+            f"{obj.fetch_queued:,}",
+            "" if obj.fetch_queued == 1 else "s",
+            links,
             " (this page refreshes until none wait)" if counts["waiting"] else ".",
         )
 
+    @admin.display(description="cutover")
+    def cutover_display(self, obj: ImportBatch) -> str:
+        """Where the batch stands in the cutover, and the next step (sync.py)."""
+        said = obj.get_cutover_display()
+        next_step = reverse("admin:migrations_app_importbatch_cutover", args=[obj.pk])
+        if obj.cutover == ImportBatch.Cutover.LIVE:
+            return format_html(
+                '<span id="cutover">{}</span> — <a href="{}">start the final sync</a> once the '
+                "application has stopped writing to these threads",
+                said,
+                next_step,
+            )
+        if obj.cutover == ImportBatch.Cutover.FINAL_SYNC:
+            pending = sync.pending_in(obj)
+            if pending:
+                return format_html(
+                    '<span id="cutover">{}</span> — {} thread{} still syncing (this page '
+                    "refreshes until none are)",
+                    said,
+                    f"{pending:,}",
+                    "s" if pending != 1 else "",
+                )
+            return format_html(
+                '<span id="cutover">{}</span> — done: <a href="{}">cut over</a>',
+                said,
+                next_step,
+            )
+        return format_html('<span id="cutover">{}</span> ({})', said, obj.cutover_changed_at)
+
     def has_import_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("migrations_app.import_threads")
+
+    def has_sync_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("migrations_app.sync_thread")
 
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view
@@ -272,8 +358,55 @@ class ImportBatchAdmin(ReadOnlyAdmin):
                 wrap(csrf_exempt(self.import_view)),
                 name="migrations_app_importbatch_import",
             ),
+            path(
+                "<path:object_id>/cutover/",
+                wrap(self.cutover_view),
+                name="migrations_app_importbatch_cutover",
+            ),
             *super().get_urls(),
         ]
+
+    def cutover_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The next step of the batch's cutover, confirmed first: the final sync (staff confirm
+        that the application stopped writing), then the cut over (no more syncs)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        batch = self.get_object(request, object_id)
+        if batch is None:
+            raise Http404("No such import batch.")
+        if not self.has_sync_permission(request):
+            raise PermissionDenied
+        page = reverse("admin:migrations_app_importbatch_change", args=[batch.pk])
+        step = sync.CUTOVER_STEPS.get(batch.cutover)
+        if request.method == "POST" and request.POST.get("post") == "yes" and step:
+            try:
+                if step == ImportBatch.Cutover.FINAL_SYNC:
+                    queued = sync.start_final_sync(batch, user=staff_user(request))
+                    done = (
+                        f"Final sync started: {queued:,} migrated threads queued for a last sync."
+                    )
+                else:
+                    sync.cut_over(batch)
+                    done = "Cut over: no more syncs for this batch; its mapping is final."
+            except sync.CutoverRefused as refused:
+                self.message_user(request, f"Not done: {refused}.", messages.ERROR)
+                return HttpResponseRedirect(page)
+            LogEntry.objects.log_actions(
+                staff_user(request).pk, [batch], CHANGE, change_message=f"cutover: {step}"
+            )
+            self.message_user(request, done, messages.SUCCESS)
+            return HttpResponseRedirect(page)
+        return admin_page(
+            self,
+            request,
+            "admin/migrations_app/importbatch/cutover.html",
+            f"{batch}: cutover",
+            batch=batch,
+            step=step,
+            migrated=sync.syncable(batch.threads.all()).count(),
+            pending=sync.pending_in(batch),
+            batch_url=page,
+        )
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -331,8 +464,25 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         if batch is not None and batch.fetch_queued:
             waiting = intake.fetch_progress(batch)["waiting"] > 0
         running = batch is not None and not batch.is_finished
-        extra = {"refresh_seconds": 2 if running or waiting else None}
+        syncing = (
+            batch is not None
+            and batch.cutover == ImportBatch.Cutover.FINAL_SYNC
+            and sync.pending_in(batch) > 0
+        )
+        extra = {"refresh_seconds": 2 if running or waiting or syncing else None}
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+
+FETCH_OUTCOME_WORDS = [
+    ("fetched", "fetched"),
+    ("not_found", "not found at the source"),
+    ("failed", "failed"),
+    ("waiting", "waiting"),
+]
+
+
+def _batch_threads(batch: ImportBatch) -> str:
+    return f"{reverse('admin:migrations_app_thread_changelist')}?import_batch__id__exact={batch.pk}"
 
 
 def _report_lines(entries: list[dict]) -> str:
@@ -342,7 +492,7 @@ def _report_lines(entries: list[dict]) -> str:
         "", "<li>{}</li>", ((display.import_error_text(e),) for e in entries[:500])
     )
     more = format_html("<li>… and {} more</li>", len(entries) - 500) if len(entries) > 500 else ""
-    return format_html("<ul>{}{}</ul>", rows, more)
+    return format_html('<ul class="report">{}{}</ul>', rows, more)
 
 
 @admin.register(BulkAction)

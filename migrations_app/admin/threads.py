@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.contrib import admin, messages
@@ -25,9 +26,10 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from migrations_app import actions, dashboard, mapping, search, states
+from migrations_app import actions, dashboard, intake, mapping, search, states
 from migrations_app.actions import Plan
 from migrations_app.admin import display, notices
 from migrations_app.admin.pages import (
@@ -37,6 +39,7 @@ from migrations_app.admin.pages import (
     staff_user,
 )
 from migrations_app.conversion import Conversion
+from migrations_app.intake.batches import FETCH_OUTCOMES
 from migrations_app.models import BulkAction, Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
 from migrations_app.thread_page import thread_page
@@ -115,6 +118,28 @@ class DivergedFilter(admin.SimpleListFilter):
         return queryset.exclude(diverged="") if self.value() == "yes" else queryset
 
 
+class FetchFilter(admin.SimpleListFilter):
+    """Where a thread stands with its fetch, as an import batch's page counts it (the counts
+    link here)."""
+
+    title = "fetch"
+    parameter_name = "fetch"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Thread]
+    ) -> list[tuple[str, str]]:
+        return [
+            ("fetched", "Fetched or loaded"),
+            ("waiting", "Not fetched yet"),
+            ("not_found", "Not found at the source"),
+            ("failed", "Fetch failed otherwise"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Thread]) -> QuerySet[Thread]:
+        condition = FETCH_OUTCOMES.get(self.value() or "")
+        return queryset.filter(condition) if condition is not None else queryset
+
+
 def status_badge(status: str, label: str) -> SafeString:
     """Coloured by console.css (`.status-<status>`): no style attribute, which the
     Content-Security-Policy forbids."""
@@ -156,6 +181,7 @@ class ThreadAdmin(ObjectPageAdmin):
         "error_kind",
         "assistant",
         "import_batch",
+        FetchFilter,
         HasWarningsFilter,
         ("updated_at", admin.DateFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
@@ -181,6 +207,13 @@ class ThreadAdmin(ObjectPageAdmin):
     ]
 
     # --- the list -------------------------------------------------------------------------------
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        """Fetching is offered only where a source API is configured to fetch from."""
+        offered = super().get_actions(request)
+        if not intake.source_configured():
+            offered.pop("fetch_selected", None)
+        return offered
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Thread]:
         mirrored = ExpressionWrapper(Q(data__isnull=False), output_field=BooleanField())
         return super().get_queryset(request).annotate(mirrored=mirrored)
@@ -215,7 +248,7 @@ class ThreadAdmin(ObjectPageAdmin):
 
     @admin.display(description="conversation", ordering="conversation_id")
     def conversation(self, obj: Thread) -> str:
-        return display.one_line(obj.conversation_id)
+        return display.id_with_copy(obj.conversation_id, "conversation id")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -253,6 +286,9 @@ class ThreadAdmin(ObjectPageAdmin):
     ) -> HttpResponse | None:
         if name == "preview":
             return self.preview_response(request, queryset)
+        if name == "fetch" and not intake.source_configured():
+            self.message_user(request, NO_SOURCE, messages.ERROR)
+            return None
         plan = actions.plan(name, queryset)
         if request.POST.get("post") == "yes" and plan.eligible:
             if plan.eligible > actions.inline_limit(name):
@@ -379,10 +415,19 @@ class ThreadAdmin(ObjectPageAdmin):
     object_page_template = "admin/migrations_app/thread/thread_page.html"
 
     def object_page_context(self, request: HttpRequest, obj: Thread) -> dict[str, Any]:
+        source = intake.source_configured()
+        stranded = (
+            not source
+            and obj.data is None
+            and obj.status in (ThreadStatus.PENDING, ThreadStatus.CANCELLED)
+        )
         return {
             **thread_page(obj, request.GET.get("page")),
             "buttons": buttons_for(obj, request, self),
-            "remedy": states.remedy(obj),
+            "remedy": states.remedy(obj, source=source),
+            # Not mirrored, and nothing to fetch it from: only an export can bring it in.
+            "needs_export": stranded,
+            "import_url": reverse("admin:migrations_app_importbatch_import"),
             # Queued or running: the status moves on its own; the page follows it.
             "refresh_seconds": (
                 5 if obj.status in (ThreadStatus.QUEUED, ThreadStatus.RUNNING) else None
@@ -391,17 +436,42 @@ class ThreadAdmin(ObjectPageAdmin):
         }
 
     def remedy_for(self, request: HttpRequest, error_kind: str) -> tuple[str, str] | None:
-        """(action, button label) that fixes failures of this kind, if the user may act."""
+        """(action, button label) that fixes failures of this kind, if the user may act (and,
+        for a fetch, if there is a source to fetch from)."""
         action = states.remedy_action(error_kind)
         if not getattr(self, f"has_{action}_permission")(request):
             return None
+        if action == "fetch" and not intake.source_configured():
+            return None
         return f"{action}_selected", REMEDY_LABELS[action]
+
+    def failure_group(self, request: HttpRequest, group: dict[str, Any]) -> dict[str, Any]:
+        """A failure group as the dashboard shows it: its threads' link (exactly the group),
+        the remedy button it may offer, or where there is none, what to do instead."""
+        query = urlencode(
+            {
+                "status__exact": ThreadStatus.FAILED,
+                "error_kind__exact": group["error_kind"],
+                "error_template": group["error_template"],
+            }
+        )
+        remedy = self.remedy_for(request, group["error_kind"])
+        fetch_without_source = (
+            states.remedy_action(group["error_kind"]) == "fetch" and not intake.source_configured()
+        )
+        return {
+            **group,
+            "url": f"{reverse('admin:migrations_app_thread_changelist')}?{query}",
+            "remedy": remedy,
+            "needs_export": fetch_without_source,
+        }
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         require_view_permission(self, request)
         figures = dashboard.figures()
         by_status = {c.status: c.count for c in figures["counts"]}
         active = by_status[ThreadStatus.QUEUED] + by_status[ThreadStatus.RUNNING]
+        waiting_tasks = figures["health"].queued_tasks
         return admin_page(
             self,
             request,
@@ -410,10 +480,8 @@ class ThreadAdmin(ObjectPageAdmin):
             counts=figures["counts"],
             progress=dashboard.progress(figures["counts"]),
             chart=dashboard.chart(figures["per_minute"]),
-            failures=[
-                {**group, "remedy": self.remedy_for(request, group["error_kind"])}
-                for group in figures["failures"]
-            ],
+            failures=[self.failure_group(request, group) for group in figures["failures"]],
+            import_url=reverse("admin:migrations_app_importbatch_import"),
             retrying=figures["retrying"],
             retrying_label=dashboard.threads_label(figures["retrying"], dashboard.RETRYING_COUNTED),
             estimate=figures["remaining"],
@@ -421,7 +489,7 @@ class ThreadAdmin(ObjectPageAdmin):
             rate=figures["rate"],
             # While work runs the figures move every few seconds; idle, a left-open page still
             # catches up with what others did (a retry from another page, a new import).
-            refresh_seconds=5 if active else 30,
+            refresh_seconds=5 if active or waiting_tasks else 30,
             active=active,
             threads_url=reverse("admin:migrations_app_thread_changelist"),
         )
@@ -429,27 +497,97 @@ class ThreadAdmin(ObjectPageAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        extra = {"mapping_url": reverse("admin:migrations_app_thread_mapping")}
+        extra = {
+            "mapping_url": reverse("admin:migrations_app_thread_mapping"),
+            # Actions on many threads a worker is still applying: the rows below change as it
+            # goes, and the list says so rather than look as if nothing happened.
+            "bulk_in_progress": actions.unfinished_bulk_actions(),
+        }
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
 
+NO_SOURCE = (
+    "No source API is configured (ASSISTANTS_BASE_URL), so there is nothing to fetch from: load "
+    "an export that holds these threads instead (Import threads)."
+)
 REMEDY_LABELS = {
     "retry": "Retry this group",
     "fetch": "Fetch this group again",
     "remigrate": "Re-migrate this group",
 }
 VALID_BUTTONS = ("fetch", "migrate", "retry", "cancel", "remigrate", "sync")
+# After the remedy: what moves the thread on, then taking it off the queue, then a new copy of
+# its source data.
+BUTTON_ORDER = ("migrate", "retry", "remigrate", "sync", "cancel", "fetch")
 
 
-def buttons_for(
-    thread: Thread, request: HttpRequest, model_admin: ThreadAdmin
-) -> list[tuple[str, str]]:
-    """Only the actions valid for this thread's state, and only for staff allowed to act."""
-    offered = []
+@dataclass(frozen=True)
+class Button:
+    """One of the thread page's actions: the remedy is the primary one; each says what it does."""
+
+    name: str
+    label: str
+    explanation: str
+    primary: bool = False
+
+
+def explain(name: str, thread: Thread) -> str:
+    """What the button does to this thread, in one line."""
+    mirrored = thread.data is not None
+    if name == "migrate":
+        if thread.status == ThreadStatus.FAILED:
+            return "Upload it from the mirror into a new conversation; the source is not needed."
+        if not mirrored:
+            return (
+                "Queue it: a worker fetches it from the source, uploads it into a new "
+                "conversation and verifies it."
+            )
+        return "Queue it: a worker uploads it into a new conversation and verifies it."
+    if name == "retry":
+        if thread.conversation_id:
+            return "Resume the upload where it stopped, into the same conversation."
+        return "Queue it again; nothing was uploaded yet, so it starts from the first item."
+    if name == "fetch":
+        if mirrored:
+            return (
+                "Copy it from the source again, replacing the mirror; if the source does not "
+                "answer, the mirror and the state are kept."
+            )
+        return "Copy its messages from the source into the console."
+    if name == "remigrate":
+        return (
+            "Upload it again into a new conversation; the mapping keeps the current one until "
+            "the new upload starts, then it stays in the history."
+        )
+    if name == "sync":
+        return (
+            "Check the source for messages added since it was migrated and append them to the "
+            "same conversation."
+        )
+    return (  # cancel
+        "Take it off the queue before a worker starts it (a re-migrate or sync not started yet "
+        "goes back to succeeded, its conversation kept)."
+    )
+
+
+def buttons_for(thread: Thread, request: HttpRequest, model_admin: ThreadAdmin) -> list[Button]:
+    """Only the actions valid for this thread's state, and only for staff allowed to act (a
+    fetch, or a migration of a thread not mirrored yet, only where a source is configured); the
+    remedy first, as the primary action. Migrate and retry queue a failed or cancelled thread
+    alike: only the one that names it is offered (retry for a failed thread, migrate for a
+    cancelled one)."""
+    source = intake.source_configured()
     applicable = states.applicable_actions(thread.pk)
-    for name in VALID_BUTTONS:
-        if not getattr(model_admin, f"has_{name}_permission")(request):
-            continue
-        if name in applicable:
-            offered.append((name, actions.RULES[name].label))
-    return offered
+    if not source:
+        applicable.discard("fetch")
+        if thread.data is None:  # a worker would have to fetch it first, from nowhere
+            applicable -= {"migrate", "retry"}
+    if {"migrate", "retry"} <= applicable:
+        applicable.discard("migrate" if thread.status == ThreadStatus.FAILED else "retry")
+    remedy = states.thread_remedy_action(thread, source=source)
+    offered = [
+        Button(name, actions.RULES[name].label, explain(name, thread), primary=name == remedy)
+        for name in BUTTON_ORDER
+        if name in applicable and getattr(model_admin, f"has_{name}_permission")(request)
+    ]
+    return sorted(offered, key=lambda button: not button.primary)

@@ -135,16 +135,21 @@ def sweep_stopped_imports() -> int:
 
 
 # --- fetch progress -----------------------------------------------------------------------------
+_NEVER_FETCHED = Q(fetched_at__isnull=True)
+_FAILED_UNFETCHED = _NEVER_FETCHED & Q(status=ThreadStatus.FAILED)
+# Where each thread stands with its fetch: the batch page's counts and the threads list's
+# "fetch" filter, one definition for both (so a count's link lists exactly its threads).
+FETCH_OUTCOMES: dict[str, Q] = {
+    "fetched": ~_NEVER_FETCHED,
+    "not_found": _FAILED_UNFETCHED & Q(error_kind=ErrorKind.NOT_FOUND),
+    "failed": _FAILED_UNFETCHED & ~Q(error_kind=ErrorKind.NOT_FOUND),
+    "waiting": _NEVER_FETCHED & ~Q(status=ThreadStatus.FAILED),
+}
+
+
 def fetch_progress(batch: ImportBatch) -> dict[str, int]:
     """Of the batch's threads: fetched (mirrored), not found at the source, failed otherwise
     before they were fetched, and still waiting. One aggregate query."""
-    never_fetched = Q(fetched_at__isnull=True)
-    failed = never_fetched & Q(status=ThreadStatus.FAILED)
-    counts = batch.threads.aggregate(
-        total=Count("pk"),
-        fetched=Count("pk", filter=~never_fetched),
-        not_found=Count("pk", filter=failed & Q(error_kind=ErrorKind.NOT_FOUND)),
-        failed=Count("pk", filter=failed & ~Q(error_kind=ErrorKind.NOT_FOUND)),
+    return batch.threads.aggregate(
+        **{outcome: Count("pk", filter=condition) for outcome, condition in FETCH_OUTCOMES.items()}
     )
-    counts["waiting"] = counts["total"] - counts["fetched"] - counts["not_found"] - counts["failed"]
-    return counts

@@ -115,9 +115,10 @@ def fetch_for_staff(
     thread_id: str, *, client: Any = None, actor: Any = None, actor_label: str = "worker"
 ) -> Attempt | None:
     """The fetch staff asked for (an action, an import): one thread into the mirror, recorded as
-    an Attempt (returned; None if the id is unknown). A failure (404 included) marks the thread
-    failed unless it moved on meanwhile; it does not raise. A thread the fetch no longer applies
-    to (running, or its upload started: `states.ELIGIBLE`) is skipped."""
+    an Attempt (returned; None if the id is unknown). A failure (404 included) marks a thread
+    not mirrored yet failed, unless it moved on meanwhile; a thread already mirrored keeps its
+    mirror and its state, the failure in its history row. It does not raise. A thread the fetch
+    no longer applies to (running, or its upload started: `states.ELIGIBLE`) is skipped."""
     thread = Thread.objects.filter(thread_id=thread_id).first()
     if thread is None:
         return None
@@ -138,10 +139,7 @@ def fetch_for_staff(
         attempt.http_status = failure.http_status
         attempt.request_id = failure.request_id
         if not states.fetch_failed(thread.pk, failure):
-            attempt.detail = {
-                "kept": "the thread moved on (queued, running or uploading) while it was "
-                "fetched: its state was left as it was"
-            }
+            attempt.detail = {"kept": _kept_after_failure(thread)}
     elif fetched.skipped:
         attempt.outcome = Attempt.Outcome.SKIPPED
         attempt.error_message = KEPT
@@ -153,6 +151,19 @@ def fetch_for_staff(
     attempt.finished_at = timezone.now()
     attempt.save()
     return attempt
+
+
+def _kept_after_failure(thread: Thread) -> str:
+    """Why a failed fetch left the thread as it was, for its history row."""
+    if thread.data is not None:
+        return (
+            "nothing changed: the thread was mirrored already, so it keeps its mirror and its "
+            f"state ({thread.get_status_display().lower()})"
+        )
+    return (
+        "nothing changed: the thread moved on (queued, running, uploading or mirrored by an "
+        "export) while it was fetched, and keeps its state"
+    )
 
 
 FETCH_TASK = "migrations_app.tasks.fetch_from_source"

@@ -58,6 +58,23 @@ def external_link(value: Any) -> SafeString:
 
 
 @register.simple_tag
+def copy_button(value: str, what: str) -> SafeString | str:
+    """A one-click copy button for an id (console.js)."""
+    from migrations_app.admin.display import copy_button as button
+
+    return button(value, what)
+
+
+@register.filter
+def grouped(value: Any) -> str:
+    """A count with thousands separators, the same way everywhere: 3,703 and 2,890."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return "" if value is None else str(value)
+
+
+@register.simple_tag
 def error_text(message: str, http_status: int | None) -> str:
     """An error message with its HTTP status, said once: messages from the API client already
     end in "(HTTP 404)"."""

@@ -11,6 +11,7 @@ filtered list and search < 300 ms at 10⁷ threads (BENCH_ADMIN_THREADS=10000000
 
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -32,6 +33,7 @@ from django.test import Client  # noqa: E402
 
 from migrations_app import intake  # noqa: E402
 from migrations_app.models import Thread  # noqa: E402
+from migrations_app.reasons import error_template  # noqa: E402
 from migrations_app.sandbox.data import IdMaker, generate_assistants, generate_thread  # noqa: E402
 from tests.benchmarks import common  # noqa: E402
 
@@ -43,7 +45,7 @@ RUNS = 7
 LOAD_THREADS = """
 INSERT INTO migrations_app_thread (thread_id, status, updated_at, created_at, message_count,
     items_total, items_committed, attempts, warning_count, error_kind, error_message,
-    conversation_id, requested_action)
+    error_template, conversation_id, requested_action)
 SELECT 'thread_' || lpad(g::text, 24, '0'),
        (ARRAY['pending','queued','running','succeeded','succeeded','succeeded','failed',
               'cancelled'])[1 + g %% 8],
@@ -51,7 +53,14 @@ SELECT 'thread_' || lpad(g::text, 24, '0'),
        now() - g * interval '1 minute',
        g %% 60, g %% 70, g %% 70, 1 + g %% 3, g %% 4,
        CASE WHEN g %% 8 = 6 THEN (ARRAY['transient','auth','not_found'])[1 + g %% 3] ELSE '' END,
-       CASE WHEN g %% 8 = 6 THEN 'The API failed in way ' || (g %% 12) ELSE '' END,
+       CASE WHEN g %% 8 = 6 AND g %% 3 = 2 THEN 'Fetching from the source failed: The API does '
+                 || 'not know this object (HTTP 404): No thread found with id ''thread_'
+                 || lpad(g::text, 24, '0') || '''.'
+            WHEN g %% 8 = 6 THEN 'The API failed in way ' || (g %% 12) ELSE '' END,
+       -- the reason states stores beside the message (reasons.error_template; checked below)
+       CASE WHEN g %% 8 = 6 AND g %% 3 = 2 THEN 'Fetching from the source failed: The API does '
+                 || 'not know this object (HTTP 404): No thread found with id ''thread_…''.'
+            WHEN g %% 8 = 6 THEN 'The API failed in way N' ELSE '' END,
        CASE WHEN g %% 8 IN (3, 4, 5) THEN 'conv_' || lpad(g::text, 24, '0') ELSE '' END,
        CASE WHEN g %% 8 = 1 THEN 'retry' ELSE 'migrate' END  -- the queued are being retried
 FROM generate_series(%s, %s) g
@@ -74,6 +83,10 @@ def load(threads):
     with connection.cursor() as cursor:
         cursor.execute(LOAD_THREADS, [present + 1, threads])
         cursor.execute(LOAD_CONVERSATIONS, [last_id])
+    for message, reason in Thread.objects.filter(status="failed").values_list(
+        "error_message", "error_template"
+    )[:50]:
+        assert error_template(message) == reason, (message, reason)
     if Thread.objects.exclude(data=None).exists():
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE")
@@ -92,12 +105,17 @@ def load(threads):
     )
 
 
-def timed(client, url):
-    assert client.get(url).status_code == 200, url
+def timed(client, url, data=None):
+    """Median and max ms of GET `url` (POST `data` to it, if given)."""
+
+    def get():
+        return client.post(url, data) if data is not None else client.get(url)
+
+    assert get().status_code == 200, url
     samples = []
     for _ in range(RUNS):
         started = time.perf_counter()
-        response = client.get(url)
+        response = get()
         if hasattr(response, "streaming_content"):
             b"".join(response.streaming_content)
         samples.append((time.perf_counter() - started) * 1000)
@@ -137,6 +155,18 @@ def table_aggregates_ms():
         run()
         samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples)
+
+
+def biggest_failure_group(client):
+    """The dashboard's first failure group: its threads list link, and the form its remedy
+    button sends (the confirmation page, which counts the group's threads)."""
+    html = client.get("/admin/migrations_app/thread/dashboard/").text
+    row = html[html.index('id="failures"') :]
+    link = re.search(r'<td><a href="([^"]+)"', row)[1].replace("&amp;", "&")
+    form = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', row, re.S)
+    fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form[2]))
+    fields.pop("csrfmiddlewaretoken", None)
+    return link, form[1].replace("&amp;", "&"), fields
 
 
 def main():
@@ -180,8 +210,13 @@ def measure():
         f"  (before the tallies: the dashboard's three aggregates over the thread table took "
         f"{table_aggregates_ms():.0f} ms in this run, one after the other)"
     )
-    for name, url, target in pages:
-        median, worst = timed(client, url)
+    group_url, remedy_url, remedy = biggest_failure_group(client)
+    pages += [
+        ("thread list, the biggest failure group", group_url, 300),
+        ("confirming the biggest failure group's remedy", remedy_url, 300, remedy),
+    ]
+    for name, url, target, *data in pages:
+        median, worst = timed(client, url, *data)
         common.row(
             f"{name} at {total:,} threads",
             f"< {target} ms",

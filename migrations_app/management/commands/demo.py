@@ -3,7 +3,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
+import time
 from argparse import ArgumentParser
 from typing import Any
 
@@ -45,12 +45,17 @@ class Command(BaseCommand):
         sandbox = SandboxServer(port=settings.SANDBOX_PORT, state=state).start()
         self._sync_assistants()
         self._import_demo_ids(list(state.threads))
-        children = [
-            subprocess.Popen([sys.executable, "manage.py", "qcluster"]),
-            subprocess.Popen(
-                [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
-            ),
-        ]
+        # Each child in a process group of its own: Ctrl-C in the terminal reaches this process
+        # alone, which stops them in order, instead of racing them to the exit (and reporting
+        # the first to go as a crash).
+        commands = {
+            "the worker (qcluster)": ["qcluster"],
+            "the web server (runserver)": ["runserver", f"127.0.0.1:{port}", "--noreload"],
+        }
+        children = {
+            name: subprocess.Popen([sys.executable, "manage.py", *args], process_group=0)
+            for name, args in commands.items()
+        }
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nConsole: http://127.0.0.1:{port}/admin/  login {DEMO_USER} / {DEMO_PASSWORD}\n"
@@ -58,20 +63,27 @@ class Command(BaseCommand):
                 "Ctrl-C stops the web server, the worker and the sandbox.\n"
             )
         )
-        stopped = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        # Ctrl-C (SIGINT) or SIGTERM: a flag the loop reads (a handler that took a lock could
+        # deadlock on the one the interrupted loop holds).
+        asked: list[int] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda signum, frame: asked.append(signum))
         try:
-            while not stopped.wait(1):
-                if any(child.poll() is not None for child in children):
-                    self.stderr.write("A child process stopped; shutting down.")
+            while not asked:
+                ended = [name for name, child in children.items() if child.poll() is not None]
+                if ended:
+                    status = children[ended[0]].returncode
+                    self.stderr.write(
+                        f"{ended[0].capitalize()} stopped by itself (exit status {status}); "
+                        "shutting down."
+                    )
                     break
-        except KeyboardInterrupt:
-            pass
+                time.sleep(0.25)
         finally:
-            for child in children:
+            for child in children.values():
                 if child.poll() is None:
                     child.terminate()
-            for child in children:
+            for child in children.values():
                 try:
                     child.wait(timeout=15)
                 except subprocess.TimeoutExpired:
