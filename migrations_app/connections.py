@@ -58,8 +58,10 @@ class Connection:
         """Azure (Foundry's classic agents, Azure OpenAI): an api-version, an api-key header or
         Entra ID, or an Azure host."""
         host = urlsplit(self.base_url).hostname or ""
-        return bool(self.api_version) or self.auth in (API_KEY, ENTRA) or host.endswith(
-            (".azure.com", ".azure.net")
+        return (
+            bool(self.api_version)
+            or self.auth in (API_KEY, ENTRA)
+            or host.endswith((".azure.com", ".azure.net"))
         )
 
     @property
