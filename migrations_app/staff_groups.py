@@ -22,6 +22,7 @@ ACTING = [
     "remigrate_thread",
     "import_threads",
     "sync_assistants",
+    "manage_api_tokens",
 ]
 VIEWABLE_APPS = ["migrations_app", "django_q"]
 
