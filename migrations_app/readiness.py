@@ -119,8 +119,11 @@ class Retirement:
     def phrase(self, today: date | None = None) -> str:
         today = today or timezone.localdate()
         verb = "retired" if self.shutdown <= today else "retire"
+        if verb == "retire" and len(self.models) == 1:
+            verb = "retires"
         models = ", ".join(self.models)
-        return f"{models} {verb} on {self.shutdown.isoformat()}"
+        noun = "Model" if len(self.models) == 1 else "Models"
+        return f"{noun} {models} {verb} on {self.shutdown.isoformat()}"
 
 
 def retirements() -> list[Retirement]:
@@ -197,13 +200,13 @@ class Counter:
                 return request()
             except Exception as error:
                 failure = openai_client.classify(error)
+                if failure.is_permanent or attempt == attempts - 1:
+                    raise
                 if failure.kind == ErrorKind.RATE_LIMITED:
                     self.limiter.slow_down(failure.retry_after or 2.0**attempt)
-                elif failure.is_permanent or attempt == attempts - 1:
-                    raise
                 else:
                     self.sleeper(min(30.0, 0.5 * 2**attempt))
-        raise RuntimeError("unreachable")
+        raise AssertionError("the last attempt returns or raises")
 
     def count(self, conversation: Conversation, model: str) -> None:
         """Count one conversation's tokens for `model` and store the result on it (or the
@@ -316,3 +319,42 @@ def report_lines() -> list[ModelLine]:
         ModelLine(str(model or ""), threads, counted, exceeding, largest, table.limits(model))
         for model, threads, counted, exceeding, largest in rows
     ]
+
+
+# --- what the dashboard shows -------------------------------------------------------------------
+COUNTED_UP_TO = 10_000
+
+
+@dataclass
+class RetirementLine:
+    retirement: Retirement
+    threads: int  # migrated threads of its assistants, counted up to COUNTED_UP_TO + 1
+    past: bool
+
+
+@dataclass
+class Figures:
+    exceeding: int
+    uncounted: int
+    retirements: list[RetirementLine]
+    checked: date
+
+
+def figures(today: date | None = None) -> Figures:
+    """Bounded counts (each stops at 10,001), read from partial indexes or the assistant index."""
+    today = today or timezone.localdate()
+    exceeding = Conversation.objects.live().filter(exceeds_context=True)
+    lines = []
+    for retirement in retirements():
+        migrated = Thread.objects.filter(
+            status=ThreadStatus.SUCCEEDED, assistant_id__in=retirement.assistant_pks
+        )
+        count = migrated.values("pk")[: COUNTED_UP_TO + 1].count()
+        if count:
+            lines.append(RetirementLine(retirement, count, retirement.shutdown <= today))
+    return Figures(
+        exceeding=exceeding.values("pk")[: COUNTED_UP_TO + 1].count(),
+        uncounted=uncounted().values("pk")[: COUNTED_UP_TO + 1].count(),
+        retirements=lines,
+        checked=model_table().checked,
+    )

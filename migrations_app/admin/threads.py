@@ -30,6 +30,7 @@ from django.utils.safestring import SafeString
 from migrations_app import actions, dashboard, mapping, search, states
 from migrations_app.actions import Plan
 from migrations_app.admin import display, notices
+from migrations_app.admin.continuation import ContinuationFilter
 from migrations_app.admin.pages import (
     ObjectPageAdmin,
     admin_page,
@@ -141,6 +142,7 @@ class ThreadAdmin(ObjectPageAdmin):
         "assistant",
         "import_batch",
         HasWarningsFilter,
+        ContinuationFilter,
         ("updated_at", admin.DateFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
     ]
