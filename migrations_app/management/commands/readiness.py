@@ -90,8 +90,8 @@ class Command(BaseCommand):
         uncounted = sum(line.threads - line.counted for line in lines if line.model)
         if uncounted:
             write(
-                f"  not counted yet: {_threads(uncounted, 'conversation')} (the watchdog's schedule "
-                "counts them; --count N counts them now)"
+                f"  not counted yet: {_threads(uncounted, 'conversation')} (the watchdog's "
+                "schedule counts them; --count N counts them now)"
             )
         if (
             not exceeding
