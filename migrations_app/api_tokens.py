@@ -124,15 +124,16 @@ class _Held:
 
 def _claim_sql(vendor: str) -> str:
     greatest, least, floor = _GREATEST[vendor], _LEAST[vendor], _FLOOR[vendor]
-    interval = "(60.0 / requests_per_minute)"
+    rate = "(requests_per_minute * 1.0)"  # a float: an integer product could overflow
+    interval = f"(60.0 / {rate})"
     base = f"{greatest}(theoretical_arrival - %(unused)s * {interval}, %(now)s)"
-    tolerance = f"({greatest}(1.0, requests_per_minute * {BURST_SECONDS} / 60.0) - 1) * {interval}"
+    tolerance = f"({greatest}(1.0, {rate} * {BURST_SECONDS} / 60.0) - 1) * {interval}"
     room = (
         f"(CASE WHEN {base} > %(now)s + {tolerance} THEN 0 "
         f"ELSE {floor.format(f'(%(now)s + {tolerance} - {base}) / {interval} + {ROUNDING}')} + 1 "
         "END)"
     )
-    per_horizon = floor.format(f"requests_per_minute * {HORIZON} / 60.0")
+    per_horizon = floor.format(f"{rate} * {HORIZON} / 60.0")
     wanted = f"{least}({MAX_BATCH}, {greatest}(1, {per_horizon}))"
     grant = f"{least}({wanted}, {room})"
     table = connection.ops.quote_name(ApiToken._meta.db_table)

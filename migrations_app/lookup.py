@@ -74,10 +74,13 @@ def find(thread_ids: Sequence[str]) -> tuple[list[Found], list[str]]:
                 "conversations", condition=Q(conversations__replaced_at__isnull=True)
             )
         )
-        .values(*FIELDS)
+        .values_list(*FIELDS)
     )
     today = timezone.localdate()
-    by_id = {row["thread_id"]: _found(row, today) for row in rows}
+    by_id = {}
+    for values in rows:
+        row = dict(zip(FIELDS, values, strict=True))
+        by_id[row["thread_id"]] = _found(row, today)
     found = [by_id[thread_id] for thread_id in wanted if thread_id in by_id]
     unknown = [thread_id for thread_id in wanted if thread_id not in by_id]
     return found, unknown

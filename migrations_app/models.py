@@ -290,9 +290,10 @@ class Conversation(models.Model):
     # Continuation readiness (readiness.py): the conversation's size in tokens for the model its
     # assistant maps to, and whether that leaves no room in the model's context window.
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
-    tokens_model = models.CharField(max_length=128, blank=True)
+    # Database defaults too: conversations are also inserted in plain SQL (benchmarks, repairs).
+    tokens_model = models.CharField(max_length=128, blank=True, db_default="")
     tokens_counted_at = models.DateTimeField(null=True, blank=True)
-    tokens_error = models.TextField(blank=True)
+    tokens_error = models.TextField(blank=True, db_default="")
     exceeds_context = models.BooleanField(null=True, blank=True)
 
     objects = ConversationQuerySet.as_manager()

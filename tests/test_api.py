@@ -412,3 +412,8 @@ def test_the_readme_example_runs_against_a_live_server(live_server):
     assert httpx2.get(f"{live_server.url}/api/v1/threads/thread_abc123").status_code == 401
     assert Conversation.objects.count() == 1
     assert timezone.now() - ApiToken.objects.get().last_used_at < timedelta(minutes=1)
+
+
+def test_a_token_with_a_very_high_rate_is_admitted(client, clock):
+    raw = new_token(requests_per_minute=10**9)  # its burst would overflow an integer
+    assert get(client, "/api/v1/threads/thread_x", raw).status_code == 404

@@ -102,12 +102,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='conversation',
             name='tokens_error',
-            field=models.TextField(blank=True),
+            field=models.TextField(blank=True, db_default=''),
         ),
         migrations.AddField(
             model_name='conversation',
             name='tokens_model',
-            field=models.CharField(blank=True, max_length=128),
+            field=models.CharField(blank=True, db_default='', max_length=128),
         ),
         migrations.AddField(
             model_name='conversation',
