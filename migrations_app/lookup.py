@@ -74,6 +74,7 @@ def find(thread_ids: Sequence[str]) -> tuple[list[Found], list[str]]:
                 "conversations", condition=Q(conversations__replaced_at__isnull=True)
             )
         )
+        .order_by()  # in the order asked, below: no sort
         .values_list(*FIELDS)
     )
     today = timezone.localdate()
