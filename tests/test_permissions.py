@@ -150,9 +150,10 @@ def rung_for(pattern: AdminPattern) -> Rung:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def database_rows() -> list[tuple[str, str]]:
+def database_rows() -> dict[str, str]:
     """A fingerprint of every row of every table (sessions aside: logging in and out is not a
-    change to the console), in one query."""
+    change to the console), in one query. A dict: PostgreSQL may answer a UNION ALL's branches
+    in any order (a parallel append)."""
     tables = [t for t in connection.introspection.table_names() if t != "django_session"]
     quote = connection.ops.quote_name
     sql = " UNION ALL ".join(
@@ -162,7 +163,7 @@ def database_rows() -> list[tuple[str, str]]:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, tables)
-        return cursor.fetchall()
+        return dict(cursor.fetchall())
 
 
 def outcome(response: HttpResponseBase) -> int | str:
@@ -328,7 +329,7 @@ def check_post(
     before = database_rows()
     response = client.post(url, post_data(pattern))
     after = database_rows()
-    changed = [table for (table, old), (_, new) in zip(before, after, strict=True) if old != new]
+    changed = [table for table, old in before.items() if after.get(table) != old]
     got = outcome(response)
     if rung.post == "harmless":
         if response.status_code >= 500 or changed:
