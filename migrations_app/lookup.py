@@ -110,7 +110,11 @@ def _find_sql() -> str:
         "SELECT t.id, t.thread_id, t.status, t.error_kind, t.items_total, t.warning_count, "
         "t.task_group, a.model, c.conversation_id, c.verified_at, c.input_tokens, "
         f"c.tokens_model, c.exceeds_context FROM {thread} t "
-        f"LEFT JOIN {conversation} c ON c.thread_id = t.id AND c.replaced_at IS NULL "
+        # LATERAL: each thread's live conversation by its unique partial index, whatever the
+        # table sizes (a plain join was hashed against a scan of every conversation).
+        "LEFT JOIN LATERAL (SELECT conversation_id, verified_at, input_tokens, tokens_model, "
+        f"exceeds_context FROM {conversation} WHERE thread_id = t.id AND replaced_at IS NULL "
+        "LIMIT 1) c ON true "
         f"LEFT JOIN {assistant} a ON a.id = t.assistant_id "
         "WHERE t.thread_id = ANY(%s)"
     )
