@@ -114,6 +114,8 @@ def percentile(samples: list[float], share: float) -> float:
 
 def report(name: str, samples: list[float], target: float) -> None:
     p50, p99 = statistics.median(samples), percentile(samples, 0.99)
+    if os.environ.get("BENCH_API_TAIL"):
+        print("  slowest:", [round(x) for x in sorted(samples)[-12:]], flush=True)
     common.row(
         f"lookup API, {name}, at {Thread.objects.count():,} threads (HTTP, gunicorn)",
         f"p99 < {target:.0f} ms",
