@@ -198,6 +198,12 @@ MIGRATION_MAX_RETRIES = env_int("MIGRATION_MAX_RETRIES", 6, minimum=0)
 # often (0: only when staff ask, with "Sync new messages" or `manage.py sync_threads`).
 SYNC_EVERY_MINUTES = env_int("SYNC_EVERY_MINUTES", 0, minimum=0)
 
+# --- The applications' side (README "Lookup API for applications") ------------------------------
+# A new API token's rate limit, requests per minute (each token's can be changed in the admin).
+API_TOKEN_REQUESTS_PER_MINUTE = env_int("API_TOKEN_REQUESTS_PER_MINUTE", 600, minimum=1)
+# The retention watchdog re-reads every migrated conversation at least once in this many days.
+WATCH_DAYS = env_int("WATCH_DAYS", 30, minimum=1)
+
 # --- Task queue -----------------------------------------------------------------------------
 Q_CLUSTER: dict[str, Any] = {
     "name": "console",
@@ -211,6 +217,9 @@ Q_CLUSTER: dict[str, Any] = {
     "save_limit": 10000,
     "ack_failures": True,
     "label": "Task queue",
+    # django-q2's ORM broker, taking the oldest task first and able to queue one ahead of the
+    # rest (a thread an application looks up: see migrations_app/broker.py).
+    "broker_class": "migrations_app.broker.OrderedORM",
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------------

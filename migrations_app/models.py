@@ -10,9 +10,10 @@ from datetime import timedelta
 from typing import Self
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Now
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 
@@ -125,6 +126,8 @@ class ErrorKind(models.TextChoices):
     CONFLICT = "conflict", "Conversation does not match"
     INTERNAL = "internal", "Console error"
     DATABASE = "database", "Console database error"
+    # Verified once, then gone or changed at the destination (the retention watchdog).
+    LOST = "lost", "Lost at the destination"
 
 
 class Thread(models.Model):
@@ -332,6 +335,16 @@ class Conversation(models.Model):
     # The conversion options the items were built with: a resumed upload must build the same
     # items, whatever the settings say now (a re-migrate uses the current ones).
     options = models.JSONField(default=dict, blank=True)
+    # The retention watchdog's last re-read (null: not since it was verified).
+    watched_at = models.DateTimeField(null=True, blank=True)
+    # Continuation readiness (readiness.py): the conversation's size in tokens for the model its
+    # assistant maps to, and whether that leaves no room in the model's context window.
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Database defaults too: conversations are also inserted in plain SQL (benchmarks, repairs).
+    tokens_model = models.CharField(max_length=128, blank=True, db_default="")
+    tokens_counted_at = models.DateTimeField(null=True, blank=True)
+    tokens_error = models.TextField(blank=True, db_default="")
+    exceeds_context = models.BooleanField(null=True, blank=True)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -342,6 +355,28 @@ class Conversation(models.Model):
                 condition=Q(replaced_at__isnull=True),
                 name="one_live_conversation_per_thread",
             )
+        ]
+        indexes = [
+            # The retention watchdog: live verified conversations, least recently read first.
+            models.Index(
+                Coalesce("watched_at", "verified_at"),
+                condition=Q(replaced_at__isnull=True, verified_at__isnull=False),
+                name="conversation_watch_due_idx",
+            ),
+            # Readiness: conversations waiting for their first token count.
+            models.Index(
+                fields=["verified_at"],
+                condition=Q(
+                    replaced_at__isnull=True, verified_at__isnull=False, tokens_counted_at=None
+                ),
+                name="conversation_uncounted_idx",
+            ),
+            # Readiness: the (few) conversations too long for their model's context.
+            models.Index(
+                fields=["thread"],
+                condition=Q(replaced_at__isnull=True, exceeds_context=True),
+                name="conversation_exceeds_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -361,6 +396,7 @@ class Attempt(models.Model):
         # A worker whose late write landed after the thread was verified takes it back.
         REPAIR = "repair", "Take back a late write"
         SYNC = "sync", "Sync new messages"
+        WATCH = "watch", "Retention check"
 
     class Outcome(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -587,3 +623,64 @@ class SuccessTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.minute:%H:%M} {self.count:+d}"
+
+
+class ApiToken(models.Model):
+    """An application's key to the lookup API (api.py): read-only, stored as a SHA-256 hash and
+    shown once, revoked rather than deleted (its history stays)."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read-only: look up threads"
+
+    application = models.CharField(max_length=100, help_text="Who uses this token")
+    # The token's first characters, to tell tokens apart on screen; the rest is only hashed.
+    prefix = models.CharField(max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scope = models.CharField(max_length=16, choices=Scope, default=Scope.READ, editable=False)
+    prioritize_on_lookup = models.BooleanField(
+        default=False,
+        help_text="A thread this application looks up that is not migrated yet is queued ahead "
+        "of the rest.",
+    )
+    requests_per_minute = models.PositiveIntegerField(
+        default=600,
+        validators=[MinValueValidator(1)],
+        help_text="Requests a minute (bursts of ten seconds' worth allowed); more are answered "
+        "429 with Retry-After.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    # Written with the rate limit's own update (not once per request): see api_tokens.py.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    # The token's budget (GCRA, as ratelimit.py): the time from which its next request is
+    # within the rate, and how many requests the last update granted.
+    theoretical_arrival = models.FloatField(default=0, editable=False)
+    last_grant = models.IntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["application", "-created_at"]
+        verbose_name = "API token"
+        permissions = [("manage_api_tokens", "Can create and revoke API tokens")]
+
+    def __str__(self) -> str:
+        return f"{self.application} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

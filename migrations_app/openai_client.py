@@ -474,6 +474,17 @@ def items_page(
     return orjson.loads(response.content)
 
 
+def count_input_tokens(client: openai.OpenAI, model: str, conversation_id: str) -> int:
+    """POST /responses/input_tokens: the tokens a response on this conversation would start
+    with, for `model` (the continuation readiness check)."""
+    response = client.post(
+        "/responses/input_tokens",
+        body={"model": model, "conversation": conversation_id},
+        cast_to=httpx2.Response,
+    )
+    return int(orjson.loads(response.content)["input_tokens"])
+
+
 def delete_item(client: openai.OpenAI, conversation_id: str, item_id: str) -> None:
     """DELETE /conversations/{id}/items/{item_id}: take back an item written by mistake."""
     client.conversations.items.delete(item_id, conversation_id=conversation_id)

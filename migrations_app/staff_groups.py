@@ -23,6 +23,7 @@ ACTING = [
     "sync_thread",
     "import_threads",
     "sync_assistants",
+    "manage_api_tokens",
 ]
 VIEWABLE_APPS = ["migrations_app", "django_q"]
 

@@ -93,7 +93,8 @@ class ClaimsChanged(Exception):
 # The upload has started once a live conversation exists: from then on the mirror is what the
 # conversation was built from, and a fetch would change the input under it.
 UPLOAD_STARTED = ~Q(conversation_id="")
-DEAD_END_ERRORS = [ErrorKind.NOT_FOUND, ErrorKind.CONFLICT]  # a retry would fail the same way
+# A retry would fail the same way (a lost conversation cannot be resumed into either).
+DEAD_END_ERRORS = [ErrorKind.NOT_FOUND, ErrorKind.CONFLICT, ErrorKind.LOST]
 RETRYABLE_FAILURE = Q(status=ThreadStatus.FAILED) & ~Q(error_kind__in=DEAD_END_ERRORS)
 
 # The thread's source data is in the mirror (fetched, or loaded from an export): an upload needs
@@ -162,6 +163,8 @@ def skip_reason(
         return "not found at the source (fetch again once the id or source is fixed)"
     if error_kind == ErrorKind.CONFLICT:
         return "its conversation does not match (use re-migrate)"
+    if error_kind == ErrorKind.LOST:
+        return "its conversation was lost at the destination (use re-migrate)"
     if action == "remigrate":
         return (
             "never migrated (use migrate)"
@@ -178,6 +181,7 @@ REMEDY_ACTIONS: dict[str, str] = {
     ErrorKind.NOT_FOUND: "fetch",
     ErrorKind.CONFLICT: "remigrate",
     ErrorKind.DESTINATION_NOT_FOUND: "remigrate",
+    ErrorKind.LOST: "remigrate",
 }
 
 
@@ -231,6 +235,11 @@ def remedy(thread: Thread, *, source: bool = True) -> str:
         )
     if thread.error_kind == ErrorKind.DATABASE:
         return "Retry it once the console's database answers again: it resumes where it stopped."
+    if thread.error_kind == ErrorKind.LOST:
+        return (
+            "Its conversation is gone or changed at the destination: re-migrate it into a new "
+            "conversation (the old id stays in the history), and give the applications the new id."
+        )
     if thread.conversation_id:
         return "Retry resumes the upload where it stopped; re-migrate starts a new conversation."
     return "Retry it once the cause is fixed."
@@ -612,10 +621,12 @@ def queue(
     user: User | None = None,
     actor_label: str = "",
     enqueue: bool = True,
+    ahead: bool = False,
 ) -> list[int]:
     """Queue the threads among `pks` that `action` still applies to, with one history row each
     and (unless the caller runs them itself) their tasks, all in one transaction: a thread is
-    never queued without the task that will run it. Returns the pks queued."""
+    never queued without the task that will run it. `ahead`: their tasks go before every task
+    already queued (broker.py). Returns the pks queued."""
     with transaction.atomic():
         changed = _lock(pks, ELIGIBLE[action])
         if not changed:
@@ -632,7 +643,7 @@ def queue(
             **CLEAR_ERROR,
         )
         if enqueue:
-            _enqueue(changed, group)
+            _enqueue(changed, group, ahead=ahead)
         else:
             Thread.objects.filter(pk__in=changed).update(queued_task=RUN_INLINE)
         now = timezone.now()
@@ -650,6 +661,7 @@ def queue(
                     "group": group,
                     **({"replaces": replacing[pk]} if pk in replacing else {}),
                     **({"before": before[pk]} if pk in before else {}),
+                    **({"ahead": True} if ahead else {}),
                 },
             )
             for pk in changed
@@ -775,15 +787,16 @@ def begin_remigrate(lease: Lease) -> str:
     return replaced
 
 
-def _enqueue(pks: list[int], group: str) -> None:
+def _enqueue(pks: list[int], group: str, *, ahead: bool = False) -> None:
     """One task per small group of threads, in the caller's transaction (the ORM broker writes
     to the same database), each thread pointing at its task's broker row. The longest threads
     go first: a thread's batches are written one after another, so a long thread queued last
-    would keep the run going long after the others are done."""
+    would keep the run going long after the others are done. `ahead`: before every task
+    already queued."""
     size = settings.MIGRATION_TASK_GROUP_SIZE
     sizes = dict(Thread.objects.filter(pk__in=pks).values_list("pk", "message_count"))
     pks = sorted(pks, key=lambda pk: -sizes.get(pk, 0))
-    broker = _recording_broker()
+    broker = _recording_broker(ahead=ahead)
     rows = []
     for number, start in enumerate(range(0, len(pks), size), start=1):
         part = pks[start : start + size]
@@ -801,15 +814,17 @@ def _async_task(pks: list[int], group: str, name: str, broker: Any) -> None:
     async_task(TASK_FUNCTION, pks, group=group, task_name=name, **PER_THREAD_TASK, **options)
 
 
-def _recording_broker(list_key: str | None = None) -> Any:
-    """django-q2's ORM broker (for the cluster's queue, or `list_key`), remembering the row of
-    the last task it queued; None when the cluster uses another broker (its tasks are not rows
-    we can look up)."""
+def _recording_broker(list_key: str | None = None, ahead: bool = False) -> Any:
+    """The console's ORM broker (broker.py) for the cluster's queue (or `list_key`), remembering
+    the row of the last task it queued; None when the cluster uses another broker (its tasks are
+    not rows we can look up)."""
     from django_q.conf import Conf
 
-    if not Conf.ORM or Conf.BROKER_CLASS:
+    from migrations_app.broker import CLASS_PATH
+
+    if not Conf.ORM or Conf.BROKER_CLASS not in (None, CLASS_PATH):
         return None
-    return _recording_broker_class()(list_key=list_key or Conf.CLUSTER_NAME)
+    return _recording_broker_class()(list_key=list_key or Conf.CLUSTER_NAME, ahead=ahead)
 
 
 def recording_broker(list_key: str | None = None) -> Any:
@@ -825,9 +840,9 @@ def task_row_exists(row: int | None) -> bool:
 
 @functools.cache
 def _recording_broker_class() -> type:
-    from django_q.brokers.orm import ORM
+    from migrations_app.broker import OrderedORM
 
-    class RecordingBroker(ORM):
+    class RecordingBroker(OrderedORM):
         last_row: int | None = None
 
         def enqueue(self, task: str) -> int:
@@ -883,6 +898,81 @@ def hand_to_queue(group: str) -> int:
         if pks:
             _enqueue(pks, group)
     return len(pks)
+
+
+# --- an application's lookup: queued ahead -------------------------------------------------------
+def move_ahead(pks: Sequence[int], *, group: str, actor_label: str = "") -> list[int]:
+    """Threads among `pks` still queued for a worker (not for an inline run) get a task queued
+    ahead of every other (broker.py), with a history row each: the task they were queued with
+    may be deep in the queue. Whichever task comes first takes the thread; the other finds it
+    no longer queued and skips it. Returns the pks moved."""
+    with transaction.atomic():
+        queued = Q(status=ThreadStatus.QUEUED) & ~Q(queued_task=RUN_INLINE)
+        moved = _lock(pks, queued)
+        if not moved:
+            return []
+        actions = dict(Thread.objects.filter(pk__in=moved).values_list("pk", "requested_action"))
+        Thread.objects.filter(pk__in=moved).update(task_group=group, updated_at=Now())
+        _enqueue(moved, group, ahead=True)
+        now = timezone.now()
+        Attempt.objects.bulk_create(
+            Attempt(
+                thread_id=pk,
+                action=actions.get(pk) or Attempt.Action.MIGRATE,
+                outcome=Attempt.Outcome.QUEUED,
+                actor_label=actor_label,
+                started_at=now,
+                finished_at=now,
+                detail={"group": group, "ahead": True, "was_queued": True},
+            )
+            for pk in moved
+        )
+    return moved
+
+
+# --- the retention watchdog: a verified conversation lost at the destination -------------------
+def mark_lost(
+    thread_pk: int,
+    conversation_id: str,
+    message: str,
+    *,
+    http_status: int | None = None,
+    request_id: str = "",
+    detail: dict[str, Any] | None = None,
+) -> bool:
+    """The thread's verified conversation is gone or changed at the destination: the thread
+    fails as lost (remedy: re-migrate), keeping its conversation id and rows. Applies only to a
+    thread still succeeded with that same conversation (one re-migrated meanwhile, or already
+    failed, is left alone). Returns whether it applied; the history row says what was found."""
+    with transaction.atomic():
+        changed = Thread.objects.filter(
+            pk=thread_pk, status=ThreadStatus.SUCCEEDED, conversation_id=conversation_id
+        ).update(
+            status=ThreadStatus.FAILED,
+            error_kind=ErrorKind.LOST,
+            error_message=message[:ERROR_MESSAGE_LIMIT],
+            error_template=error_template(message),
+            error_http_status=http_status,
+            error_request_id=request_id,
+            updated_at=Now(),
+        )
+        if changed:
+            now = timezone.now()
+            Attempt.objects.create(
+                thread_id=thread_pk,
+                action=Attempt.Action.WATCH,
+                outcome=Attempt.Outcome.FAILED,
+                actor_label="retention watchdog",
+                started_at=now,
+                finished_at=now,
+                conversation_id=conversation_id,
+                error_kind=ErrorKind.LOST,
+                error_message=message[:ERROR_MESSAGE_LIMIT],
+                http_status=http_status,
+                request_id=request_id,
+                detail=detail or {},
+            )
+    return bool(changed)
 
 
 # --- the sweeper --------------------------------------------------------------------------------

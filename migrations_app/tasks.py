@@ -96,6 +96,27 @@ def _recheck_claims() -> int:
     return upload.recheck_claims()
 
 
+def watch_conversations() -> dict[str, Any]:
+    """Scheduled every five minutes (migration 0015; a plain Schedule row, as the sweeper's):
+    re-reads a paced share of the migrated conversations (watchdog.py), then counts the tokens
+    of conversations migrated since the last run (readiness.py), both within the destination's
+    request budget and within four minutes."""
+    import time
+
+    from migrations_app import readiness, watchdog
+
+    started = time.monotonic()
+    watch = watchdog.run()
+    left = watchdog.RUN_SECONDS - (time.monotonic() - started)
+    counted = readiness.Count()
+    if left > 0 and not watch.stopped:
+        counted = readiness.count_uncounted(READINESS_PER_RUN, deadline=time.monotonic() + left)
+    return {"watch": watch.as_dict(), "readiness": counted.__dict__}
+
+
+READINESS_PER_RUN = 1000  # first token counts per run: 200 requests a minute at most
+
+
 def import_file(kind: str, name: str, filename: str, **options: Any) -> int:
     """An uploaded id list or export (`name` in the default storage), imported by a worker, then
     removed whatever happens (options: user_pk, batch_pk, fetch — see

@@ -17,7 +17,7 @@ from django.urls import URLPattern, URLResolver, reverse
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Task
 
-from migrations_app import intake
+from migrations_app import api_tokens, intake
 from migrations_app.admin.threads import VALID_BUTTONS
 from migrations_app.models import (
     Assistant,
@@ -199,6 +199,7 @@ def build_world() -> World:
     OrmQ.objects.create(key="console", payload="ladder", lock=None)
     if not Schedule.objects.exists():
         Schedule.objects.create(func="math.floor", args="1", schedule_type=Schedule.MINUTES)
+    api_tokens.create_token("Ladder app")
     Group.objects.get_or_create(name="ladder-group")
     User.objects.get_or_create(username="ladder-user")
     objects = {

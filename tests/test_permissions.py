@@ -26,7 +26,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 
 from migrations_app.admin.threads import VALID_BUTTONS
-from migrations_app.models import Assistant, Thread
+from migrations_app.models import ApiToken, Assistant, Thread
 from migrations_app.sandbox import SandboxServer, seeded_state
 from tests import personas
 from tests.admin_pages import (
@@ -112,12 +112,24 @@ LADDER: dict[str, Rung] = {
     # Sync is a POST-only button on the Assistants list; operators sync (the sandbox answers).
     "admin:migrations_app_assistant_sync": Rung(every(403), post="operator acts"),
     "admin:auth_user_password_change": Rung(every(403)),
+    # An application's API token: a confirmation page, then the revocation (POST).
+    "admin:migrations_app_apitoken_revoke": Rung(OPERATORS, post="operator acts"),
+}
+
+# Models whose own views are not read-only for everybody: operators create API tokens (shown
+# once) and change their rate and priority; viewers read them; nobody deletes one (revoked).
+MODEL_RUNGS: dict[tuple[type[models.Model], str], Rung] = {
+    (ApiToken, "add"): Rung(OPERATORS, post="operator acts"),
+    (ApiToken, "change"): Rung(VIEWERS, post="operator acts"),
 }
 
 
 def standard_rung(pattern: AdminPattern) -> Rung:
     """A ModelAdmin's own views: viewers read changelist, change and history; nobody below
-    superuser adds, edits or deletes anything (records are read-only, users are not ours)."""
+    superuser adds, edits or deletes anything (records are read-only, users are not ours),
+    except where MODEL_RUNGS says otherwise."""
+    if (pattern.model, pattern.kind) in MODEL_RUNGS:
+        return MODEL_RUNGS[(pattern.model, pattern.kind)]
     app = pattern.model._meta.app_label
     if pattern.kind in ("changelist", "change", "history"):
         get = {ANONYMOUS: LOGIN, **{p: 200 if app in VIEWABLE_APPS[p] else 403 for p in STAFF}}
@@ -298,7 +310,15 @@ POST_DATA = {
 }
 
 
+MODEL_POST_DATA = {
+    (ApiToken, "add"): {"application": "Forged app", "requests_per_minute": "60", "_save": "Save"},
+    (ApiToken, "change"): {"requests_per_minute": "61", "_save": "Save"},
+}
+
+
 def post_data(pattern: AdminPattern) -> dict:
+    if (pattern.model, pattern.kind) in MODEL_POST_DATA:
+        return MODEL_POST_DATA[(pattern.model, pattern.kind)]
     if pattern.kind == "delete":
         return {"post": "yes"}
     if pattern.kind == "change":

@@ -2,7 +2,12 @@
 
 from django.contrib import admin
 
-from migrations_app.admin import queue, records, threads  # noqa: F401  (registers the ModelAdmins)
+from migrations_app.admin import (  # noqa: F401  (registers the ModelAdmins)
+    queue,
+    records,
+    threads,
+    tokens,
+)
 
 admin.site.site_header = "Assistants → Conversations migration console"
 admin.site.site_title = "Migration console"

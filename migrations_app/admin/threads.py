@@ -32,6 +32,7 @@ from django.utils.safestring import SafeString
 from migrations_app import actions, dashboard, intake, mapping, search, states
 from migrations_app.actions import Plan
 from migrations_app.admin import display, notices
+from migrations_app.admin.continuation import ContinuationFilter
 from migrations_app.admin.pages import (
     ObjectPageAdmin,
     admin_page,
@@ -183,6 +184,7 @@ class ThreadAdmin(ObjectPageAdmin):
         "import_batch",
         FetchFilter,
         HasWarningsFilter,
+        ContinuationFilter,
         ("updated_at", admin.DateFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
     ]

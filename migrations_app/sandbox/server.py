@@ -2,10 +2,13 @@
 
 Routes (under /v1): GET assistants, assistants/{id}, threads/{id}, threads/{id}/messages,
 threads/{id}/runs, threads/{id}/runs/{run}/steps; POST conversations, GET/DELETE
-conversations/{id}, POST/GET conversations/{id}/items, DELETE conversations/{id}/items/{item}.
+conversations/{id}, POST/GET conversations/{id}/items, DELETE conversations/{id}/items/{item};
+POST responses/input_tokens (a deterministic estimate).
 Introspection and control (no /v1, never faulted): GET /_sandbox/state, POST /_sandbox/faults,
 GET /_sandbox/health, POST /_sandbox/threads/{id}/turns (add exchanges to a live thread),
-POST /_sandbox/trickle (add them on a timer).
+POST /_sandbox/trickle (add them on a timer), POST /_sandbox/conversations/{id} with {"lose":
+"conversation" | "items" | "last_item"} and/or {"input_tokens": N} (the size to report from then
+on).
 
 Azure mode (`SandboxServer(azure=True)`, `run_sandbox --azure`) answers as Azure's Foundry
 classic agents do: every /v1 request needs an `api-version` query parameter (one Foundry knows),
@@ -26,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
-from migrations_app.sandbox.state import SandboxState
+from migrations_app.sandbox.state import SandboxState, item_tokens
 from migrations_app.sandbox.validation import (
     InvalidRequest,
     check_known_keys,
@@ -269,7 +272,43 @@ def list_items(
 ) -> Reply:
     with state.lock:
         items = list(_conversation_or_404(state, conversation_id)["items"])
+        if conversation_id in state.lost_items:
+            raise ApiError(404, f"No items found for conversation '{conversation_id}'.")
     return 200, paginate(items, query, allow_before=False)
+
+
+# The body of POST /responses/input_tokens (the spec's TokenCountsBody).
+TOKEN_COUNT_KEYS = {
+    "model", "input", "previous_response_id", "tools", "text", "reasoning", "truncation",
+    "instructions", "conversation", "tool_choice", "parallel_tool_calls", "personality",
+}  # fmt: skip
+
+
+@route("POST", r"/v1/responses/input_tokens")
+def count_input_tokens(state: SandboxState, request: SandboxHandler, query: Query) -> Reply:
+    body = request.json_body()
+    try:
+        check_known_keys(body, TOKEN_COUNT_KEYS)
+    except InvalidRequest as error:
+        raise _invalid(error) from None
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        conversation = conversation.get("id")
+    if conversation is not None and not isinstance(conversation, str):
+        raise ApiError(400, "Invalid 'conversation': expected a string or an object with an id.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise ApiError(400, "Missing required parameter: 'model'.", param="model")
+    extra = body.get("input")
+    extra = [{"content": extra}] if isinstance(extra, str) else list(extra or [])
+    if conversation is None:
+        tokens = 3 + sum(item_tokens(item) for item in extra)
+    else:
+        with state.lock:
+            _conversation_or_404(state, conversation)
+            if conversation in state.lost_items:
+                raise not_found("conversation", conversation)
+        tokens = state.input_tokens(conversation, extra)
+    return 200, {"object": "response.input_tokens", "input_tokens": tokens}
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -462,6 +501,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return self._add_turns(turns["thread_id"])
         if method == "POST" and url.path == "/_sandbox/trickle":
             return self._trickle()
+        told = re.fullmatch(r"/_sandbox/conversations/([^/]+)", url.path)
+        if method == "POST" and told:
+            return self._tell(told.group(1))
         if method == "POST" and url.path == "/_sandbox/faults":
             try:
                 self.state.configure_faults(**self.json_body())
@@ -499,6 +541,23 @@ class SandboxHandler(BaseHTTPRequestHandler):
         except (ApiError, ValueError, TypeError) as error:
             return self._send(400, {"error": {"message": str(error)}}, {})
         return self._send(200, {"ok": True, "every_seconds": every}, {})
+
+    def _tell(self, conversation_id: str) -> None:
+        """Lose a conversation (how) and/or report a given size for it from now on."""
+        body = self.json_body()
+        unknown = set(body) - {"lose", "input_tokens"}
+        if unknown or not body:
+            return self._send(400, {"error": {"message": "give lose and/or input_tokens"}}, {})
+        if conversation_id not in self.state.conversations:
+            return self._send(404, {"error": {"message": "unknown conversation"}}, {})
+        try:
+            if "input_tokens" in body:
+                self.state.token_sizes[conversation_id] = int(body["input_tokens"])
+            if "lose" in body:
+                self.state.lose(conversation_id, body["lose"])
+        except (TypeError, ValueError) as error:
+            return self._send(400, {"error": {"message": str(error)}}, {})
+        return self._send(200, {"ok": True}, {})
 
 
 TURNS_PATH = re.compile(r"^/_sandbox/threads/(?P<thread_id>[^/]+)/turns$")

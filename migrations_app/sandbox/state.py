@@ -56,6 +56,10 @@ class SandboxState:
         # conv id -> {"object": conversation, "items": [item]}
         self.conversations: dict[str, JSON] = {}
         self.deleted_conversations: set[str] = set()
+        # Told by a test or staff (POST /_sandbox/conversations/{id}): conversations whose items
+        # answer 404 (Azure's reported loss), and sizes to report instead of the estimate.
+        self.lost_items: set[str] = set()
+        self.token_sizes: dict[str, int] = {}
         self.faults = FaultConfig()
         self._rng = random.Random(0)
         self._ids = itertools.count(1)
@@ -276,6 +280,35 @@ class SandboxState:
         stored["status"] = "completed"
         return stored
 
+    # --- told to lose a conversation, or to report a size --------------------------------------
+    LOSSES = ("conversation", "items", "last_item")
+
+    def lose(self, conversation_id: str, how: str) -> None:
+        """`conversation`: deleted (404 everywhere); `items`: its items answer 404 while the
+        conversation itself still does (as reported on Azure after months); `last_item`: its
+        last item is gone."""
+        with self.lock:
+            if conversation_id not in self.conversations:
+                raise KeyError(conversation_id)
+            if how == "conversation":
+                del self.conversations[conversation_id]
+                self.deleted_conversations.add(conversation_id)
+            elif how == "items":
+                self.lost_items.add(conversation_id)
+            elif how == "last_item":
+                self.conversations[conversation_id]["items"][-1:] = []
+            else:
+                raise ValueError(f"lose must be one of {', '.join(self.LOSSES)}, not {how!r}")
+
+    def input_tokens(self, conversation_id: str, extra: list[JSON] | None = None) -> int:
+        """A deterministic estimate (or the size the sandbox was told): 4 tokens a message,
+        one per 4 characters of text, 85 per image, 3 to prime the answer."""
+        with self.lock:
+            if conversation_id in self.token_sizes:
+                return self.token_sizes[conversation_id]
+            items = list(self.conversations[conversation_id]["items"])
+        return 3 + sum(item_tokens(item) for item in [*items, *(extra or [])])
+
     # --- introspection ------------------------------------------------------------------------
     def snapshot(self, include_items: bool = True) -> JSON:
         with self.lock:
@@ -307,3 +340,20 @@ class SandboxState:
             if fault:
                 self.fault_counts[fault] += 1
             self.requests_log.append((time.time(), method, route, status, fault))
+
+
+def item_tokens(item: JSON) -> int:
+    text = 0
+    images = 0
+    content = item.get("content")
+    if isinstance(content, str):
+        text += len(content)
+    for part in content if isinstance(content, list) else []:
+        if part.get("type") == "input_image":
+            images += 1
+        text += len(str(part.get("text") or ""))
+    for key in ("arguments", "output", "name"):
+        value = item.get(key)
+        if isinstance(value, str):
+            text += len(value)
+    return 4 + -(-text // 4) + 85 * images
