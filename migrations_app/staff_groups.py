@@ -28,6 +28,20 @@ ACTING = [
 VIEWABLE_APPS = ["migrations_app", "django_q"]
 
 
+def grant_new_permissions(apps: Apps) -> None:
+    """In a migration that adds permissions: create them now (Django creates permissions only
+    after every migration has run), then give the staff groups theirs, as at the start."""
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        # create_permissions skips an app whose models module is unset, as it is in a
+        # migration's historical registry: any true value will do.
+        app_config.models_module = True  # type: ignore[assignment]
+        create_permissions(app_config, verbosity=0)
+        app_config.models_module = None
+    create_staff_groups(apps)
+
+
 def create_staff_groups(apps: Apps) -> None:
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

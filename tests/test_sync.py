@@ -2,18 +2,16 @@
 appended to the same conversation, exactly once; a thread whose earlier messages changed is
 marked diverged and never rewritten. Checked against the sandbox's own state."""
 
-import random
-
 import pytest
 from django.core.management import call_command
 
-from migrations_app import connections, openai_client, sync, upload
+from migrations_app import connections, sync, upload
 from migrations_app.conversion import Options, convert_thread, item_fingerprint
 from migrations_app.models import Thread, ThreadStatus
-from migrations_app.ratelimit import SharedRateLimiter
 from tests import checks
 from tests.azure import KEY, pointed_at
 from tests.engine import register, script
+from tests.test_azure import worker
 
 pytestmark = pytest.mark.django_db
 
@@ -157,27 +155,16 @@ def test_a_queued_sync_cancelled_goes_back_to_succeeded(sandbox, make_worker):
 
 
 # --- Azure, the live source --------------------------------------------------------------------
-def azure_worker(slept):
-    return upload.Worker(
-        client=openai_client.destination_client(),
-        source_client=openai_client.source_client(max_retries=0),
-        sleeper=slept.append,
-        rng=random.Random(0),
-        limiter=SharedRateLimiter(per_minute=10**7),
-        max_retries=3,
-    )
-
-
 @pytest.mark.parametrize("auth", [connections.API_KEY, connections.ENTRA])
 def test_threads_migrated_from_azure_are_synced_as_they_keep_changing(
     azure_sandbox, entra_credential, slept, auth
 ):
     with pointed_at(azure_sandbox, auth, KEY if auth == connections.API_KEY else None):
-        threads = migrated(azure_sandbox, lambda: azure_worker(slept), count=2)
+        threads = migrated(azure_sandbox, lambda: worker(slept), count=2)
         for thread in threads:
             azure_sandbox.state.add_turn(thread.thread_id, tool="bing_grounding")
             azure_sandbox.state.add_turn(thread.thread_id, tool="function")
-        sync_here(threads, lambda: azure_worker(slept))
+        sync_here(threads, lambda: worker(slept))
     for thread in threads:
         assert_conversation_is_the_source_thread(azure_sandbox.state, thread)
         assert thread.history.exclude(outcome="queued").get(action="sync").outcome == "succeeded"

@@ -2,20 +2,14 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
 
 
 def operators_may_sync(apps, schema_editor):
-    """The new permission exists now (normally it is created after every migration ran), and
-    the operators get it as they got the others."""
-    from migrations_app.staff_groups import create_staff_groups
+    """The new permission (sync_thread) exists now, and the operators get it."""
+    from migrations_app.staff_groups import grant_new_permissions
 
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, verbosity=0)
-        app_config.models_module = None
-    create_staff_groups(apps)
+    grant_new_permissions(apps)
 
 
 class Migration(migrations.Migration):

@@ -5,7 +5,6 @@ the operators group), the retention watchdog's and the readiness check's fields 
 the "lost at the destination" failure, the watchdog's schedule, and the index that lets the task
 queue hand out tasks in order (migrations_app/broker.py)."""
 
-from django.contrib.auth.management import create_permissions
 import django.core.validators
 import django.db.models.deletion
 import django.db.models.functions.comparison
@@ -13,25 +12,15 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
+from migrations_app.staff_groups import grant_new_permissions
+
 
 WATCHER = "migrations_app.tasks.watch_conversations"
 
 
 def grant_tokens_to_operators(apps, schema_editor):
-    # Permissions are normally created after every migration has run; make these exist now.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    ours = Permission.objects.filter(content_type__app_label="migrations_app")
-    for operators in Group.objects.filter(name="operators"):
-        operators.permissions.add(
-            *ours.filter(codename__in=["manage_api_tokens", "view_apitoken"])
-        )
-    for auditors in Group.objects.filter(name="auditors"):
-        auditors.permissions.add(*ours.filter(codename="view_apitoken"))
+    """Operators manage the applications' API tokens (and auditors view them, like every page)."""
+    grant_new_permissions(apps)
 
 
 def create_watch_schedule(apps, schema_editor):

@@ -13,7 +13,6 @@ same script measures before and after.
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -34,7 +33,7 @@ from django_q.models import OrmQ  # noqa: E402
 from migrations_app import actions  # noqa: E402
 from migrations_app.models import Attempt, Conversation, Thread, ThreadStatus  # noqa: E402
 from migrations_app.sandbox import SandboxServer, seeded_state  # noqa: E402
-from tests.benchmarks.chaos_sigstop import audit  # noqa: E402
+from tests.benchmarks.chaos_sigstop import audit, start_cluster  # noqa: E402
 from tests.cluster import CHAOS_FAULTS  # noqa: E402
 
 THREADS = int(os.environ.get("CHAOS_THREADS", 200))
@@ -42,26 +41,6 @@ LEASE = int(os.environ.get("CHAOS_LEASE", 20))
 KILL_EVERY = float(os.environ.get("CHAOS_KILL_EVERY", 3))
 KILLS = int(os.environ.get("CHAOS_KILLS", 20))
 OPEN = [ThreadStatus.PENDING, ThreadStatus.QUEUED, ThreadStatus.RUNNING]
-
-
-def start_cluster(sandbox, name):
-    env = {
-        **os.environ,
-        "SANDBOX_PORT": str(sandbox.port),
-        "MIGRATION_LEASE_SECONDS": str(LEASE),
-        "API_TIMEOUT_SECONDS": str(max(1, LEASE // 4)),
-        "DEBUG": "false",
-    }
-    env.pop("OPENAI_API_KEY", None)
-    log = open(f"/tmp/chaos-{name}.log", "a")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def kill(cluster):
