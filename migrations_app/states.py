@@ -831,13 +831,6 @@ def recording_broker(list_key: str | None = None) -> Any:
     return _recording_broker(list_key)
 
 
-def task_row_exists(row: int | None) -> bool:
-    """Whether a queued task (its broker row) is still waiting or running."""
-    from django_q.models import OrmQ
-
-    return row is None or OrmQ.objects.filter(pk=row).exists()
-
-
 @functools.cache
 def _recording_broker_class() -> type:
     from migrations_app.broker import OrderedORM

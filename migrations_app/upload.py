@@ -297,11 +297,6 @@ def item_pages(run: Run, conversation_id: str, after: str | None) -> Iterator[li
         after = page["data"][-1]["id"]
 
 
-def list_items_after(run: Run, conversation_id: str, after: str | None) -> list[dict[str, Any]]:
-    """Every item after `after` (or from the start), oldest first."""
-    return [item for page in item_pages(run, conversation_id, after) for item in page]
-
-
 # --- the steps ----------------------------------------------------------------------------------
 def ensure_mirrored(run: Run) -> None:
     """Fetch the thread first if the mirror does not hold it, through the source client every
