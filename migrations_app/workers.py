@@ -19,7 +19,10 @@ ensured at every migrate and stays as a fallback (it finds the sweep done and re
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import multiprocessing.util
 import os
 import signal
 import threading
@@ -46,6 +49,10 @@ def _console_sentinel() -> type:
             # The main process tells the sentinel to stop; SIGTERM to the group must not kill
             # it (its children, spawned after this, ignore it too until they say otherwise).
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            # A child outliving a killed sentinel would go on forever: a pusher taking tasks
+            # nobody runs, workers waiting for tasks nobody hands out. They die with it (a
+            # worker asks for SIGTERM instead, and hands its threads back: on_worker_started).
+            multiprocessing.util.register_after_fork(self, lambda _: die_with_parent())
             super().start()
 
         def stop(self) -> None:
@@ -55,6 +62,19 @@ def _console_sentinel() -> type:
             super().stop()
 
     return ConsoleSentinel
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """Ask Linux to send this process `signum` when its parent dies (prctl PR_SET_PDEATHSIG);
+    elsewhere nothing: a worker's control thread still notices its sentinel is gone."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def on_worker_started(sender: object, **kwargs: Any) -> None:
@@ -71,15 +91,27 @@ def on_worker_started(sender: object, **kwargs: Any) -> None:
         stopped.set()
 
     signal.signal(signal.SIGTERM, stop)
+    die_with_parent(signal.SIGTERM)
+    sentinel = os.getppid()
     threading.Thread(
-        target=_offer_recurring_jobs, args=(stopped,), name="control", daemon=True
+        target=_offer_recurring_jobs, args=(stopped, sentinel), name="control", daemon=True
     ).start()
 
 
-def _offer_recurring_jobs(stopped: threading.Event) -> None:
-    from migrations_app import tasks
+def _offer_recurring_jobs(stopped: threading.Event, sentinel: int) -> None:
+    """Every few seconds, until the worker stops: the recurring jobs. Whatever happens, a worker
+    whose sentinel is gone (killed) hands its threads back and exits: nothing else would stop it
+    (its loop waits for tasks only the sentinel's pusher hands out)."""
+    from migrations_app import tasks, upload
 
-    while not stopped.wait(CONTROL_SECONDS):
+    while True:
+        stopping = stopped.wait(1.0 if stopped.is_set() else CONTROL_SECONDS)
+        if os.getppid() != sentinel:
+            log.warning("the cluster's sentinel is gone: this worker hands its threads back")
+            upload.close_pool(grace=upload.HAND_BACK_SECONDS)
+            os._exit(0)
+        if stopping:  # the sentinel stops the worker; only watch that it is still there
+            continue
         try:
             close_old_connections()
             tasks.sweep_stuck_threads()

@@ -2,9 +2,12 @@
 PostgreSQL. Every check reads the sandbox's own state."""
 
 import io
+import os
+import time
 import re
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -335,3 +338,45 @@ def test_syncing_threads_while_messages_keep_arriving_under_faults_and_a_killed_
         checks.assert_migrated_exactly_once(world.state, thread)
     checks.assert_no_orphan_holds_items(world.state)
     assert not Thread.objects.exclude(diverged="").exists()
+
+
+def test_workers_whose_sentinel_was_killed_hand_their_threads_back_and_exit(world, clusters):
+    """A sentinel killed outright (the OOM killer) left its workers waiting for tasks forever,
+    holding their threads and their database connections. They notice within seconds."""
+    register_all(world, 30)
+    world.state.configure_faults(latency_ms=150)
+    actions.apply("migrate", Thread.objects.all(), actor_label="test")
+    cluster = clusters(MIGRATION_LEASE_SECONDS=600, API_TIMEOUT_SECONDS=20)
+    wait_until(
+        lambda: Thread.objects.filter(status=ThreadStatus.RUNNING, items_committed__gt=0).exists(),
+        what="threads mid-upload",
+    )
+    group = cluster.process.pid
+    sentinel = next(pid for pid in session_pids(group) if parent_of(pid) == group)
+    os.kill(sentinel, signal.SIGKILL)
+    deadline = time.monotonic() + 40
+    while session_pids(group) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not session_pids(group), f"left running: {describe(session_pids(group))}"
+    held = Thread.objects.filter(status=ThreadStatus.RUNNING)
+    assert not held.exists(), "its threads were handed back, not left under their leases"
+
+
+def session_pids(leader):
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == leader and fields[0] != "Z":
+            pids.add(int(pid))
+    return pids
+
+
+def describe(pids):
+    return [(pid, parent_of(pid), Path(f"/proc/{pid}/cmdline").read_bytes()[:60]) for pid in pids]
+
+
+def parent_of(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
