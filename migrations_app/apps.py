@@ -8,10 +8,11 @@ class MigrationsAppConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from migrations_app import checks, tallies  # noqa: F401  (checks registers itself)
+        from migrations_app import checks, coverage, tallies  # noqa: F401  (checks registers)
 
         # The dashboard's counters: triggers put back after any migrate that lost them.
         post_migrate.connect(tallies.on_post_migrate, sender=self)
+        post_migrate.connect(coverage.on_post_migrate, sender=self)
         # A django-q2 worker loads the engine (and the SDK) as it starts, before its first task;
         # other processes (commands, web) never need it.
         from django_q.signals import post_spawn

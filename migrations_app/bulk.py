@@ -38,8 +38,8 @@ def copy_rows(model: type[Model], columns: list[str], rows: Iterable[Row]) -> No
 def insert_new_thread_ids(
     model: type[Model], thread_ids: Collection[str], import_batch_id: int | None
 ) -> int:
-    """Insert the ids not yet registered; returns how many were new. Every other column takes
-    its database default.
+    """Insert the ids not yet registered, as listed (from an id list staff gave: see
+    coverage.py); returns how many were new. Every other column takes its database default.
 
     PostgreSQL: a COPY first, in a savepoint; it is undone whole when it meets an id already
     registered, and INSERT … ON CONFLICT takes over. A COPY of new ids is about a third faster
@@ -48,14 +48,14 @@ def insert_new_thread_ids(
         with connection.cursor() as cursor:
             cursor.executemany(
                 f"INSERT OR IGNORE INTO {connection.ops.quote_name(model._meta.db_table)} "
-                "(thread_id, import_batch_id) VALUES (%s, %s)",
-                [(thread_id, import_batch_id) for thread_id in thread_ids],
+                "(thread_id, import_batch_id, listed) VALUES (%s, %s, %s)",
+                [(thread_id, import_batch_id, True) for thread_id in thread_ids],
             )
             return cursor.rowcount
     try:
         with transaction.atomic():
-            rows = ((thread_id, import_batch_id) for thread_id in thread_ids)
-            copy_rows(model, ["thread_id", "import_batch_id"], rows)
+            rows = ((thread_id, import_batch_id, True) for thread_id in thread_ids)
+            copy_rows(model, ["thread_id", "import_batch_id", "listed"], rows)
         return len(thread_ids)
     except IntegrityError:
         return insert_thread_ids_skipping_registered(model, thread_ids, import_batch_id)
@@ -67,11 +67,61 @@ def insert_thread_ids_skipping_registered(
     table = connection.ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (thread_id, import_batch_id) "
-            "SELECT unnest(%s::text[]), %s ON CONFLICT (thread_id) DO NOTHING",
+            f"INSERT INTO {table} (thread_id, import_batch_id, listed) "
+            "SELECT unnest(%s::text[]), %s, true ON CONFLICT (thread_id) DO NOTHING",
             [list(thread_ids), import_batch_id],
         )
         return cursor.rowcount
+
+
+SQLITE_PIECE = 500  # ids per statement on SQLite (its limit on parameters)
+
+
+def list_registered(model: type[Model], thread_ids: Collection[str], import_batch_id: int) -> None:
+    """Threads of an id list that were registered before it: marked listed, and made members
+    of the list's batch (those it registered itself are its own: Thread.import_batch)."""
+    from migrations_app.models import BatchMember
+
+    table = connection.ops.quote_name(model._meta.db_table)
+    member = connection.ops.quote_name(BatchMember._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            ids = list(thread_ids)
+            cursor.execute(
+                f"INSERT INTO {member} (batch_id, thread_id) SELECT %s, id FROM {table} "
+                "WHERE thread_id = ANY(%s::text[]) AND import_batch_id IS DISTINCT FROM %s "
+                "ON CONFLICT DO NOTHING",
+                [import_batch_id, ids, import_batch_id],
+            )
+            cursor.execute(
+                f"UPDATE {table} SET listed = true "
+                "WHERE thread_id = ANY(%s::text[]) AND NOT listed",
+                [ids],
+            )
+            return
+        ids = list(thread_ids)
+        for start in range(0, len(ids), SQLITE_PIECE):
+            piece = ids[start : start + SQLITE_PIECE]
+            marks = ", ".join(["%s"] * len(piece))
+            cursor.execute(
+                f"INSERT OR IGNORE INTO {member} (batch_id, thread_id) SELECT %s, id FROM {table} "
+                f"WHERE thread_id IN ({marks}) AND import_batch_id IS NOT %s",
+                [import_batch_id, *piece, import_batch_id],
+            )
+            cursor.execute(
+                f"UPDATE {table} SET listed = 1 WHERE thread_id IN ({marks}) AND NOT listed", piece
+            )
+
+
+def add_members(import_batch_id: int, thread_pks: Collection[int]) -> None:
+    """Threads a batch named that were registered before it (see BatchMember)."""
+    from migrations_app.models import BatchMember
+
+    if thread_pks:
+        BatchMember.objects.bulk_create(
+            (BatchMember(batch_id=import_batch_id, thread_id=pk) for pk in thread_pks),
+            ignore_conflicts=True,
+        )
 
 
 # --- the mirror of a thread ----------------------------------------------------------------------
@@ -83,8 +133,12 @@ MIRROR_COLUMNS = [
     "assistant_id",
     "warning_count",
     "items_total",
+    "export_info",
 ]
-_ARRAY_TYPES = ["text", "timestamptz", "integer", "bigint", "integer", "integer"]
+_ARRAY_TYPES = ["text", "timestamptz", "integer", "bigint", "integer", "integer", "text"]
+JSON_COLUMNS = ("data", "export_info")
+# Set when a thread is inserted with its mirror, never by a later mirror (a fetch keeps it).
+INSERT_ONLY_COLUMNS = ["export_state"]
 
 
 def _adapted(rows: Iterable[Row], at: int) -> list[tuple[Any, ...]]:
@@ -97,23 +151,22 @@ def insert_mirror_rows(
     model: type[Model], rows: list[Row], import_batch_id: int | None, now: datetime
 ) -> dict[str, int]:
     """Insert threads that are not registered yet, with their mirror: rows are
-    (thread_id, *MIRROR_COLUMNS values). Existing threads are left untouched (their mirror is
-    replaced only under a lock, by update_mirror_rows). Returns {thread_id: pk} of those
-    inserted."""
+    (thread_id, *MIRROR_COLUMNS values, *INSERT_ONLY_COLUMNS values). Existing threads are left
+    untouched (their mirror is replaced only under a lock, by update_mirror_rows). Returns
+    {thread_id: pk} of those inserted."""
     if not rows:
         return {}
     table = connection.ops.quote_name(model._meta.db_table)
-    columns = _columns(
-        ["thread_id", "import_batch_id", "fetched_at", "updated_at", *MIRROR_COLUMNS]
-    )
+    inserted = [*MIRROR_COLUMNS, *INSERT_ONLY_COLUMNS]
+    columns = _columns(["thread_id", "import_batch_id", "fetched_at", "updated_at", *inserted])
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            arrays = ", ".join(f"%s::{kind}[]" for kind in ["text", *_ARRAY_TYPES])
+            kinds = ["text", *_ARRAY_TYPES, *["text"] * len(INSERT_ONLY_COLUMNS)]
+            arrays = ", ".join(f"%s::{kind}[]" for kind in kinds)
+            values = ", ".join(f"v.{c}::jsonb" if c in JSON_COLUMNS else f"v.{c}" for c in inserted)
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) "
-                "SELECT v.thread_id, %s, %s, %s, v.data::jsonb, v.created_at, v.message_count, "
-                "v.assistant_id, v.warning_count, v.items_total "
-                f"FROM unnest({arrays}) AS v(thread_id, {', '.join(MIRROR_COLUMNS)}) "
+                f"INSERT INTO {table} ({columns}) SELECT v.thread_id, %s, %s, %s, {values} "
+                f"FROM unnest({arrays}) AS v(thread_id, {', '.join(inserted)}) "
                 "ON CONFLICT (thread_id) DO NOTHING RETURNING id, thread_id",
                 [import_batch_id, now, now, *map(list, zip(*rows, strict=True))],
             )
@@ -126,7 +179,7 @@ def insert_mirror_rows(
         )
         new = [row for row in rows if row[0] not in there]
         stamp = connection.ops.adapt_datetimefield_value(now)
-        marks = ", ".join(["%s"] * (4 + len(MIRROR_COLUMNS)))
+        marks = ", ".join(["%s"] * (4 + len(inserted)))
         cursor.executemany(
             f"INSERT INTO {table} ({columns}) VALUES ({marks})",
             [(row[0], import_batch_id, stamp, stamp, *row[1:]) for row in _adapted(new, 2)],
@@ -149,7 +202,8 @@ def update_mirror_rows(model: type[Model], rows: list[Row], now: datetime) -> No
         if connection.vendor == "postgresql":
             arrays = ", ".join(f"%s::{kind}[]" for kind in ["bigint", *_ARRAY_TYPES])
             assignments = ", ".join(
-                f"{quote(c)} = v.{c}" + ("::jsonb" if c == "data" else "") for c in MIRROR_COLUMNS
+                f"{quote(c)} = v.{c}" + ("::jsonb" if c in JSON_COLUMNS else "")
+                for c in MIRROR_COLUMNS
             )
             cursor.execute(
                 f"UPDATE {table} AS t SET {assignments}, fetched_at = %s, updated_at = %s "
