@@ -135,6 +135,18 @@ class Coverage:
         }[kind]
 
     @property
+    def count_unexported(self) -> int:
+        return self.count("unexported")
+
+    @property
+    def count_unlisted(self) -> int:
+        return self.count("unlisted")
+
+    @property
+    def count_export_errors(self) -> int:
+        return self.count("export_errors")
+
+    @property
     def differences(self) -> list[tuple[Difference, int]]:
         return [(difference, self.count(difference.kind)) for difference in DIFFERENCES]
 

@@ -27,7 +27,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from migrations_app import actions, dashboard, mapping, search, states
+from migrations_app import actions, coverage, dashboard, intake, mapping, search, states
 from migrations_app.actions import Plan
 from migrations_app.admin import display, notices
 from migrations_app.admin.pages import (
@@ -37,7 +37,7 @@ from migrations_app.admin.pages import (
     staff_user,
 )
 from migrations_app.conversion import Conversion
-from migrations_app.models import BulkAction, Thread, ThreadStatus
+from migrations_app.models import BulkAction, ErrorKind, ImportBatch, Thread, ThreadStatus
 from migrations_app.preview import ThreadNotMirrored, preview_thread
 from migrations_app.thread_page import thread_page
 
@@ -80,7 +80,7 @@ class ThreadChangeList(ChangeList):
     def get_queryset(
         self, request: HttpRequest, exclude_parameters: list[str | None] | None = None
     ) -> QuerySet[Thread]:
-        return super().get_queryset(request, exclude_parameters).defer("data")
+        return super().get_queryset(request, exclude_parameters).defer("data", "export_info")
 
 
 class HasWarningsFilter(admin.SimpleListFilter):
@@ -97,6 +97,46 @@ class HasWarningsFilter(admin.SimpleListFilter):
             return queryset.filter(warning_count__gt=0)
         if self.value() == "no":
             return queryset.filter(warning_count=0)
+        return queryset
+
+
+class CoverageFilter(admin.SimpleListFilter):
+    """The coverage figures' differences (coverage.py), each backed by a partial index."""
+
+    title = "coverage"
+    parameter_name = "coverage"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Thread]
+    ) -> list[tuple[str, str]]:
+        return [(d.kind, d.label) for d in coverage.DIFFERENCES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Thread]) -> QuerySet[Thread]:
+        difference = coverage.BY_KIND.get(self.value() or "")
+        return queryset.filter(difference.condition) if difference else queryset
+
+
+class NamedByBatchFilter(admin.SimpleListFilter):
+    """Every thread an import batch named (its id list or its export), whether it registered
+    it or found it registered: the batch's coverage figures link here."""
+
+    title = "named by import batch"
+    parameter_name = "batch"
+    SHOWN = 15
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Thread]
+    ) -> list[tuple[str, str]]:
+        batches = list(ImportBatch.objects.order_by("-created_at")[: self.SHOWN])
+        chosen = self.value()
+        if chosen and chosen.isdigit() and all(str(b.pk) != chosen for b in batches):
+            batches += list(ImportBatch.objects.filter(pk=int(chosen)))
+        return [(str(batch.pk), str(batch)) for batch in batches]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Thread]) -> QuerySet[Thread]:
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(coverage.named_by(int(value)))
         return queryset
 
 
@@ -141,6 +181,8 @@ class ThreadAdmin(ObjectPageAdmin):
         "assistant",
         "import_batch",
         HasWarningsFilter,
+        CoverageFilter,
+        NamedByBatchFilter,
         ("updated_at", admin.DateFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
     ]
@@ -322,6 +364,11 @@ class ThreadAdmin(ObjectPageAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("mapping.csv", wrap(self.mapping_view), name="migrations_app_thread_mapping"),
+            path(
+                "coverage.csv",
+                wrap(self.coverage_csv_view),
+                name="migrations_app_thread_coverage_csv",
+            ),
             path("dashboard/", wrap(self.dashboard_view), name="migrations_app_dashboard"),
             path(
                 "<path:object_id>/act/<str:name>/",
@@ -337,6 +384,28 @@ class ThreadAdmin(ObjectPageAdmin):
         threads = changelist.get_queryset(request)
         response = StreamingHttpResponse(mapping.mapping_lines(threads), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="thread-conversation-mapping.csv"'
+        return response
+
+    def coverage_csv_view(self, request: HttpRequest) -> StreamingHttpResponse:
+        """The threads of the current filter (a coverage difference, a batch) as CSV, with
+        what coverage says of each."""
+        require_view_permission(self, request)
+        changelist = self.get_changelist_instance(request)
+        threads = changelist.get_queryset(request)
+        kind = request.GET.get("coverage", "")
+        batch = request.GET.get("batch", "")
+        name = "-".join(
+            filter(
+                None,
+                [
+                    "coverage",
+                    kind if kind in coverage.BY_KIND else "",
+                    f"batch-{batch}" if batch.isdigit() else "",
+                ],
+            )
+        )
+        response = StreamingHttpResponse(coverage.csv_lines(threads), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return response
 
     def act_view(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
@@ -361,6 +430,7 @@ class ThreadAdmin(ObjectPageAdmin):
     def object_page_context(self, request: HttpRequest, obj: Thread) -> dict[str, Any]:
         return {
             **thread_page(obj, request.GET.get("page")),
+            **export_context(obj),
             "buttons": buttons_for(obj, request, self),
             "remedy": states.remedy(obj),
             # Queued or running: the status moves on its own; the page follows it.
@@ -372,8 +442,8 @@ class ThreadAdmin(ObjectPageAdmin):
 
     def remedy_for(self, request: HttpRequest, error_kind: str) -> tuple[str, str] | None:
         """(action, button label) that fixes failures of this kind, if the user may act."""
-        action = states.remedy_action(error_kind)
-        if not getattr(self, f"has_{action}_permission")(request):
+        action = states.remedy_offered(error_kind)
+        if action is None or not getattr(self, f"has_{action}_permission")(request):
             return None
         return f"{action}_selected", REMEDY_LABELS[action]
 
@@ -404,6 +474,8 @@ class ThreadAdmin(ObjectPageAdmin):
             refresh_seconds=5 if active else 30,
             active=active,
             threads_url=reverse("admin:migrations_app_thread_changelist"),
+            coverage=coverage.for_migration(),
+            coverage_csv_url=reverse("admin:migrations_app_thread_coverage_csv"),
         )
 
     def changelist_view(
@@ -427,9 +499,30 @@ def buttons_for(
     """Only the actions valid for this thread's state, and only for staff allowed to act."""
     offered = []
     applicable = states.applicable_actions(thread.pk)
+    if thread.error_kind == ErrorKind.NOT_EXPORTED and not intake.source_configured():
+        applicable.discard("fetch")  # no source to fetch it from: load an export that holds it
     for name in VALID_BUTTONS:
         if not getattr(model_admin, f"has_{name}_permission")(request):
             continue
         if name in applicable:
             offered.append((name, actions.RULES[name].label))
     return offered
+
+
+def export_context(thread: Thread) -> dict[str, Any]:
+    """What the thread page says about the thread's place in the lists and exports."""
+    info = thread.export_info or {}
+    files = sorted(
+        ((file_id, meta) for file_id, meta in (info.get("files") or {}).items()),
+        key=lambda pair: (str(pair[1].get("filename") or ""), pair[0]),
+    )
+    named_by = list(
+        ImportBatch.objects.filter(Q(threads=thread) | Q(members__thread=thread))
+        .distinct()
+        .order_by("created_at")[:20]
+    )
+    return {
+        "export_info": info,
+        "export_files": [{"id": file_id, **meta} for file_id, meta in files],
+        "named_by": named_by,
+    }
