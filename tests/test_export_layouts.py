@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 
 from migrations_app import intake, tallies
 from migrations_app.conversion import convert_thread
@@ -338,3 +339,64 @@ def test_load_export_prints_the_threads_not_in_the_export(tmp_path, dataset, cap
     export = V1Export(dataset[1][:1], failed={"thread_Unreadable000000000000000": "x"})
     call_command("load_export", str(write_v1_zip(tmp_path / "x.zip", export)))
     assert "1 not in the export (registered as failed)" in capsys.readouterr().out
+
+
+# --- what staff can do about a thread not in the export -------------------------------------------
+@pytest.fixture
+def unread_thread(tmp_path, dataset):
+    export = V1Export(dataset[1][:1], failed={"thread_Unreadable000000000000000": "fetch_failed"})
+    intake.load_export(write_v1_directory(tmp_path / "v1", export))
+    return Thread.objects.get(thread_id="thread_Unreadable000000000000000")
+
+
+def test_retry_is_never_offered_for_a_thread_not_in_the_export(unread_thread):
+    from migrations_app import actions, states
+
+    plan = actions.plan("retry", Thread.objects.filter(pk=unread_thread.pk))
+    assert plan.eligible == 0
+    assert plan.skipped == {
+        "not in the export (fetch it from a source, or load an export that holds it)": 1
+    }
+    assert "retry" not in states.applicable_actions(unread_thread.pk)
+    assert "migrate" not in states.applicable_actions(unread_thread.pk)
+
+
+def test_with_a_source_the_remedy_is_fetch_again(unread_thread, sandbox, client, operator):
+    page = client.get(reverse("admin:migrations_app_thread_change", args=[unread_thread.pk]))
+    assert page.context["remedy"] == (
+        "Fetch it again from the source, or load an export that holds it."
+    )
+    assert [name for name, _ in page.context["buttons"]] == ["fetch"]
+    dashboard = client.get(reverse("admin:migrations_app_dashboard")).context
+    group = next(f for f in dashboard["failures"] if f["error_kind"] == "not_exported")
+    assert group["remedy"] == ("fetch_selected", "Fetch this group again")
+    assert group["kind_label"] == "Not in the export"
+
+
+def test_without_a_source_the_remedy_is_to_load_an_export(unread_thread, client, operator,
+                                                          settings):  # fmt: skip
+    settings.ASSISTANTS_API_KEY, settings.ASSISTANTS_BASE_URL = "sk-real", None
+    page = client.get(reverse("admin:migrations_app_thread_change", args=[unread_thread.pk]))
+    assert page.context["remedy"].startswith("Load an export that holds it (Import threads)")
+    assert page.context["buttons"] == []
+    dashboard = client.get(reverse("admin:migrations_app_dashboard")).context
+    group = next(f for f in dashboard["failures"] if f["error_kind"] == "not_exported")
+    assert group["remedy"] is None
+
+
+def test_the_thread_page_shows_the_exporter_warnings_and_the_files(tmp_path, dataset, client,
+                                                                   operator):  # fmt: skip
+    assistants, bundles = dataset
+    bundle = next(b for b in with_tool_calls(bundles) if file_ids(b))
+    run = bundle["run_steps"][0]["run_id"]
+    export = V1Export([bundle], assistants, EXPORTED_AT, lost_steps={bundle["thread"]["id"]: [run]})
+    batch = intake.load_export(write_v1_directory(tmp_path / "v1", export))
+    thread = Thread.objects.get(thread_id=bundle["thread"]["id"])
+    html = client.get(reverse("admin:migrations_app_thread_change", args=[thread.pk])).content
+    html = html.decode()
+    assert "In the exports: <strong>Exported with errors</strong>" in html
+    assert f"mirror from the {v1.SCHEMA} export of {EXPORTED_AT}, with 1 exporter error" in html
+    assert f"{run}: its steps were not exported (not_found_or_expired" in html
+    assert f'href="/admin/migrations_app/importbatch/{batch.pk}/change/"' in html
+    first = thread.export_info["files"][file_ids(bundle)[0]]
+    assert f"<td>{first['filename']}</td><td>{first['purpose']}</td>" in html
