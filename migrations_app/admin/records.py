@@ -284,7 +284,8 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         return format_html(
             '<span id="not-exported">{} thread{} the exporter could not read: <a href="{}?'
             'batch={}&amp;error_kind__exact=not_exported">registered as failed</a> where '
-            "nothing better was known (see the list below for any kept as they were)</span>",
+            "nothing better was known (any kept as they were are named under “changed on the way "
+            "in”)</span>",
             obj.not_exported_count,
             "" if obj.not_exported_count == 1 else "s",
             threads,
