@@ -167,7 +167,10 @@ class ImportForm(forms.Form):
     export_file = forms.FileField(
         required=False,
         label="Export file",
-        help_text="A .jsonl (one thread per line) or a .zip of a directory or .jsonl export.",
+        help_text=(
+            "A .jsonl (one thread per line) or a .zip of an export directory, in the console's "
+            "own layout or the public exporter's (assistants-thread-export/v1)."
+        ),
     )
 
     def __init__(self, *args: Any, refused: dict[str, str] | None = None, **kwargs: Any) -> None:
