@@ -215,9 +215,9 @@ def test_the_dashboard_counts_groups_failures_and_pins_its_queries(admin_client,
     html = response.content.decode()
     assert "The API key was refused" in html and "Retry this group" in html
     assert 'data-status="failed">3<' in html
-    # Session, user; both request budgets; the tallies (counts, per minute, failures); the
-    # estimate's sizes, threads being retried; sweeper, last worker attempt, queued tasks.
-    assert len(queries) <= 12, [q["sql"][:90] for q in queries.captured_queries]
+    # Session, user; both request budgets; the tallies (counts, per minute, failures, coverage);
+    # the estimate's sizes, threads being retried; sweeper, last worker attempt, queued tasks.
+    assert len(queries) <= 13, [q["sql"][:90] for q in queries.captured_queries]
 
 
 # --- import ---------------------------------------------------------------------------------------
