@@ -400,3 +400,12 @@ def test_the_thread_page_shows_the_exporter_warnings_and_the_files(tmp_path, dat
     assert f'href="/admin/migrations_app/importbatch/{batch.pk}/change/"' in html
     first = thread.export_info["files"][file_ids(bundle)[0]]
     assert f"<td>{first['filename']}</td><td>{first['purpose']}</td>" in html
+
+
+def test_a_zip_holding_no_export_is_refused_naming_the_layouts(tmp_path):
+    path = tmp_path / "photos.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("holiday/beach.jpg", b"\xff\xd8")
+    with pytest.raises(intake.IntakeError, match=r"photos.zip holds nothing to load: .* 2 layouts"):
+        intake.load_export(path)
+    assert ImportBatch.objects.get().status == ImportBatch.Status.FAILED

@@ -65,7 +65,9 @@ def read(documents: Iterable[Item], name: str) -> Iterator[Item]:
     readers: list[Reader] = [layout.Reader() for layout in LAYOUTS]
     known = False
     seen: set[str] = set()
+    seen_any = False
     for where, line, parsed, error in documents:
+        seen_any = True
         if error is not None or is_assistants(where):
             yield where, line, parsed, error
             continue
@@ -88,5 +90,11 @@ def read(documents: Iterable[Item], name: str) -> Iterator[Item]:
             seen.add(reader.name)
             yield where, None, Recognized(reader.name), None
         yield from reader.read(where, line, parsed)
+    if not seen_any:
+        raise IntakeError(
+            f"{name} holds nothing to load: no thread file (threads/<thread id>.json), .jsonl "
+            f"line or manifest.json was found. The console reads {len(LAYOUTS)} layouts: "
+            f"{readable_layouts()}."
+        )
     for reader in readers:
         yield from reader.finish()
