@@ -409,3 +409,40 @@ def test_a_zip_holding_no_export_is_refused_naming_the_layouts(tmp_path):
     with pytest.raises(intake.IntakeError, match=r"photos.zip holds nothing to load: .* 2 layouts"):
         intake.load_export(path)
     assert ImportBatch.objects.get().status == ImportBatch.Status.FAILED
+
+
+# --- the v1 reader alone --------------------------------------------------------------------------
+def read_v1(*documents):
+    """The records of these v1 documents, as the lines of a .jsonl."""
+    from migrations_app.intake import layouts
+
+    items = [("x.jsonl", number, d, None) for number, d in enumerate(documents, 1)]
+    return list(layouts.read(items, "x.jsonl"))
+
+
+def test_a_nested_step_without_its_run_id_gets_its_runs(dataset):
+    record = thread_record(with_tool_calls(dataset[1])[0], EXPORTED_AT)
+    run = next(r for r in record["runs"] if r["steps"])
+    run["steps"] = [{k: v for k, v in s.items() if k != "run_id"} for s in run["steps"]]
+    bundle = v1.to_bundle(record)
+    assert all(s["run_id"] == run["id"] for s in bundle["run_steps"] if s["id"] in
+               {x["id"] for x in run["steps"]})  # fmt: skip
+
+
+def test_a_run_whose_steps_are_not_a_list_is_reported_with_the_thread_id(dataset):
+    record = thread_record(dataset[1][0], EXPORTED_AT)
+    record["runs"] = [{"id": "run_x", "steps": "none"}]
+    _recognized, (_, _, parsed, error) = read_v1(record)
+    assert parsed is None
+    assert (
+        error == f"{record['thread_id']}: runs[0].steps is a string: expected a list of RunStep "
+        "objects"
+    )
+
+
+def test_the_layout_is_recognized_once_per_export(dataset):
+    from migrations_app.intake.layouts import Recognized
+
+    records = [thread_record(b, EXPORTED_AT) for b in dataset[1][:3]]
+    found = [parsed for _, _, parsed, _ in read_v1(*records) if isinstance(parsed, Recognized)]
+    assert found == [Recognized(v1.SCHEMA)]

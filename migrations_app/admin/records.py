@@ -255,7 +255,8 @@ class ImportBatchAdmin(ReadOnlyAdmin):
             return "—"
         said = obj.manifest or {}
         if not said:
-            return obj.layout or "—"
+            names = {"own": "the console's own layout"}
+            return ", ".join(names.get(n, n) for n in obj.layout.split(", ") if n) or "—"
         parts = [
             f"exported {said['exported_at']}" if said.get("exported_at") else "",
             f"by version {said['script_version']}" if said.get("script_version") else "",

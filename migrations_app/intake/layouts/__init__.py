@@ -49,13 +49,20 @@ def readable_layouts() -> str:
     )
 
 
-def unknown_layout(name: str, where: str, line: int | None, document: Any) -> str:
+def unknown_layout(
+    name: str, where: str, line: int | None, document: Any, *, started: bool = False
+) -> str:
     place = name if where == name else f"{name}: {where}"
     if line is not None:
         place += f" (line {line})"
+    outcome = (
+        "loading stopped there (what was stored before it is kept)"
+        if started
+        else "nothing was loaded"
+    )
     return (
-        f"{place} is in a layout the console does not read{_schema(document)}; nothing was "
-        f"loaded. The console reads {len(LAYOUTS)} layouts: {readable_layouts()}."
+        f"{place} is in a layout the console does not read{_schema(document)}; {outcome}. "
+        f"The console reads {len(LAYOUTS)} layouts: {readable_layouts()}."
     )
 
 
@@ -74,7 +81,7 @@ def read(documents: Iterable[Item], name: str) -> Iterator[Item]:
         reader = next((r for r in readers if r.claims(where, parsed)), None)
         if reader is None or not (known or reader.recognizes(where, parsed)):
             if not known or (reader is None and where.endswith("manifest.json")):
-                raise IntakeError(unknown_layout(name, where, line, parsed))
+                raise IntakeError(unknown_layout(name, where, line, parsed, started=known))
             yield (
                 where,
                 line,
