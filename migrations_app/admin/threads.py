@@ -37,7 +37,14 @@ from migrations_app.admin.pages import (
     staff_user,
 )
 from migrations_app.conversion import Conversion
-from migrations_app.models import BulkAction, ErrorKind, ImportBatch, Thread, ThreadStatus
+from migrations_app.models import (
+    BatchMember,
+    BulkAction,
+    ErrorKind,
+    ImportBatch,
+    Thread,
+    ThreadStatus,
+)
 from migrations_app.preview import ThreadNotMirrored, preview_thread
 from migrations_app.thread_page import thread_page
 
@@ -516,11 +523,11 @@ def export_context(thread: Thread) -> dict[str, Any]:
         ((file_id, meta) for file_id, meta in (info.get("files") or {}).items()),
         key=lambda pair: (str(pair[1].get("filename") or ""), pair[0]),
     )
-    named_by = list(
-        ImportBatch.objects.filter(Q(threads=thread) | Q(members__thread=thread))
-        .distinct()
-        .order_by("created_at")[:20]
-    )
+    # Two index lookups (an OR across both relations would join the batch's every thread).
+    batch_pks = set(BatchMember.objects.filter(thread=thread).values_list("batch_id", flat=True))
+    if thread.import_batch_id:
+        batch_pks.add(thread.import_batch_id)
+    named_by = list(ImportBatch.objects.filter(pk__in=batch_pks).order_by("created_at")[:20])
     return {
         "export_info": info,
         "export_files": [{"id": file_id, **meta} for file_id, meta in files],
