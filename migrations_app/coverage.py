@@ -22,7 +22,7 @@ before it).
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +89,7 @@ class Coverage:
 
     counts: dict[tuple[bool, str, bool], int] = field(default_factory=dict)
 
-    def _sum(self, keep: Any) -> int:
+    def _sum(self, keep: Callable[[bool, str, bool], bool]) -> int:
         return sum(n for key, n in self.counts.items() if keep(*key))
 
     @property
@@ -401,10 +401,6 @@ def compact() -> None:
             for row in rows
             if row["total"]
         )
-
-
-def labels() -> dict[str, str]:
-    return {difference.kind: difference.label for difference in DIFFERENCES}
 
 
 def kinds() -> Iterable[str]:
