@@ -446,3 +446,14 @@ def test_the_layout_is_recognized_once_per_export(dataset):
     records = [thread_record(b, EXPORTED_AT) for b in dataset[1][:3]]
     found = [parsed for _, _, parsed, _ in read_v1(*records) if isinstance(parsed, Recognized)]
     assert found == [Recognized(v1.SCHEMA)]
+
+
+def test_a_zip_made_by_macos_finder_loads_without_its_clutter(tmp_path, dataset):
+    path = write_v1_zip(tmp_path / "x.zip", V1Export(dataset[1][:2], dataset[0]))
+    with zipfile.ZipFile(path, "a") as archive:
+        for name in list(archive.namelist()):
+            folder, _, base = name.rpartition("/")
+            archive.writestr(f"__MACOSX/{folder}/._{base}", b"\x00\x05\x16\x07Mac OS X")
+        archive.writestr("assistants-export/threads/._thread_x.json", b"\x00\x05\x16\x07")
+    batch = intake.load_export(path)
+    assert (batch.new_count, batch.errors) == (2, [])

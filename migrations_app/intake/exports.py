@@ -109,6 +109,12 @@ def _from_jsonl(stream: Readable, where: str) -> Iterator[Item]:
             yield _parse(line, where, number)
 
 
+def _zip_clutter(name: str) -> bool:
+    """What macOS's Finder adds to a zip beside the files: `__MACOSX/` and `._name` copies of
+    their extended attributes (not JSON)."""
+    return name.startswith("__MACOSX/") or name.rsplit("/", 1)[-1].startswith("._")
+
+
 def _bundle_name(name: str) -> bool:
     return name.endswith(".json") and "threads/" in f"/{name}"
 
@@ -220,6 +226,7 @@ def _from_zip(source: IO[bytes] | Path, name: str, limits: ZipLimits) -> Iterato
             info
             for info in archive.infolist()
             if not info.is_dir()
+            and not _zip_clutter(info.filename)
             and (
                 _is_manifest(info.filename)
                 or _is_assistants(info.filename)
