@@ -186,7 +186,8 @@ class Thread(models.Model):
     # What the export the mirror came from said beyond the API's objects: {"layout",
     # "exported_at", "errors": [the exporter's errors about this thread], "files": {file id:
     # File object}}. Null when the mirror came from the source API or said nothing more. The
-    # errors are warnings of the thread (conversion.export_warnings).
+    # errors are warnings of the thread (conversion.export_warnings). A later mirror without
+    # them (a fetch) keeps the files as {"files", "files_from": "the … export of …"}.
     export_info = models.JSONField(null=True, blank=True)
 
     class Meta:

@@ -260,7 +260,8 @@ def test_a_whole_export_replaces_a_mirror_with_exporter_errors(tmp_path, dataset
     intake.load_export(write_v1_directory(tmp_path / "partial", partial))
     intake.load_export(write_own_jsonl(tmp_path / "own.jsonl", [bundle]))
     thread = Thread.objects.get(thread_id=thread_id)
-    assert thread.export_info is None and thread.export_state == ExportState.WHOLE
+    assert "errors" not in (thread.export_info or {})
+    assert thread.export_state == ExportState.WHOLE
     assert RunStep.objects.filter(thread=thread, run_id=run).exists()
 
 
@@ -457,3 +458,27 @@ def test_a_zip_made_by_macos_finder_loads_without_its_clutter(tmp_path, dataset)
         archive.writestr("assistants-export/threads/._thread_x.json", b"\x00\x05\x16\x07")
     batch = intake.load_export(path)
     assert (batch.new_count, batch.errors) == (2, [])
+
+
+def test_a_fetch_replacing_a_v1_mirror_keeps_the_files_and_drops_the_exporter_errors(
+    tmp_path, dataset
+):
+    from migrations_app.intake.source import store_fetched
+
+    assistants, bundles = dataset
+    bundle = next(b for b in with_tool_calls(bundles) if file_ids(b))
+    thread_id, run = bundle["thread"]["id"], bundle["run_steps"][0]["run_id"]
+    export = V1Export([bundle], assistants, EXPORTED_AT, lost_steps={thread_id: [run]})
+    intake.load_export(write_v1_directory(tmp_path / "v1", export))
+    thread = Thread.objects.get(thread_id=thread_id)
+    files = thread.export_info["files"]
+
+    assert not store_fetched(thread, bundle).failure
+    thread.refresh_from_db()
+    assert thread.export_info == {
+        "files": files,
+        "files_from": f"the {v1.SCHEMA} export of {EXPORTED_AT}",
+    }
+    assert not any(w.source == run for w in preview_thread(thread).warnings)
+    assert thread.warning_count == len(preview_thread(thread).warnings)
+    assert thread.export_state == ExportState.ERRORS  # what the export held, still

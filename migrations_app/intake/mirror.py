@@ -307,6 +307,7 @@ def store_prepared(
         ]
         if updated:
             pks = [pk_of[p.thread_id] for p in updated]
+            _keep_files(updated, pk_of)
             bulk.update_mirror_rows(
                 Thread, [(pk_of[p.thread_id], *mirror(p)) for p in updated], now
             )
@@ -342,6 +343,22 @@ def store_prepared(
             if pk_of.get(p.thread_id) in writable and p.thread_id not in updated_ids
         ],
     )
+
+
+def _keep_files(updated: list[Prepared], pk_of: dict[str, int]) -> None:
+    """A new mirror that says nothing of the thread's files (a fetch, our own layout) keeps the
+    files' metadata an export gave before: staff need it to bind the files again, and no API
+    lists it any more. The exporter's errors go (they were about the mirror replaced)."""
+    bare = {pk_of[p.thread_id]: p for p in updated if p.export_info is None}
+    if not bare:
+        return
+    earlier = Thread.objects.filter(pk__in=list(bare), export_info__has_key="files")
+    for pk, earlier_info in earlier.values_list("pk", "export_info"):
+        info = earlier_info or {}
+        source = info.get("files_from") or (
+            f"the {info.get('layout') or 'earlier'} export of {info.get('exported_at') or '?'}"
+        )
+        bare[pk].export_info = orjson.dumps({"files": info["files"], "files_from": source}).decode()
 
 
 def _mark_exported(prepared: list[Prepared], pk_of: dict[str, int]) -> None:
