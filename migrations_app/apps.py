@@ -9,10 +9,11 @@ class MigrationsAppConfig(AppConfig):
         from django.db.models.signals import post_migrate
         from django_q.signals import post_spawn
 
-        from migrations_app import checks, tallies, workers  # noqa: F401  (checks registers itself)
+        from migrations_app import checks, coverage, tallies, workers  # noqa: F401  (checks registers)
 
         # The dashboard's counters: triggers put back after any migrate that lost them.
         post_migrate.connect(tallies.on_post_migrate, sender=self)
+        post_migrate.connect(coverage.on_post_migrate, sender=self)
         post_migrate.connect(ensure_sweeper_schedule, sender=self)
         # A django-q2 worker loads the engine (and the SDK) as it starts, before its first task,
         # and offers to run the sweeper; other processes (commands, web) never need them.

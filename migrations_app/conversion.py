@@ -345,18 +345,47 @@ def _ordered(objects: Sequence[JSON]) -> list[JSON]:
     return [obj for _, obj in indexed]
 
 
+def export_warnings(errors: Sequence[JSON]) -> list[ConversionWarning]:
+    """The errors an exporter recorded about a thread (the v1 export's `errors[]`), as warnings:
+    what it could not export is missing from the thread, and staff must see that."""
+    warnings = []
+    for error in errors:
+        kind, source = error.get("object"), error.get("id") or "export"
+        reason = error.get("error") or "unknown error"
+        if error.get("detail"):
+            reason = f"{reason}: {error['detail']}"
+        if kind == "run_steps":
+            text = f"its steps were not exported ({reason}), so its tool calls are missing"
+        elif kind == "file":
+            text = (
+                f"the exporter could not read this file ({reason}): its filename, purpose and "
+                "size are unknown; messages still name it by id"
+            )
+        elif kind == "thread":
+            text = (
+                f"the exporter reported an error reading the thread ({reason}): its messages "
+                "or runs may be incomplete"
+            )
+        else:
+            text = f"the exporter reported an error about this {kind or 'object'} ({reason})"
+        warnings.append(ConversionWarning(source, text))
+    return warnings
+
+
 def convert_thread(
     thread: JSON,
     messages: Sequence[JSON],
     run_steps: Sequence[JSON] = (),
     options: Options = DEFAULT_OPTIONS,
+    export_errors: Sequence[JSON] = (),
 ) -> Conversion:
     """A mirrored thread as the ordered items a new conversation receives.
 
     One message → one item, in created_at order. A run's function-call pairs go just before the
     first message that run created; calls of a run that created no message go where their step's
     time puts them. Every message and step is recorded in `origins`, with the items it became
-    (none for a skipped message or a step whose calls cannot be sent).
+    (none for a skipped message or a step whose calls cannot be sent). `export_errors`: what
+    the export the thread came from could not hold (warnings; they change no item).
     """
     metadata, warnings = conversation_metadata(thread, options)
     calls_by_run: dict[str | None, list[tuple[JSON, list[JSON]]]] = {}
@@ -390,6 +419,7 @@ def convert_thread(
         place(Origin.MESSAGE, message["id"], [] if item is None else [item])
     for step, step_items in unplaced:
         place(Origin.STEP, step["id"], step_items)
+    warnings.extend(export_warnings(export_errors))
     return Conversion(
         items=items,
         metadata=metadata,

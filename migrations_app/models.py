@@ -62,6 +62,13 @@ class ImportBatch(models.Model):
         max_length=16, choices=Cutover, default=Cutover.LIVE, db_default=Cutover.LIVE
     )
     cutover_changed_at = models.DateTimeField(null=True, blank=True)
+    # Threads the export names but could not read itself (its exporter's failures): registered
+    # as failed "not in the export" where nothing better is known (intake/unread.py).
+    not_exported_count = models.PositiveIntegerField(default=0)
+    # The export layouts read ("assistants-thread-export/v1", "own"), and what a v1 manifest
+    # says about the export (when, from where, its counts), for the batch page.
+    layout = models.CharField(max_length=100, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
 
     MAX_ERRORS = 1000
 
@@ -128,6 +135,18 @@ class ErrorKind(models.TextChoices):
     DATABASE = "database", "Console database error"
     # Verified once, then gone or changed at the destination (the retention watchdog).
     LOST = "lost", "Lost at the destination"
+    # The export named the thread but its exporter could not read it (thread: null).
+    NOT_EXPORTED = "not_exported", "Not in the export"
+
+
+class ExportState(models.TextChoices):
+    """What the exports loaded so far hold of a thread (the best of them: whole beats with
+    errors beats unread); the coverage figures count threads by it (coverage.py)."""
+
+    NONE = "", "In no export"
+    WHOLE = "whole", "Exported whole"
+    ERRORS = "errors", "Exported with errors"
+    UNREAD = "unread", "Named by an export that could not read it"
 
 
 class Thread(models.Model):
@@ -188,6 +207,18 @@ class Thread(models.Model):
     synced_at = models.DateTimeField(null=True, blank=True)
     diverged = models.TextField(blank=True, db_default="")
     updated_at = models.DateTimeField(default=timezone.now, db_default=Now())
+
+    # Coverage (coverage.py): registered from an id list staff gave, and what the exports hold.
+    listed = models.BooleanField(default=False, db_default=False)
+    export_state = models.CharField(
+        max_length=8, choices=ExportState, blank=True, default="", db_default=""
+    )
+    # What the export the mirror came from said beyond the API's objects: {"layout",
+    # "exported_at", "errors": [the exporter's errors about this thread], "files": {file id:
+    # File object}}. Null when the mirror came from the source API or said nothing more. The
+    # errors are warnings of the thread (conversion.export_warnings). A later mirror without
+    # them (a fetch) keeps the files as {"files", "files_from": "the … export of …"}.
+    export_info = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]
@@ -258,10 +289,47 @@ class Thread(models.Model):
             models.Index(
                 fields=["updated_at"], condition=~Q(diverged=""), name="thread_diverged_idx"
             ),
+            # The coverage differences' lists (coverage.py), newest first like the list itself.
+            models.Index(
+                fields=["-updated_at"],
+                condition=Q(listed=True) & Q(export_state__in=["", "unread"]),
+                name="thread_listed_unexported_idx",
+            ),
+            models.Index(
+                fields=["-updated_at"],
+                condition=Q(listed=False) & Q(export_state__in=["whole", "errors"]),
+                name="thread_exported_unlisted_idx",
+            ),
+            models.Index(
+                fields=["-updated_at"],
+                condition=Q(export_state__in=["errors", "unread"]),
+                name="thread_export_errors_idx",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.thread_id
+
+
+class BatchMember(models.Model):
+    """A thread an import batch named (in its id list, or in its export) that was registered
+    before it, by another batch or none. With the threads it registered itself
+    (`Thread.import_batch`) this is the batch's whole set, for its coverage; a new id costs the
+    import no row here."""
+
+    # No index of its own: the unique constraint's (batch, thread) serves it.
+    batch = models.ForeignKey(
+        ImportBatch, on_delete=models.CASCADE, related_name="members", db_index=False
+    )
+    thread = models.ForeignKey(Thread, on_delete=models.CASCADE, related_name="batch_members")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "thread"], name="batch_member_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}: {self.thread_id}"
 
 
 class Message(models.Model):
@@ -684,3 +752,16 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class CoverageTally(models.Model):
+    """Threads per (listed, export state, succeeded), as delta rows: the whole migration's
+    coverage figures (coverage.py), kept by triggers like the tallies above."""
+
+    listed = models.BooleanField()
+    export_state = models.CharField(max_length=8, blank=True)
+    succeeded = models.BooleanField()
+    count = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.listed}/{self.export_state}/{self.succeeded} {self.count:+d}"

@@ -22,4 +22,15 @@ def preview_thread(thread: Thread, options: Options | None = None) -> Conversion
     # Source order; convert_thread sorts by created_at and breaks ties by this order.
     messages = list(thread.messages.order_by("position").values_list("data", flat=True))
     steps = list(thread.run_steps.order_by("created_at", "pk").values_list("data", flat=True))
-    return convert_thread(thread.data, messages, steps, options or conversion_options())
+    return convert_thread(
+        thread.data,
+        messages,
+        steps,
+        options or conversion_options(),
+        export_errors=export_errors(thread),
+    )
+
+
+def export_errors(thread: Thread) -> list[dict]:
+    """What the export the thread's mirror came from could not hold (see Thread.export_info)."""
+    return list((thread.export_info or {}).get("errors") or [])

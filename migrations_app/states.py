@@ -14,8 +14,10 @@ what it read before the freeze.
      failed         cancelled ─migrate─▶ queued
    (not found)
 
-Every failure names its remedy: not found at the source → fetch again; a conversation that does
-not match → re-migrate into a new conversation; anything else → retry (it resumes).
+Every failure names its remedy: not found at the source → fetch again; not in the export (its
+exporter could not read it) → fetch again where a source answers, else load an export that holds
+it; a conversation that does not match → re-migrate into a new conversation; anything else →
+retry (it resumes).
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class ClaimsChanged(Exception):
 # conversation was built from, and a fetch would change the input under it.
 UPLOAD_STARTED = ~Q(conversation_id="")
 # A retry would fail the same way (a lost conversation cannot be resumed into either).
-DEAD_END_ERRORS = [ErrorKind.NOT_FOUND, ErrorKind.CONFLICT, ErrorKind.LOST]
+DEAD_END_ERRORS = [ErrorKind.NOT_FOUND, ErrorKind.CONFLICT, ErrorKind.LOST, ErrorKind.NOT_EXPORTED]
 RETRYABLE_FAILURE = Q(status=ThreadStatus.FAILED) & ~Q(error_kind__in=DEAD_END_ERRORS)
 
 # The thread's source data is in the mirror (fetched, or loaded from an export): an upload needs
@@ -161,6 +163,8 @@ def skip_reason(
         if not source:
             return "not found at the source and not mirrored (load an export that holds it)"
         return "not found at the source (fetch again once the id or source is fixed)"
+    if error_kind == ErrorKind.NOT_EXPORTED:
+        return "not in the export (fetch it from a source, or load an export that holds it)"
     if error_kind == ErrorKind.CONFLICT:
         return "its conversation does not match (use re-migrate)"
     if error_kind == ErrorKind.LOST:
@@ -182,7 +186,20 @@ REMEDY_ACTIONS: dict[str, str] = {
     ErrorKind.CONFLICT: "remigrate",
     ErrorKind.DESTINATION_NOT_FOUND: "remigrate",
     ErrorKind.LOST: "remigrate",
+    ErrorKind.NOT_EXPORTED: "fetch",  # only where a source answers: see remedy_offered
 }
+
+
+def remedy_offered(error_kind: str) -> str | None:
+    """The action staff are offered for failures of this kind now: a fetch only where a live
+    source is configured (without one, the remedy of a thread not in the export is to load an
+    export that holds it, which is no button)."""
+    from migrations_app.intake.source import source_configured
+
+    action = remedy_action(error_kind)
+    if action == "fetch" and error_kind == ErrorKind.NOT_EXPORTED and not source_configured():
+        return None
+    return action
 
 
 def remedy_action(error_kind: str) -> str:
@@ -202,6 +219,8 @@ def thread_remedy_action(thread: Thread, *, source: bool = True) -> str | None:
             return "remigrate"
         if thread.data is not None:
             return "migrate"
+        return "fetch" if source else None
+    if thread.error_kind == ErrorKind.NOT_EXPORTED:
         return "fetch" if source else None
     return remedy_action(thread.error_kind)
 
@@ -225,6 +244,13 @@ def remedy(thread: Thread, *, source: bool = True) -> str:
         return "Fix the id or the source, then fetch it again."
     if thread.error_kind == ErrorKind.NOT_FOUND:
         return "The destination no longer knows its conversation: re-migrate it into a new one."
+    if thread.error_kind == ErrorKind.NOT_EXPORTED:
+        if source:
+            return "Fetch it again from the source, or load an export that holds it."
+        return (
+            "Load an export that holds it (Import threads): its exporter could not read it, "
+            "and no source API is configured to fetch it from."
+        )
     if thread.error_kind == ErrorKind.CONFLICT:
         return "Re-migrate it into a new conversation (the old one stays in the history)."
     if thread.error_kind == ErrorKind.DESTINATION_NOT_FOUND:
@@ -1049,10 +1075,14 @@ def lock_writable_mirrors(thread_pks: Iterable[int], lease_owner: str = "") -> l
     return _lock(thread_pks, writable)
 
 
+FOUND_AGAIN_ERRORS = [ErrorKind.NOT_FOUND, ErrorKind.NOT_EXPORTED]
+
+
 def found_again(thread_pks: Iterable[int]) -> int:
-    """Threads that failed as not found and have now been fetched go back to pending."""
+    """Threads that failed as not found (at the source, or in an export) and have now been
+    fetched or loaded go back to pending."""
     return Thread.objects.filter(
-        pk__in=list(thread_pks), status=ThreadStatus.FAILED, error_kind=ErrorKind.NOT_FOUND
+        pk__in=list(thread_pks), status=ThreadStatus.FAILED, error_kind__in=FOUND_AGAIN_ERRORS
     ).update(status=ThreadStatus.PENDING, updated_at=Now(), **CLEAR_ERROR)
 
 
@@ -1067,3 +1097,63 @@ def fetch_failed(thread_pk: int, failure: ApiFailure) -> bool:
         .exclude(MIRRORED)
         .update(status=ThreadStatus.FAILED, updated_at=Now(), **RELEASE, **_error_fields(failure))
     )
+
+
+# --- the mirror: threads an export could not read -----------------------------------------------
+# Where "not in the export" may be recorded: a thread nothing better is known of (never mirrored,
+# not queued, running or migrated, no upload started). A thread mirrored from another export or
+# a fetch keeps its mirror and its state.
+NOT_EXPORTED_WRITABLE = (
+    Q(
+        data__isnull=True,
+        status__in=[ThreadStatus.PENDING, ThreadStatus.CANCELLED, ThreadStatus.FAILED],
+    )
+    & ~UPLOAD_STARTED
+)
+
+
+def not_exported(reasons: dict[str, str], import_batch_id: int | None) -> tuple[set[str], set[str]]:
+    """Threads an export names but its exporter could not read ({thread id: reason}): the new
+    ones registered as failed "not in the export", the others marked so where
+    NOT_EXPORTED_WRITABLE allows (fenced, one UPDATE per reason). Returns (thread ids
+    registered, thread ids marked); the rest were left as they are."""
+    from migrations_app.models import ExportState
+
+    ids = list(reasons)
+    with transaction.atomic():
+        known = set(Thread.objects.filter(thread_id__in=ids).values_list("thread_id", flat=True))
+        Thread.objects.bulk_create(
+            [
+                Thread(
+                    thread_id=thread_id,
+                    import_batch_id=import_batch_id,
+                    status=ThreadStatus.FAILED,
+                    error_kind=ErrorKind.NOT_EXPORTED,
+                    error_message=reasons[thread_id][:ERROR_MESSAGE_LIMIT],
+                    export_state=ExportState.UNREAD,
+                )
+                for thread_id in ids
+                if thread_id not in known
+            ],
+            ignore_conflicts=True,  # registered meanwhile: then it is marked below, if it may be
+        )
+        by_reason: dict[str, list[str]] = {}
+        for thread_id in known:
+            by_reason.setdefault(reasons[thread_id], []).append(thread_id)
+        marked: set[str] = set()
+        for reason, thread_ids in by_reason.items():
+            pks = _lock(
+                Thread.objects.filter(thread_id__in=thread_ids).values_list("pk", flat=True),
+                NOT_EXPORTED_WRITABLE,
+            )
+            Thread.objects.filter(pk__in=pks).update(
+                status=ThreadStatus.FAILED,
+                error_kind=ErrorKind.NOT_EXPORTED,
+                error_message=reason[:ERROR_MESSAGE_LIMIT],
+                error_http_status=None,
+                error_request_id="",
+                updated_at=Now(),
+                **RELEASE,
+            )
+            marked.update(Thread.objects.filter(pk__in=pks).values_list("thread_id", flat=True))
+    return set(ids) - known, marked

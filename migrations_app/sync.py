@@ -44,6 +44,7 @@ from migrations_app.models import (
     Thread,
     ThreadStatus,
 )
+from migrations_app.preview import export_errors
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -180,8 +181,9 @@ def sync_work(run: Run) -> list[dict[str, Any]]:
     new_steps = [s for s in source["run_steps"] if s["id"] not in known_steps]
     if new_messages or new_steps:
         after = convert_thread(
-            thread.data or {}, messages + new_messages, steps + new_steps, options
-        )
+            thread.data or {}, messages + new_messages, steps + new_steps, options,
+            export_errors=export_errors(thread),
+        )  # fmt: skip
         _check_appends_only(conversion.items, after.items)
         _append_to_mirror(run, new_messages, new_steps, options)
         run.synced = {"new_messages": len(new_messages), "items_added": len(after.items) -
@@ -281,12 +283,11 @@ def _append_to_mirror(run: Run, messages: list[dict[str, Any]], steps: list[dict
     thread = run.thread
     old_messages, old_steps = _mirror(thread)
     try:
-        prepared = prepare(
-            {"thread": thread.data, "messages": old_messages + messages,
-             "run_steps": old_steps + steps},
-            options,
-            where="source",
-        )  # fmt: skip
+        bundle = {"thread": thread.data, "messages": old_messages + messages,
+                  "run_steps": old_steps + steps}  # fmt: skip
+        if thread.export_info:  # what an export said of the thread still holds for its count
+            bundle["export"] = thread.export_info
+        prepared = prepare(bundle, options, where="source")
     except BundleRejected as rejected:
         raise states.Diverged(f"the source's new messages cannot be migrated: {rejected}") from None
     new_rows = [row for row in prepared.messages if row[1] >= len(old_messages)]

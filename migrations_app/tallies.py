@@ -210,6 +210,9 @@ def compact() -> None:
     """Fold each tally's delta rows into one row per key (zero rows dropped; chart minutes older
     than SUCCESS_KEPT dropped). Exact under concurrent writers: a delta committed meanwhile is
     not seen by the DELETE and stays as it is."""
+    from migrations_app import coverage
+
+    coverage.compact()  # the coverage figures' tally, kept the same way
     since = timezone.now() - SUCCESS_KEPT
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:

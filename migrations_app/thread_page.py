@@ -15,7 +15,7 @@ from django.core.paginator import Page, Paginator
 
 from migrations_app.conversion import Conversion, Options, Origin, convert_thread, responses_config
 from migrations_app.models import Attempt, Conversation, Message, RunStep, Thread
-from migrations_app.preview import conversion_options
+from migrations_app.preview import conversion_options, export_errors
 
 ROWS_PER_PAGE = 50
 HISTORY_ROWS = 100
@@ -106,11 +106,16 @@ def compare_rows(
 def warning_links(conversion: Conversion, rows: list[Row], per_page: int) -> list[WarningLink]:
     """Every warning, with the row (and page) of the message or step it is about."""
     row_of = {part.source_id: row for row in rows for part in row.parts}
+    for row in rows:  # an exporter's warning about a run: the row of the message it created
+        for part in row.parts:
+            run_id = part.source.data.get("run_id") if part.is_message else None
+            if run_id:
+                row_of.setdefault(run_id, row)
     links = []
     for warning in conversion.warnings:
-        row = row_of.get(warning.source)
-        page = (row.number - 1) // per_page + 1 if row else None
-        links.append(WarningLink(str(warning), row, page))
+        found = row_of.get(warning.source)
+        page = (found.number - 1) // per_page + 1 if found else None
+        links.append(WarningLink(str(warning), found, page))
     return links
 
 
@@ -156,6 +161,7 @@ def thread_page(thread: Thread, page_number: Any = 1, per_page: int = ROWS_PER_P
         [m.data for m in messages],
         [s.data for s in steps],
         _options(conversations),
+        export_errors=export_errors(thread),
     )
     rows = compare_rows(conversion, messages, steps, thread.items_committed)
     paginator = Paginator(rows, per_page)

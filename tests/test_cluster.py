@@ -3,9 +3,9 @@ PostgreSQL. Every check reads the sandbox's own state."""
 
 import io
 import os
-import time
 import re
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 

@@ -633,3 +633,24 @@ def test_the_demo_loads_the_sandbox_assistants_before_its_thread_ids(sandbox):
     batch = ImportBatch.objects.get()
     assert batch.fetch_queued == len(sandbox.state.threads) + 1  # and the unknown id
     assert OrmQ.objects.count() == batch.fetch_queued
+
+
+def test_the_demo_loads_an_export_of_each_layout_before_its_thread_ids():
+    from migrations_app import coverage
+    from migrations_app.management.commands import demo
+
+    demo_ids = [b["thread"]["id"] for b in generate_dataset(seed=1, thread_count=30)[1]]
+    command = demo.Command(stdout=io.StringIO())
+    command._load_demo_exports(len(demo_ids))  # holding some of the demo sandbox's threads
+    command._import_demo_ids(demo_ids)
+    layouts = ImportBatch.objects.filter(source="export").order_by("pk")
+    assert [b.layout for b in layouts] == ["own", "assistants-thread-export/v1"]
+    unread = Thread.objects.get(thread_id=demo.UNREAD_THREAD)
+    assert (unread.status, unread.error_kind) == ("failed", ErrorKind.NOT_EXPORTED)
+    figures = coverage.for_migration()
+    assert figures.count("unlisted") == demo.EXPORT_ONLY_THREADS
+    assert figures.count("export_errors") >= 2  # the unread thread, and one with lost parts
+    ids_batch = ImportBatch.objects.get(filename="demo-thread-ids.csv")
+    exported = Thread.objects.filter(thread_id__in=demo_ids).exclude(data=None).count()
+    assert exported == 2 * 3  # 30 threads: 3 in each export
+    assert ids_batch.fetch_queued == len(demo_ids) + 1 - exported

@@ -105,6 +105,7 @@ LADDER: dict[str, Rung] = {
     "(?P<url>.*)$": Rung(every(404), post="harmless"),  # the catch-all: unknown admin pages
     "admin:migrations_app_dashboard": Rung(VIEWERS),
     "admin:migrations_app_thread_mapping": Rung(VIEWERS),
+    "admin:migrations_app_thread_coverage_csv": Rung(VIEWERS),
     "admin:migrations_app_thread_act": Rung(every(403), post="operator acts"),
     "admin:migrations_app_importbatch_import": Rung(OPERATORS, post="operator acts"),
     # The next step of a batch's cutover, confirmed first: operators only.

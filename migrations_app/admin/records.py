@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from migrations_app import intake, search, sync
+from migrations_app import coverage, intake, search, sync
 from migrations_app.admin import display, notices
 from migrations_app.admin.pages import ObjectPageAdmin, admin_page, staff_user
 from migrations_app.conversion import responses_config
@@ -167,7 +167,10 @@ class ImportForm(forms.Form):
     export_file = forms.FileField(
         required=False,
         label="Export file",
-        help_text="A .jsonl (one thread per line) or a .zip of a directory or .jsonl export.",
+        help_text=(
+            "A .jsonl (one thread per line) or a .zip of an export directory, in the console's "
+            "own layout or the public exporter's (assistants-thread-export/v1)."
+        ),
     )
 
     def __init__(self, *args: Any, refused: dict[str, str] | None = None, **kwargs: Any) -> None:
@@ -216,10 +219,12 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["source", "status"]
     list_select_related = ["created_by"]
-    change_form_template = "admin/migrations_app/refreshing_change_form.html"
+    # The refreshing change form, with the batch's coverage (_coverage.html) after its fields.
+    change_form_template = "admin/migrations_app/importbatch/change_form.html"
     readonly_fields = [
         "source",
         "filename",
+        "layout_display",
         "created_by",
         "created_at",
         "finished_at",
@@ -230,6 +235,7 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "skipped_display",
         "threads_display",
         "fetch_display",
+        "not_exported_display",
         "cutover_display",
         "error_lines",
         "warning_lines",
@@ -242,11 +248,61 @@ class ImportBatchAdmin(ReadOnlyAdmin):
         "fetch_queued",
         "cutover",
         "cutover_changed_at",
+        "layout",
+        "manifest",
+        "not_exported_count",
         "new_count",
         "duplicate_count",
         "invalid_count",
         "skipped_count",
     ]
+
+    @admin.display(description="layout")
+    def layout_display(self, obj: ImportBatch) -> str:
+        if obj.source != ImportBatch.Source.EXPORT:
+            return "—"
+        said = obj.manifest or {}
+        if not said:
+            names = {"own": "the console's own layout"}
+            return ", ".join(names.get(n, n) for n in obj.layout.split(", ") if n) or "—"
+        parts = [
+            f"exported {said['exported_at']}" if said.get("exported_at") else "",
+            f"by version {said['script_version']}" if said.get("script_version") else "",
+            f"from {said['endpoint']}" if said.get("endpoint") else "",
+            f"({said['base_url']})" if said.get("base_url") else "",
+        ]
+        counts = [
+            f"{said[key]} {label}"
+            for key, label in (
+                ("threads_requested", "requested"),
+                ("threads_exported", "exported"),
+                ("threads_failed", "failed"),
+                ("assistants_count", "assistants"),
+            )
+            if said.get(key) is not None
+        ]
+        return format_html(
+            '<span id="batch-layout">{}: {}; the manifest counts {}</span>',
+            obj.layout,
+            " ".join(p for p in parts if p),
+            ", ".join(counts) or "nothing",
+        )
+
+    @admin.display(description="not in the export")
+    def not_exported_display(self, obj: ImportBatch) -> str:
+        if not obj.not_exported_count:
+            return "—" if obj.source != ImportBatch.Source.EXPORT else "0"
+        threads = reverse("admin:migrations_app_thread_changelist")
+        return format_html(
+            '<span id="not-exported">{} thread{} the exporter could not read: <a href="{}?'
+            'batch={}&amp;error_kind__exact=not_exported">registered as failed</a> where '
+            "nothing better was known (any kept as they were are named under “changed on the way "
+            "in”)</span>",
+            obj.not_exported_count,
+            "" if obj.not_exported_count == 1 else "s",
+            threads,
+            obj.pk,
+        )
 
     # --- the batch page: what it did, each count in words, and links to its threads --------------
     @admin.display(description="new threads")
@@ -469,7 +525,15 @@ class ImportBatchAdmin(ReadOnlyAdmin):
             and batch.cutover == ImportBatch.Cutover.FINAL_SYNC
             and sync.pending_in(batch) > 0
         )
-        extra = {"refresh_seconds": 2 if running or waiting or syncing else None}
+        extra: dict[str, Any] = {"refresh_seconds": 2 if running or waiting or syncing else None}
+        if batch is not None and self.has_view_permission(request, batch):
+            extra.update(
+                coverage=coverage.for_batch(batch),
+                coverage_batch=batch,
+                coverage_query=f"&batch={batch.pk}",
+                threads_url=reverse("admin:migrations_app_thread_changelist"),
+                coverage_csv_url=reverse("admin:migrations_app_thread_coverage_csv"),
+            )
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
 

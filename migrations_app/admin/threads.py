@@ -29,7 +29,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from migrations_app import actions, dashboard, intake, mapping, search, states
+from migrations_app import actions, coverage, dashboard, intake, mapping, search, states
 from migrations_app.actions import Plan
 from migrations_app.admin import display, notices
 from migrations_app.admin.continuation import ContinuationFilter
@@ -41,7 +41,13 @@ from migrations_app.admin.pages import (
 )
 from migrations_app.conversion import Conversion
 from migrations_app.intake.batches import FETCH_OUTCOMES
-from migrations_app.models import BulkAction, Thread, ThreadStatus
+from migrations_app.models import (
+    BatchMember,
+    BulkAction,
+    ImportBatch,
+    Thread,
+    ThreadStatus,
+)
 from migrations_app.preview import ThreadNotMirrored, preview_thread
 from migrations_app.thread_page import thread_page
 
@@ -84,7 +90,7 @@ class ThreadChangeList(ChangeList):
     def get_queryset(
         self, request: HttpRequest, exclude_parameters: list[str | None] | None = None
     ) -> QuerySet[Thread]:
-        return super().get_queryset(request, exclude_parameters).defer("data")
+        return super().get_queryset(request, exclude_parameters).defer("data", "export_info")
 
 
 class HasWarningsFilter(admin.SimpleListFilter):
@@ -141,6 +147,46 @@ class FetchFilter(admin.SimpleListFilter):
         return queryset.filter(condition) if condition is not None else queryset
 
 
+class CoverageFilter(admin.SimpleListFilter):
+    """The coverage figures' differences (coverage.py), each backed by a partial index."""
+
+    title = "coverage"
+    parameter_name = "coverage"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Thread]
+    ) -> list[tuple[str, str]]:
+        return [(d.kind, d.label) for d in coverage.DIFFERENCES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Thread]) -> QuerySet[Thread]:
+        difference = coverage.BY_KIND.get(self.value() or "")
+        return queryset.filter(difference.condition) if difference else queryset
+
+
+class NamedByBatchFilter(admin.SimpleListFilter):
+    """Every thread an import batch named (its id list or its export), whether it registered
+    it or found it registered: the batch's coverage figures link here."""
+
+    title = "named by import batch"
+    parameter_name = "batch"
+    SHOWN = 15
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Thread]
+    ) -> list[tuple[str, str]]:
+        batches = list(ImportBatch.objects.order_by("-created_at")[: self.SHOWN])
+        chosen = self.value()
+        if chosen and chosen.isdigit() and all(str(b.pk) != chosen for b in batches):
+            batches += list(ImportBatch.objects.filter(pk=int(chosen)))
+        return [(str(batch.pk), str(batch)) for batch in batches]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Thread]) -> QuerySet[Thread]:
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(coverage.named_by(int(value)))
+        return queryset
+
+
 def status_badge(status: str, label: str) -> SafeString:
     """Coloured by console.css (`.status-<status>`): no style attribute, which the
     Content-Security-Policy forbids."""
@@ -185,6 +231,8 @@ class ThreadAdmin(ObjectPageAdmin):
         FetchFilter,
         HasWarningsFilter,
         ContinuationFilter,
+        CoverageFilter,
+        NamedByBatchFilter,
         ("updated_at", admin.DateFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
     ]
@@ -380,6 +428,11 @@ class ThreadAdmin(ObjectPageAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("mapping.csv", wrap(self.mapping_view), name="migrations_app_thread_mapping"),
+            path(
+                "coverage.csv",
+                wrap(self.coverage_csv_view),
+                name="migrations_app_thread_coverage_csv",
+            ),
             path("dashboard/", wrap(self.dashboard_view), name="migrations_app_dashboard"),
             path(
                 "<path:object_id>/act/<str:name>/",
@@ -395,6 +448,28 @@ class ThreadAdmin(ObjectPageAdmin):
         threads = changelist.get_queryset(request)
         response = StreamingHttpResponse(mapping.mapping_lines(threads), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="thread-conversation-mapping.csv"'
+        return response
+
+    def coverage_csv_view(self, request: HttpRequest) -> StreamingHttpResponse:
+        """The threads of the current filter (a coverage difference, a batch) as CSV, with
+        what coverage says of each."""
+        require_view_permission(self, request)
+        changelist = self.get_changelist_instance(request)
+        threads = changelist.get_queryset(request)
+        kind = request.GET.get("coverage", "")
+        batch = request.GET.get("batch", "")
+        name = "-".join(
+            filter(
+                None,
+                [
+                    "coverage",
+                    kind if kind in coverage.BY_KIND else "",
+                    f"batch-{batch}" if batch.isdigit() else "",
+                ],
+            )
+        )
+        response = StreamingHttpResponse(coverage.csv_lines(threads), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return response
 
     def act_view(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
@@ -425,6 +500,7 @@ class ThreadAdmin(ObjectPageAdmin):
         )
         return {
             **thread_page(obj, request.GET.get("page")),
+            **export_context(obj),
             "buttons": buttons_for(obj, request, self),
             "remedy": states.remedy(obj, source=source),
             # Not mirrored, and nothing to fetch it from: only an export can bring it in.
@@ -494,6 +570,8 @@ class ThreadAdmin(ObjectPageAdmin):
             refresh_seconds=5 if active or waiting_tasks else 30,
             active=active,
             threads_url=reverse("admin:migrations_app_thread_changelist"),
+            coverage=coverage.for_migration(),
+            coverage_csv_url=reverse("admin:migrations_app_thread_coverage_csv"),
         )
 
     def changelist_view(
@@ -593,3 +671,22 @@ def buttons_for(thread: Thread, request: HttpRequest, model_admin: ThreadAdmin) 
         if name in applicable and getattr(model_admin, f"has_{name}_permission")(request)
     ]
     return sorted(offered, key=lambda button: not button.primary)
+
+
+def export_context(thread: Thread) -> dict[str, Any]:
+    """What the thread page says about the thread's place in the lists and exports."""
+    info = thread.export_info or {}
+    files = sorted(
+        ((file_id, meta) for file_id, meta in (info.get("files") or {}).items()),
+        key=lambda pair: (str(pair[1].get("filename") or ""), pair[0]),
+    )
+    # Two index lookups (an OR across both relations would join the batch's every thread).
+    batch_pks = set(BatchMember.objects.filter(thread=thread).values_list("batch_id", flat=True))
+    if thread.import_batch_id:
+        batch_pks.add(thread.import_batch_id)
+    named_by = list(ImportBatch.objects.filter(pk__in=batch_pks).order_by("created_at")[:20])
+    return {
+        "export_info": info,
+        "export_files": [{"id": file_id, **meta} for file_id, meta in files],
+        "named_by": named_by,
+    }

@@ -5,6 +5,8 @@ call these:
 
 - ids.py — the id list (CSV or one id per line), all or nothing
 - exports.py — export files (directory, .jsonl, .zip), streamed, zip limits
+- layouts/ — one reader per export layout (the console's own, assistants-thread-export/v1)
+- unread.py — threads an export names but could not read: registered as failed
 - source.py — the live source API: fetch a thread, sync assistants
 - mirror.py — storing checked bundles and assistants into the mirror
 - validation.py — what a bundle must be for conversion and the database

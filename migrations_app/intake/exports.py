@@ -1,5 +1,7 @@
-"""Export files: a directory (threads/<id>.json, optional assistants.json), a .jsonl (one thread
-bundle per line) or a .zip of either, read as a stream so memory stays flat whatever the size.
+"""Export files: a directory (threads/<id>.json, optional assistants.json and manifest.json), a
+.jsonl (one thread per line) or a .zip of either (at its root or in one top-level folder), read as
+a stream so memory stays flat whatever the size. What each document means is its layout's
+business (layouts/: the console's own, assistants-thread-export/v1), chosen by content.
 
 Every object is reported by file and line when it cannot be read or checked, and the rest loads.
 A zip is refused whole before anything is read when its members would expand past
@@ -21,7 +23,9 @@ import orjson
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
+from migrations_app.intake import layouts, unread
 from migrations_app.intake.batches import IntakeError, human_size, running
+from migrations_app.intake.layouts import Item, Manifest, Note, Recognized, Unread
 from migrations_app.intake.mirror import (
     BundleRejected,
     Prepared,
@@ -42,8 +46,7 @@ MAX_DOCUMENT_BYTES = 256 << 20
 RATIO_FLOOR_BYTES = 1 << 20
 BOM = b"\xef\xbb\xbf"
 
-# (where, line or None, parsed object or None, error message or None)
-Item = tuple[str, int | None, Any, str | None]
+MANIFEST = "manifest.json"
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -106,12 +109,23 @@ def _from_jsonl(stream: Readable, where: str) -> Iterator[Item]:
             yield _parse(line, where, number)
 
 
+def _zip_clutter(name: str) -> bool:
+    """What macOS's Finder adds to a zip beside the files: `__MACOSX/` and `._name` copies of
+    their extended attributes (not JSON)."""
+    return name.startswith("__MACOSX/") or name.rsplit("/", 1)[-1].startswith("._")
+
+
 def _bundle_name(name: str) -> bool:
     return name.endswith(".json") and "threads/" in f"/{name}"
 
 
 def _is_assistants(name: str) -> bool:
-    return name.rsplit("/", 1)[-1] == "assistants.json"
+    return layouts.is_assistants(name)
+
+
+def _is_manifest(name: str) -> bool:
+    """manifest.json at the export's root or in its one top-level folder."""
+    return name.rsplit("/", 1)[-1] == MANIFEST and name.count("/") <= 1
 
 
 def _read_file(path: Path, where: str) -> Item:
@@ -120,7 +134,21 @@ def _read_file(path: Path, where: str) -> Item:
     return _parse(path.read_bytes(), where)
 
 
+def _export_root(root: Path) -> Path:
+    """`root`, or the one folder inside it that holds the export (an unzipped export with its
+    top-level folder)."""
+    if any((root / name).exists() for name in ("threads", MANIFEST, "assistants.json")):
+        return root
+    if any(root.glob("*.jsonl")):
+        return root
+    folders = [child for child in root.iterdir() if child.is_dir()]
+    return folders[0] if len(folders) == 1 and _export_root(folders[0]) == folders[0] else root
+
+
 def _from_directory(root: Path) -> Iterator[Item]:
+    root = _export_root(root)
+    if (root / MANIFEST).exists():
+        yield _read_file(root / MANIFEST, MANIFEST)
     if (root / "assistants.json").exists():
         yield _read_file(root / "assistants.json", "assistants.json")
     for path in sorted((root / "threads").glob("*.json")):
@@ -198,12 +226,17 @@ def _from_zip(source: IO[bytes] | Path, name: str, limits: ZipLimits) -> Iterato
             info
             for info in archive.infolist()
             if not info.is_dir()
+            and not _zip_clutter(info.filename)
             and (
-                _is_assistants(info.filename)
+                _is_manifest(info.filename)
+                or _is_assistants(info.filename)
                 or _bundle_name(info.filename)
                 or info.filename.endswith(".jsonl")
             )
         ]
+        # The manifest first: it says which layout the rest is in; then the assistants.
+        members.sort(key=lambda info: (not _is_manifest(info.filename),
+                                       not _is_assistants(info.filename)))  # fmt: skip
         _check_zip(members, name, limits)
         budget = [limits.total_bytes]
         for info in members:
@@ -222,23 +255,24 @@ def _from_zip(source: IO[bytes] | Path, name: str, limits: ZipLimits) -> Iterato
 
 
 def read_export(path: str | Path, limits: ZipLimits | None = None) -> Iterator[Item]:
-    """Every object of an export on disk: a directory, a .jsonl or a .zip."""
+    """Every record of an export on disk (a directory, a .jsonl or a .zip), read by its layout
+    (see layouts/base.py for what a record is)."""
     path = Path(path)
     if not path.exists():
         raise IntakeError(f"{path} does not exist")
     if path.is_dir():
-        return _from_directory(path)
+        return layouts.read(_from_directory(path), path.name)
     return read_export_file(path, path.name, limits)
 
 
 def read_export_file(
     source: IO[bytes] | Path, name: str, limits: ZipLimits | None = None
 ) -> Iterator[Item]:
-    """Every object of an export file (open in binary mode, or a path) named `name`."""
+    """Every record of an export file (open in binary mode, or a path) named `name`."""
     if name.endswith(".zip"):
-        return _from_zip(source, name, limits or ZipLimits.from_settings())
+        return layouts.read(_from_zip(source, name, limits or ZipLimits.from_settings()), name)
     if name.endswith(".jsonl"):
-        return _jsonl_source(source, name)
+        return layouts.read(_jsonl_source(source, name), name)
     raise IntakeError(f"{name}: expected a directory, a .jsonl file or a .zip file")
 
 
@@ -293,18 +327,29 @@ def _paused_cyclic_gc() -> Iterator[None]:
 def load_objects(
     objects: Iterator[Item], batch: ImportBatch, progress: Callable | None = None
 ) -> None:
-    """Check each object as it is read and store them a chunk at a time. Invalid objects are
-    reported by file, line and thread id; each valid bundle is stored whole or not at all."""
+    """Check each record as it is read and store them a chunk at a time. Invalid objects are
+    reported by file, line and thread id; each valid bundle is stored whole or not at all.
+    Threads the export could not read are registered as failed at the end (unread.py)."""
     options = conversion_options()
     pending: dict[str, Prepared] = {}
+    not_read: dict[str, tuple[Unread, str, int | None]] = {}
     for where, line, parsed, error in objects:
         if error:
             batch.add_error(error, file=where, line=line)
+        elif isinstance(parsed, Unread):
+            if parsed.thread_id not in not_read or not not_read[parsed.thread_id][0].detail:
+                not_read[parsed.thread_id] = (parsed, where, line)
+        elif isinstance(parsed, Note):
+            batch.add_warning(parsed.text, file=where, line=line)
+        elif isinstance(parsed, Recognized):
+            batch.layout = ", ".join(filter(None, [batch.layout, parsed.layout]))[:100]
+        elif isinstance(parsed, Manifest):
+            batch.manifest = parsed.summary
         elif _is_assistants(where):
             _load_assistants(parsed, batch, where)
         else:
             try:
-                ready = prepare(parsed, options, where=where, line=line)
+                ready = prepare(parsed, options, where=where, line=line, from_export=True)
             except BundleRejected as rejected:
                 batch.add_error(_with_thread_id(parsed, str(rejected)), file=where, line=line)
                 continue
@@ -315,6 +360,8 @@ def load_objects(
                 _store_chunk(pending, batch, progress)
     if pending:
         _store_chunk(pending, batch, progress)
+    if not_read:
+        unread.register(list(not_read.values()), batch)
 
 
 def _with_thread_id(parsed: Any, message: str) -> str:
@@ -343,14 +390,23 @@ def _store_chunk(
     stored = _store_isolating_refusals(chunk, batch)
     batch.new_count += len(stored.new)
     batch.duplicate_count += len(stored.updated)
-    batch.skipped_count += len(stored.skipped)
+    batch.skipped_count += len(stored.skipped) + len(stored.kept_whole)
     written = {*stored.new, *stored.updated}
+    kept_whole = set(stored.kept_whole)
     for prepared in chunk:
         if prepared.notes and prepared.thread_id in written:
             for note in prepared.notes:
                 batch.add_warning(
                     f"{prepared.thread_id}: {note}", file=prepared.where, line=prepared.line
                 )
+        if prepared.thread_id in kept_whole:
+            batch.add_warning(
+                f"{prepared.thread_id}: kept the mirror it has, which lacks nothing (fetched "
+                f"from the source, or exported whole); this export's copy has "
+                f"{prepared.export_errors} exporter error(s)",
+                file=prepared.where,
+                line=prepared.line,
+            )
     batch.save(
         update_fields=[
             "new_count",
@@ -359,6 +415,8 @@ def _store_chunk(
             "errors",
             "invalid_count",
             "warnings",
+            "layout",
+            "manifest",
         ]
     )
     if progress:

@@ -94,7 +94,10 @@ def import_thread_ids(lines: Iterable[str], *, batch: ImportBatch) -> ImportBatc
         try:
             with transaction.atomic():
                 for chunk in chunks(reader, ID_CHUNK):
-                    new = bulk.insert_new_thread_ids(Thread, dict.fromkeys(chunk), batch.pk)
+                    unique = dict.fromkeys(chunk)
+                    new = bulk.insert_new_thread_ids(Thread, unique, batch.pk)
+                    if new < len(unique):  # some were registered before: listed now too
+                        bulk.list_registered(Thread, unique, batch.pk)
                     batch.new_count += new
                     batch.duplicate_count += len(chunk) - new
         except UnicodeDecodeError as error:

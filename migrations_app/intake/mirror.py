@@ -6,6 +6,12 @@ stored whole or not at all. Mirror fields change only inside a transaction, only
 `states.lock_writable_mirrors` hands back locked: a thread a worker is running, or whose upload
 started, keeps its mirror (the conversation was built from it) and is reported as skipped.
 
+A bundle from an export file also marks what the exports hold of the thread (`export_state`,
+for coverage.py) and keeps what the export said beyond the API's objects (`export_info`: its
+exporter's errors, warnings of the thread, and its files). An export with errors never replaces
+a mirror that has none (fetched from the source, or exported whole): the thread keeps what it
+has, and the batch says so.
+
 NUL characters: PostgreSQL's jsonb cannot store U+0000. Intake replaces each with U+FFFD (�) and
 says so in the batch's warnings (or the fetch's history row) rather than refusing the thread:
 the rest of its text still migrates, and the replacement is visible.
@@ -19,12 +25,20 @@ from typing import Any
 
 import orjson
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from migrations_app import bulk, states
 from migrations_app.conversion import Options, convert_thread
 from migrations_app.intake.validation import check_assistant, check_bundle
-from migrations_app.models import Assistant, ImportBatch, Message, RunStep, Thread
+from migrations_app.models import (
+    Assistant,
+    ExportState,
+    ImportBatch,
+    Message,
+    RunStep,
+    Thread,
+)
 
 log = logging.getLogger(__name__)
 NUL = "\x00"
@@ -52,6 +66,9 @@ class Prepared:
     notes: list[str] = field(default_factory=list)  # what was changed on the way in
     where: str = ""  # the file (or "source") it came from, for the report
     line: int | None = None
+    export_info: str | None = None  # JSON text (Thread.export_info)
+    export_state: str = ExportState.NONE  # what an export file holds of it; "" when fetched
+    export_errors: int = 0  # the exporter's errors about it
 
 
 @dataclass
@@ -62,12 +79,15 @@ class Stored:
     updated: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # running, or upload started
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (thread id, why)
+    # Bundles with exporter errors that left a mirror without any as it was.
+    kept_whole: list[str] = field(default_factory=list)
 
     def add(self, other: "Stored") -> None:
         self.new += other.new
         self.updated += other.updated
         self.skipped += other.skipped
         self.rejected += other.rejected
+        self.kept_whole += other.kept_whole
 
 
 # --- making a bundle storable -------------------------------------------------------------------
@@ -123,8 +143,16 @@ def _assistant_id_of(bundle: dict) -> str | None:
     return None
 
 
-def prepare(bundle: Any, options: Options, *, where: str = "", line: int | None = None) -> Prepared:
-    """A bundle checked, made storable and converted once. Raises BundleRejected."""
+def prepare(
+    bundle: Any,
+    options: Options,
+    *,
+    where: str = "",
+    line: int | None = None,
+    from_export: bool = False,
+) -> Prepared:
+    """A bundle checked, made storable and converted once. Raises BundleRejected.
+    `from_export`: it came from an export file (its export_state is set when stored)."""
     if problem := check_bundle(bundle):
         raise BundleRejected(problem)
     thread_id = bundle["thread"]["id"]
@@ -142,8 +170,13 @@ def prepare(bundle: Any, options: Options, *, where: str = "", line: int | None 
         step, text = _storable(step, f"run step {step['id']}", notes)
         steps.append(step)
         step_rows.append((step["id"], step["run_id"], step["created_at"], text))
+    export = bundle.get("export") or None
+    export_errors = (export or {}).get("errors") or []
+    export_text = None
+    if export:
+        export, export_text = _storable(export, "the export's notes", notes)
     try:
-        conversion = convert_thread(thread, messages, steps, options)
+        conversion = convert_thread(thread, messages, steps, options, export_errors=export_errors)
     except Exception as error:  # a gap in validation.py: refuse rather than store a time bomb
         log.exception("%s passed the checks but does not convert", thread_id)
         raise BundleRejected(f"cannot be converted ({type(error).__name__}: {error})") from None
@@ -159,6 +192,13 @@ def prepare(bundle: Any, options: Options, *, where: str = "", line: int | None 
         notes=notes,
         where=where,
         line=line,
+        export_info=export_text,
+        export_state=(
+            (ExportState.ERRORS if export_errors else ExportState.WHOLE)
+            if from_export
+            else ExportState.NONE
+        ),
+        export_errors=len(export_errors),
     )
 
 
@@ -194,11 +234,23 @@ def _thread_id_of(bundle: Any) -> str:
     return thread_id[:80] if isinstance(thread_id, str) else "?"
 
 
+# A mirror without exporter errors: fetched from the source, or exported whole.
+WHOLE_MIRROR = Q(data__isnull=False) & (
+    Q(export_info__isnull=True) | ~Q(export_info__has_key="errors")
+)
+# Export states a bundle raises a thread to (the best export wins: see ExportState).
+RAISES = {
+    ExportState.WHOLE: [ExportState.NONE, ExportState.UNREAD, ExportState.ERRORS],
+    ExportState.ERRORS: [ExportState.NONE, ExportState.UNREAD],
+}
+
+
 def store_prepared(
     prepared: list[Prepared], *, batch: ImportBatch | None = None, lease_owner: str = ""
 ) -> Stored:
     """Store checked bundles (distinct thread ids) in one transaction: new threads inserted with
-    their mirror, the others' mirrors replaced where `states.lock_writable_mirrors` allows."""
+    their mirror, the others' mirrors replaced where `states.lock_writable_mirrors` allows and
+    where no mirror without exporter errors would give way to one with them."""
     if not prepared:
         return Stored()
     prepared = sorted(prepared, key=lambda p: p.thread_id)  # one lock order for every writer
@@ -210,34 +262,59 @@ def store_prepared(
 
     def mirror(p: Prepared) -> tuple[Any, ...]:
         assistant_pk = assistants.get(p.assistant_id) if p.assistant_id else None
-        return (p.thread_text, p.created_at, len(p.messages), assistant_pk, p.warning_count,
-                p.items_total)  # fmt: skip
+        return (
+            p.thread_text,
+            p.created_at,
+            len(p.messages),
+            assistant_pk,
+            p.warning_count,
+            p.items_total,
+            p.export_info,
+        )
 
     with transaction.atomic():
         inserted = bulk.insert_mirror_rows(
-            Thread, [(p.thread_id, *mirror(p)) for p in prepared], batch.pk if batch else None, now
+            Thread,
+            [(p.thread_id, *mirror(p), p.export_state) for p in prepared],
+            batch.pk if batch else None,
+            now,
         )
         rest = [p for p in prepared if p.thread_id not in inserted]
         existing = (
-            dict(
-                Thread.objects.filter(thread_id__in=[p.thread_id for p in rest]).values_list(
-                    "thread_id", "pk"
-                )
-            )
+            {
+                thread_id: (pk, import_batch_id)
+                for thread_id, pk, import_batch_id in Thread.objects.filter(
+                    thread_id__in=[p.thread_id for p in rest]
+                ).values_list("thread_id", "pk", "import_batch_id")
+            }
             if rest
             else {}
         )
-        writable = set(states.lock_writable_mirrors(existing.values(), lease_owner))
-        updated = [p for p in rest if existing.get(p.thread_id) in writable]
+        pk_of = {thread_id: pk for thread_id, (pk, _) in existing.items()}
+        writable = set(states.lock_writable_mirrors(pk_of.values(), lease_owner))
+        with_errors = [pk_of[p.thread_id] for p in rest if p.export_errors and p.thread_id in pk_of]
+        whole = (
+            set(
+                Thread.objects.filter(WHOLE_MIRROR, pk__in=with_errors).values_list("pk", flat=True)
+            )
+            if with_errors
+            else set()
+        )
+        updated = [
+            p
+            for p in rest
+            if pk_of.get(p.thread_id) in writable - (whole if p.export_errors else set())
+        ]
         if updated:
-            pks = [existing[p.thread_id] for p in updated]
+            pks = [pk_of[p.thread_id] for p in updated]
+            _keep_files(updated, pk_of)
             bulk.update_mirror_rows(
-                Thread, [(existing[p.thread_id], *mirror(p)) for p in updated], now
+                Thread, [(pk_of[p.thread_id], *mirror(p)) for p in updated], now
             )
             Message.objects.filter(thread_id__in=pks).delete()
             RunStep.objects.filter(thread_id__in=pks).delete()
         written = [(inserted[p.thread_id], p) for p in prepared if p.thread_id in inserted]
-        written += [(existing[p.thread_id], p) for p in updated]
+        written += [(pk_of[p.thread_id], p) for p in updated]
         bulk.copy_rows(
             Message,
             ["thread_id", "message_id", "position", "role", "created_at", "data"],
@@ -250,11 +327,49 @@ def store_prepared(
         )
         if updated:
             states.found_again(pks)
+        _mark_exported(rest, pk_of)
+        if batch is not None:
+            bulk.add_members(
+                batch.pk, [pk for pk, import_batch in existing.values() if import_batch != batch.pk]
+            )
+    updated_ids = {p.thread_id for p in updated}
     return Stored(
         new=[p.thread_id for p in prepared if p.thread_id in inserted],
         updated=[p.thread_id for p in updated],
-        skipped=[p.thread_id for p in rest if existing.get(p.thread_id) not in writable],
+        skipped=[p.thread_id for p in rest if pk_of.get(p.thread_id) not in writable],
+        kept_whole=[
+            p.thread_id
+            for p in rest
+            if pk_of.get(p.thread_id) in writable and p.thread_id not in updated_ids
+        ],
     )
+
+
+def _keep_files(updated: list[Prepared], pk_of: dict[str, int]) -> None:
+    """A new mirror that says nothing of the thread's files (a fetch, our own layout) keeps the
+    files' metadata an export gave before: staff need it to bind the files again, and no API
+    lists it any more. The exporter's errors go (they were about the mirror replaced)."""
+    bare = {pk_of[p.thread_id]: p for p in updated if p.export_info is None}
+    if not bare:
+        return
+    earlier = Thread.objects.filter(pk__in=list(bare), export_info__has_key="files")
+    for pk, earlier_info in earlier.values_list("pk", "export_info"):
+        info = earlier_info or {}
+        source = info.get("files_from") or (
+            f"the {info.get('layout') or 'earlier'} export of {info.get('exported_at') or '?'}"
+        )
+        bare[pk].export_info = orjson.dumps({"files": info["files"], "files_from": source}).decode()
+
+
+def _mark_exported(prepared: list[Prepared], pk_of: dict[str, int]) -> None:
+    """Threads an export file holds are marked so, whatever became of their mirror (the best
+    export wins: whole, then with errors, then unread)."""
+    for state, lower in RAISES.items():
+        pks = [
+            pk_of[p.thread_id] for p in prepared if p.export_state == state and p.thread_id in pk_of
+        ]
+        if pks:
+            Thread.objects.filter(pk__in=pks, export_state__in=lower).update(export_state=state)
 
 
 # --- assistants ---------------------------------------------------------------------------------

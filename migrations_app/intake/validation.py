@@ -296,6 +296,46 @@ def _run_problem(run: Any, index: int) -> str | None:
     return None
 
 
+# --- what an export said beyond the API's objects ------------------------------------------------
+EXPORT_ERROR_FIELDS = ("object", "id", "error", "detail")
+FILE_TEXT_FIELDS = ("id", "filename", "purpose", "status")
+
+
+def export_problem(export: Any) -> str | None:
+    """The bundle's `export` (what a layout reader kept of the export beyond the API's objects:
+    see Thread.export_info): an object with text fields, `errors` a list of objects with text
+    fields, `files` an object of File objects."""
+    if not isinstance(export, dict):
+        return f"'export' is {_type_name(export)}: expected an object"
+    for key in ("layout", "exported_at"):
+        if problem := _optional_string(export.get(key), f"export.{key}"):
+            return problem
+    errors = export.get("errors")
+    if errors is not None:
+        if not isinstance(errors, list):
+            return f"errors is {_type_name(errors)}: expected a list of error objects"
+        for index, error in enumerate(errors):
+            if not isinstance(error, dict):
+                return f"errors[{index}] is {_type_name(error)}: expected an object"
+            for key in EXPORT_ERROR_FIELDS:
+                if problem := _optional_string(error.get(key), f"errors[{index}].{key}"):
+                    return problem
+    files = export.get("files")
+    if files is not None:
+        if not isinstance(files, dict):
+            return f"files is {_type_name(files)}: expected an object of File objects by id"
+        for file_id, file in files.items():
+            if not isinstance(file, dict):
+                return f"files[{file_id!r}] is {_type_name(file)}: expected a File object"
+            for key in FILE_TEXT_FIELDS:
+                if problem := _optional_string(file.get(key), f"files[{file_id!r}].{key}"):
+                    return problem
+            size = file.get("bytes")
+            if size is not None and (type(size) is not int or size < 0):
+                return f"files[{file_id!r}].bytes is {_shown(size)}: expected a whole number"
+    return None
+
+
 # --- the bundle ---------------------------------------------------------------------------------
 def thread_problem(thread: Any) -> str | None:
     if not isinstance(thread, dict):
@@ -336,6 +376,8 @@ def check_bundle(bundle: Any) -> str | None:
     for key in ("runs", "run_steps"):
         if bundle.get(key) is not None and not isinstance(bundle[key], list):
             return f"'{key}' is {_type_name(bundle[key])}: expected a list"
+    if bundle.get("export") is not None and (problem := export_problem(bundle["export"])):
+        return problem
     seen: set[str] = set()
     for index, message in enumerate(messages):
         if problem := message_problem(message, index):

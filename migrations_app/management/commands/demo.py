@@ -5,6 +5,7 @@ import sys
 import tempfile
 import time
 from argparse import ArgumentParser
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -14,12 +15,20 @@ from django.core.management.base import BaseCommand, CommandError
 
 from migrations_app import connections, intake
 from migrations_app.models import ImportBatch
-from migrations_app.sandbox import SandboxServer, seeded_state
+from migrations_app.sandbox import SandboxServer, generate_dataset, seeded_state
+from migrations_app.sandbox.exporter import V1Export, file_ids, write_own_zip, write_v1_zip
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-console"
 # An id the sandbox does not know, so the demo shows a clear not_found failure too.
 UNKNOWN_THREAD = "thread_DemoUnknownThread0000000"
+# The demo's two exports, one in each layout the console reads. Each holds some of the sandbox's
+# threads (then not fetched: the export has them) and EXPORT_ONLY_THREADS // 2 threads no id
+# list names; the v1 export also names one thread its exporter could not read, lost one run's
+# steps and one file's metadata, so every coverage figure and failure shows.
+OWN_EXPORT, V1_EXPORT = "demo-export-own-layout.zip", "demo-export-v1.zip"
+EXPORT_ONLY_THREADS = 4
+UNREAD_THREAD = "thread_DemoNotExported000000000"
 
 
 class Command(BaseCommand):
@@ -44,6 +53,7 @@ class Command(BaseCommand):
         state = seeded_state(seed=1, thread_count=threads)
         sandbox = SandboxServer(port=settings.SANDBOX_PORT, state=state).start()
         self._sync_assistants()
+        self._load_demo_exports(threads)
         self._import_demo_ids(list(state.threads))
         # Each child in a process group of its own: Ctrl-C in the terminal reaches this process
         # alone, which stops them in order, instead of racing them to the exit (and reporting
@@ -103,6 +113,44 @@ class Command(BaseCommand):
         if synced.failure:
             raise CommandError(f"Syncing the demo assistants failed: {synced.failure.message}")
         self.stdout.write(f"Synced {synced.stored} demo assistants from the sandbox.")
+
+    def _load_demo_exports(self, threads: int) -> None:
+        """One export in each layout, loaded before the id list: the list's threads they hold
+        are mirrored already and not fetched."""
+        if ImportBatch.objects.filter(filename__in=[OWN_EXPORT, V1_EXPORT]).exists():
+            return
+        assistants, sandbox_threads = generate_dataset(seed=1, thread_count=threads)
+        more_assistants, others = generate_dataset(seed=2, thread_count=EXPORT_ONLY_THREADS)
+        listed, unlisted = list(sandbox_threads), list(others)
+        share = max(1, min(10, threads // 10))
+        half = EXPORT_ONLY_THREADS // 2
+        v1_bundles = [*listed[share : 2 * share], *unlisted[half:]]
+        with_steps = next((b for b in v1_bundles if b["run_steps"]), None)
+        with_files = next((b for b in v1_bundles if file_ids(b)), None)
+        v1 = V1Export(
+            v1_bundles,
+            [*assistants, *more_assistants],
+            failed={UNREAD_THREAD: "not_found_or_deleted"},
+            lost_steps={with_steps["thread"]["id"]: [with_steps["run_steps"][0]["run_id"]]}
+            if with_steps
+            else {},
+            lost_files={with_files["thread"]["id"]: file_ids(with_files)[:1]} if with_files else {},
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            own = write_own_zip(
+                Path(folder) / OWN_EXPORT, [*listed[:share], *unlisted[:half]], more_assistants
+            )
+            for path in (own, write_v1_zip(Path(folder) / V1_EXPORT, v1)):
+                batch = intake.load_export(path)
+                self.stdout.write(
+                    f"Loaded {path.name}: {batch.new_count} threads"
+                    + (
+                        f", {batch.not_exported_count} not in the export"
+                        if batch.not_exported_count
+                        else ""
+                    )
+                    + "."
+                )
 
     def _import_demo_ids(self, thread_ids: list[str]) -> None:
         if ImportBatch.objects.filter(filename="demo-thread-ids.csv").exists():

@@ -8,8 +8,10 @@ from migrations_app import intake
 
 class Command(BaseCommand):
     help = (
-        "Load an Assistants export into the mirror: a directory (threads/<id>.json, optional "
-        "assistants.json), a .jsonl file (one thread bundle per line) or a .zip holding either."
+        "Load an Assistants export into the mirror, in the console's own layout or the public "
+        "exporter's (assistants-thread-export/v1): a directory (threads/<id>.json, optional "
+        "assistants.json and manifest.json), a .jsonl file (one thread per line) or a .zip "
+        "holding either."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -36,6 +38,11 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"Import batch #{batch.pk}: {batch.new_count} new, {batch.duplicate_count} "
                 f"updated, {batch.skipped_count} kept (running or upload started), "
-                f"{batch.invalid_count} invalid."
+                f"{batch.invalid_count} invalid"
+                + (
+                    f", {batch.not_exported_count} not in the export (registered as failed)."
+                    if batch.not_exported_count
+                    else "."
+                )
             )
         )
