@@ -62,6 +62,11 @@ class ImportBatch(models.Model):
         max_length=16, choices=Cutover, default=Cutover.LIVE, db_default=Cutover.LIVE
     )
     cutover_changed_at = models.DateTimeField(null=True, blank=True)
+    # Moved on by a running import as it goes: a batch running with an old one lost its worker.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The queued task that imports an upload (its django-q2 broker row): a batch pending while
+    # its task is gone is failed by the sweeper rather than left waiting.
+    task_row = models.BigIntegerField(null=True, blank=True)
     # Threads the export names but could not read itself (its exporter's failures): registered
     # as failed "not in the export" where nothing better is known (intake/unread.py).
     not_exported_count = models.PositiveIntegerField(default=0)
@@ -203,6 +208,9 @@ class Thread(models.Model):
     # Delta re-sync (sync.py): the last source message the verified conversation holds (the
     # cursor the next sync lists after), when a sync last found the thread up to date, and why
     # the source no longer matches what was migrated ("": it does).
+    # The queued fetch task of a staff fetch (its broker row), until the fetch says how it went:
+    # a fetch whose task ended without a word (timed out, its worker killed) is recorded failed.
+    fetch_task = models.BigIntegerField(null=True, blank=True)
     synced_message_id = models.CharField(max_length=64, blank=True, db_default="")
     synced_at = models.DateTimeField(null=True, blank=True)
     diverged = models.TextField(blank=True, db_default="")
@@ -278,6 +286,12 @@ class Thread(models.Model):
                 fields=["synced_at"],
                 condition=Q(status="succeeded", diverged=""),
                 name="thread_sync_due_idx",
+            ),
+            # The sweeper: staff fetches still waiting for their task.
+            models.Index(
+                fields=["fetch_task"],
+                condition=Q(fetch_task__isnull=False),
+                name="thread_fetch_task_idx",
             ),
             # The dashboard's "new messages not synced yet" line.
             models.Index(

@@ -1,5 +1,6 @@
 """Thin django-q2 entry points: each calls one service function with plain ids."""
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -7,6 +8,7 @@ from django.db.models.sql import Query
 from django.utils import timezone
 
 from migrations_app import actions, intake, states, sync, tallies
+from migrations_app.intake.source import sweep_stopped_fetches
 from migrations_app.models import Heartbeat
 
 
@@ -15,7 +17,15 @@ def fetch_from_source(thread_id: str) -> str:
     outcome recorded in its history."""
     from migrations_app.upload import worker_name  # loaded already in a worker process
 
-    attempt = intake.fetch_for_staff(thread_id, actor_label=f"worker {worker_name()}")
+    actor = f"worker {worker_name()}"
+    try:
+        attempt = intake.fetch_for_staff(thread_id, actor_label=actor)
+    except Exception as error:  # recorded, so that the thread and its batch stop waiting
+        log.exception("the fetch of %s stopped", thread_id)
+        from migrations_app.intake.source import fetch_stopped
+
+        fetch_stopped(thread_id, f"{type(error).__name__}: {error}", actor_label=actor)
+        raise
     return attempt.outcome if attempt else "unknown thread"
 
 
@@ -37,6 +47,7 @@ def apply_bulk_action(bulk_pk: int, query: Query) -> str:
     return actions.run_bulk(bulk_pk, query)
 
 
+log = logging.getLogger(__name__)
 SWEEP = "sweep"
 SWEEP_EVERY = timedelta(seconds=60)
 
@@ -55,6 +66,7 @@ def sweep_stuck_threads() -> dict[str, Any]:
         "requeued": swept.requeued,
         "abandoned": swept.abandoned,
         "imports_failed": intake.sweep_stopped_imports(),
+        "fetches_failed": sweep_stopped_fetches(),
         "bulk_actions_failed": actions.sweep_stopped_bulk_actions(),
         "rechecked": _recheck_claims(),
     }

@@ -195,3 +195,48 @@ def test_a_queued_thread_offers_cancel_with_what_it_does(client, operator):
     html = page_of(client, thread).content.decode()
     assert buttons(html) == [("cancel", False), ("fetch", False)]
     assert "Take it off the queue before a worker starts it" in html
+
+
+# --- a fetch that stops without a word (issue 20, finding 7) -------------------------------------
+def test_a_fetch_whose_task_raised_is_recorded_and_its_batch_stops_waiting(sandbox, monkeypatch):
+    from migrations_app import intake, tasks
+    from migrations_app.intake import batches
+    from migrations_app.models import ImportBatch
+
+    batch = ImportBatch(source="paste")
+    intake.import_thread_ids([next(iter(sandbox.state.threads))], batch=batch)
+    intake.queue_batch_fetch(batch)
+    thread = batch.threads.get()
+    assert thread.fetch_task is not None
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(intake, "fetch_for_staff", broken)
+    with pytest.raises(RuntimeError):
+        tasks.fetch_from_source(thread.thread_id)
+    thread.refresh_from_db()
+    assert (thread.status, thread.fetch_task) == ("failed", None)
+    assert "The fetch stopped without an answer: RuntimeError" in thread.error_message
+    assert batches.fetch_progress(batch)["waiting"] == 0
+
+
+def test_a_fetch_whose_task_ended_without_a_word_is_failed_by_the_sweeper(sandbox):
+    from django_q.models import OrmQ
+
+    from migrations_app import intake, tasks
+    from migrations_app.intake import batches
+    from migrations_app.models import ImportBatch
+
+    batch = ImportBatch(source="paste")
+    intake.import_thread_ids(list(sandbox.state.threads)[:2], batch=batch)
+    intake.queue_batch_fetch(batch)
+    assert tasks.sweep_stuck_threads()["fetches_failed"] == 0, "their tasks still wait"
+    OrmQ.objects.all().delete()  # django-q2 stopped them at Q_TIMEOUT and acknowledged them
+    from migrations_app.models import Heartbeat
+
+    Heartbeat.objects.all().delete()  # the next sweep, without waiting a minute
+    assert tasks.sweep_stuck_threads()["fetches_failed"] == 2
+    assert batches.fetch_progress(batch)["waiting"] == 0
+    history = batch.threads.first().history.get(action="fetch")
+    assert "its task ended (timed out after Q_TIMEOUT" in history.error_message

@@ -367,3 +367,46 @@ def test_an_upload_missing_from_the_storage_fails_its_batch_in_words(storage):
     assert batch.errors[0]["message"].startswith(
         "The uploaded file cannot be opened from the storage ("
     )
+
+
+# --- imports and fetches that stop without a word (issue 20, finding 7) -------------------------
+def test_a_long_import_that_keeps_beating_is_not_failed_while_it_runs():
+    """`load_export` on the command line can run for hours: the sweeper fails an import by its
+    silence, not by its age."""
+    long_ago = timezone.now() - timedelta(hours=3)
+    batch = ImportBatch.objects.create(
+        source="export", status="running", started_at=long_ago, heartbeat_at=timezone.now()
+    )
+    assert intake.sweep_stopped_imports() == 0
+    ImportBatch.objects.filter(pk=batch.pk).update(heartbeat_at=long_ago)
+    assert intake.sweep_stopped_imports() == 1
+    batch.refresh_from_db()
+    assert batch.status == ImportBatch.Status.FAILED
+
+
+def test_an_export_moves_its_batchs_heartbeat_on_as_it_loads(tmp_path, monkeypatch):
+    from migrations_app.intake import exports
+
+    monkeypatch.setattr(exports, "BUNDLE_CHUNK", 1)
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(bundle_line(f"thread_beat{i}") for i in range(3)) + "\n")
+    beats = []
+    batch = intake.load_export(path, progress=lambda batch: beats.append(batch.heartbeat_at))
+    assert len(beats) == 3 and beats == sorted(beats) and batch.status == "done"
+
+
+def test_an_upload_whose_import_task_left_the_queue_unrun_is_failed_and_removed(
+    operator, storage, settings
+):
+    from django_q.models import OrmQ
+
+    name = uploads.save(b"thread_a\n" * 100_000, "big.txt")
+    batch = uploads._to_worker("ids", name, "big.txt", operator, False, "csv")
+    batch.refresh_from_db()
+    assert batch.task_row == OrmQ.objects.get().pk, "the batch and its task, together"
+    OrmQ.objects.all().delete()  # purged
+    ImportBatch.objects.filter(pk=batch.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    assert intake.sweep_stopped_imports() == 1
+    batch.refresh_from_db()
+    assert batch.status == "failed" and "never started" in batch.errors[0]["message"]
+    assert stored_files(storage) == []

@@ -8,7 +8,7 @@ fetches queued for them have come back.
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -17,9 +17,6 @@ from django.utils import timezone
 from migrations_app.models import ErrorKind, ImportBatch, ThreadStatus
 
 log = logging.getLogger(__name__)
-# A batch still running this long after the task timeout lost its worker (killed, or stopped by
-# django-q2 at Q_TIMEOUT): nothing will finish it.
-STOPPED_GRACE = timedelta(seconds=60)
 
 
 def human_size(size: int) -> str:
@@ -36,7 +33,7 @@ class IntakeError(Exception):
 def start(batch: ImportBatch) -> None:
     """Running from now, with its counts from zero (a re-delivered task starts over)."""
     batch.status = ImportBatch.Status.RUNNING
-    batch.started_at = timezone.now()
+    batch.started_at = batch.heartbeat_at = timezone.now()
     batch.finished_at = None
     batch.new_count = batch.duplicate_count = batch.invalid_count = batch.skipped_count = 0
     batch.errors, batch.warnings = [], []
@@ -106,32 +103,57 @@ def running(batch: ImportBatch, *, all_or_nothing: bool) -> Iterator[ImportBatch
 
 
 # --- batches whose worker stopped ---------------------------------------------------------------
-def stopped_before() -> datetime:
-    return timezone.now() - timedelta(seconds=settings.Q_CLUSTER["timeout"]) - STOPPED_GRACE
+# A running import moves its heartbeat on at least this often (each chunk it stores; a chunk of a
+# few hundred threads takes seconds): one silent for longer lost its worker.
+HEARTBEAT_STALE = timedelta(minutes=5)
 
 
 def sweep_stopped_imports() -> int:
-    """Batches still running long after the task timeout: their worker was killed or timed out.
-    Each is failed with that reason and its upload removed. Returns how many."""
-    from migrations_app.intake import uploads
+    """Imports nothing will finish, each failed with the reason and its upload removed: running
+    with no heartbeat for HEARTBEAT_STALE (its worker was killed, or django-q2 stopped it at
+    Q_TIMEOUT; `load_export` on the command line beats as it goes, however long it runs), or
+    pending while its task left the queue unrun. Returns how many."""
+    from django.db.models import Exists, OuterRef
+    from django_q.models import OrmQ
 
-    stopped = ImportBatch.objects.filter(
-        status=ImportBatch.Status.RUNNING, started_at__lt=stopped_before()
+    silent = timezone.now() - HEARTBEAT_STALE
+    stopped = ImportBatch.objects.filter(status=ImportBatch.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=silent) | Q(heartbeat_at__isnull=True, started_at__lt=silent)
     )
     count = 0
     for batch in stopped:
-        fail(
+        _close_stopped(
             batch,
             "The import stopped without finishing: its worker was killed or ran past "
             f"Q_TIMEOUT ({settings.Q_CLUSTER['timeout']} s). Threads stored before it are kept; "
-            "import the file again to finish (nothing is duplicated).",
-            nothing_kept=batch.source != ImportBatch.Source.EXPORT,
+            "import the file again to finish (nothing is duplicated), or load a large export "
+            "with `manage.py load_export`.",
         )
-        if batch.upload_name:
-            uploads.discard(batch.upload_name)
-            ImportBatch.objects.filter(pk=batch.pk).update(upload_name="")
+        count += 1
+    task = OrmQ.objects.filter(pk=OuterRef("task_row"))
+    lost = ImportBatch.objects.filter(
+        ~Exists(task),
+        status=ImportBatch.Status.PENDING,
+        task_row__isnull=False,
+        created_at__lt=timezone.now() - timedelta(minutes=1),
+    )
+    for batch in lost:
+        _close_stopped(
+            batch,
+            "The import never started: its task left the queue without running it (purged, or "
+            "lost). Nothing was imported; upload the file again.",
+        )
         count += 1
     return count
+
+
+def _close_stopped(batch: ImportBatch, reason: str) -> None:
+    from migrations_app.intake import uploads
+
+    fail(batch, reason, nothing_kept=batch.source != ImportBatch.Source.EXPORT)
+    if batch.upload_name:
+        uploads.discard(batch.upload_name)
+        ImportBatch.objects.filter(pk=batch.pk).update(upload_name="")
 
 
 # --- fetch progress -----------------------------------------------------------------------------

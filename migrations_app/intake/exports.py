@@ -22,6 +22,7 @@ from typing import IO, Any, Protocol
 import orjson
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 
 from migrations_app.intake import layouts, unread
 from migrations_app.intake.batches import IntakeError, human_size, running
@@ -407,6 +408,7 @@ def _store_chunk(
                 file=prepared.where,
                 line=prepared.line,
             )
+    batch.heartbeat_at = timezone.now()  # alive, however long the export (sweep_stopped_imports)
     batch.save(
         update_fields=[
             "new_count",
@@ -417,6 +419,7 @@ def _store_chunk(
             "warnings",
             "layout",
             "manifest",
+            "heartbeat_at",
         ]
     )
     if progress:

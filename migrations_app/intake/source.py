@@ -150,6 +150,7 @@ def fetch_for_staff(
             attempt.detail["changed"] = fetched.notes
     attempt.finished_at = timezone.now()
     attempt.save()
+    Thread.objects.filter(pk=thread.pk, fetch_task__isnull=False).update(fetch_task=None)
     return attempt
 
 
@@ -172,13 +173,66 @@ FETCH_TASK = "migrations_app.tasks.fetch_from_source"
 def queue_fetches(thread_ids: Iterable[str], group: str) -> int:
     """One task per thread: a fetch is a handful of reads, and per-thread tasks keep a slow
     thread from holding up others in its group. Returns how many were queued."""
+    from django.db.models import Case, Value, When
     from django_q.tasks import async_task
 
+    broker = states.recording_broker()
+    options = {"broker": broker} if broker else {}
+    rows: dict[str, int] = {}
     count = 0
     for thread_id in thread_ids:
-        async_task(FETCH_TASK, thread_id, group=group, **states.PER_THREAD_TASK)
+        async_task(FETCH_TASK, thread_id, group=group, **states.PER_THREAD_TASK, **options)
         count += 1
+        if broker is not None:
+            rows[thread_id] = broker.last_row
+    if rows:  # each thread names its fetch's task, until the fetch says how it went
+        Thread.objects.filter(thread_id__in=list(rows)).update(
+            fetch_task=Case(*(When(thread_id=tid, then=Value(row)) for tid, row in rows.items()))
+        )
     return count
+
+
+def fetch_stopped(thread_id: str, reason: str, *, actor_label: str = "sweeper") -> bool:
+    """A staff fetch that ended without saying how (its task raised, timed out, or its worker
+    died): recorded as failed in the thread's history, and a thread not mirrored yet fails with
+    the reason (one mirrored keeps its mirror and state), so its batch stops waiting for it.
+    Returns whether the thread was known."""
+    from migrations_app.openai_client import ApiFailure
+
+    thread = Thread.objects.filter(thread_id=thread_id).first()
+    if thread is None:
+        return False
+    failure = ApiFailure(ErrorKind.TRANSIENT, f"The fetch stopped without an answer: {reason}")
+    attempt = Attempt(
+        thread=thread,
+        action=Attempt.Action.FETCH,
+        actor_label=actor_label,
+        outcome=Attempt.Outcome.FAILED,
+        error_kind=failure.kind,
+        error_message=failure.message[: states.ERROR_MESSAGE_LIMIT],
+        finished_at=timezone.now(),
+    )
+    if not states.fetch_failed(thread.pk, failure):
+        attempt.detail = {"kept": _kept_after_failure(thread)}
+    attempt.save()
+    Thread.objects.filter(pk=thread.pk).update(fetch_task=None)
+    return True
+
+
+def sweep_stopped_fetches(limit: int = 2000) -> int:
+    """Staff fetches whose task is gone without the fetch saying how it went: each recorded
+    failed (see fetch_stopped). Returns how many."""
+    from django.db.models import Exists, OuterRef
+    from django_q.models import OrmQ
+
+    task = OrmQ.objects.filter(pk=OuterRef("fetch_task"))
+    stopped = Thread.objects.filter(~Exists(task), fetch_task__isnull=False)
+    ids = list(stopped.values_list("thread_id", flat=True)[:limit])
+    reason = (
+        "its task ended (timed out after Q_TIMEOUT, or its worker was killed) before it could "
+        "record anything; fetch it again"
+    )
+    return sum(fetch_stopped(thread_id, reason) for thread_id in ids)
 
 
 def queue_batch_fetch(batch: ImportBatch) -> int:

@@ -202,19 +202,28 @@ def start_import(
 def _to_worker(
     kind: str, name: str, filename: str, user: User, fetch: bool, source: str
 ) -> ImportBatch:
+    from django.db import transaction
     from django_q.tasks import async_task
 
-    batch = ImportBatch.objects.create(
-        source=source, filename=filename, created_by=user, upload_name=name
-    )
-    async_task(
-        "migrations_app.tasks.import_file",
-        kind,
-        name,
-        filename,
-        user_pk=user.pk,
-        batch_pk=batch.pk,
-        fetch=fetch,
-        group=f"import {batch.pk}",
-    )
+    from migrations_app import states
+
+    broker = states.recording_broker()
+    options = {"broker": broker} if broker else {}
+    with transaction.atomic():  # the ORM broker writes to this database: both or neither
+        batch = ImportBatch.objects.create(
+            source=source, filename=filename, created_by=user, upload_name=name
+        )
+        async_task(
+            "migrations_app.tasks.import_file",
+            kind,
+            name,
+            filename,
+            user_pk=user.pk,
+            batch_pk=batch.pk,
+            fetch=fetch,
+            group=f"import {batch.pk}",
+            **options,
+        )
+        if broker is not None:
+            ImportBatch.objects.filter(pk=batch.pk).update(task_row=broker.last_row)
     return batch
