@@ -33,11 +33,10 @@ from django.db.models.expressions import RawSQL
 
 from migrations_app.mapping import PseudoBuffer
 from migrations_app.models import ExportState, ImportBatch, Thread, ThreadStatus
+from migrations_app.tallies import THREAD, ThreadTriggers
 
-THREAD = "migrations_app_thread"
 TALLY = "migrations_app_coveragetally"
 MEMBER = "migrations_app_batchmember"
-TRIGGERS = ("thread_coverage_insert", "thread_coverage_update", "thread_coverage_delete")
 
 HELD = [ExportState.WHOLE, ExportState.ERRORS]  # an export holds the thread
 WITH_ERRORS = [ExportState.ERRORS, ExportState.UNREAD]
@@ -285,11 +284,6 @@ _PG_BODIES = {
         f"FROM {_PG_JOINED} WHERE {_PG_CHANGED}"
     ),
 }
-_PG_REFERENCING = {
-    "insert": "NEW TABLE AS new_rows",
-    "delete": "OLD TABLE AS old_rows",
-    "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
-}
 _SQLITE_ROW = "{row}.listed, {row}.export_state, {row}.status = 'succeeded'"
 _SQLITE = {
     "insert": f"""
@@ -315,60 +309,20 @@ _SQLITE = {
 }
 
 
-def installed(db: BaseDatabaseWrapper = connection) -> bool:
-    with db.cursor() as cursor:
-        if db.vendor == "postgresql":
-            cursor.execute(
-                "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = ANY(%s)",
-                [THREAD, list(TRIGGERS)],
-            )
-        else:
-            cursor.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s "
-                "AND name IN (%s, %s, %s)",
-                [THREAD, *TRIGGERS],
-            )
-        return cursor.fetchone()[0] == len(TRIGGERS)
+def _recount(cursor: Any, db: BaseDatabaseWrapper) -> None:
+    cursor.execute(f"DELETE FROM {TALLY}")
+    cursor.execute(
+        f"INSERT INTO {TALLY} (listed, export_state, succeeded, count) "
+        f"SELECT listed, export_state, status = 'succeeded', count(*) FROM {THREAD} "
+        "GROUP BY 1, 2, 3"
+    )
 
 
-def install(db: BaseDatabaseWrapper = connection, *, force: bool = False) -> bool:
-    """Create the triggers if any is missing (or `force`), and count every thread again in the
-    same transaction, the thread table locked against writes. True if it did."""
-    if db.vendor not in ("postgresql", "sqlite") or (installed(db) and not force):
-        return False
-    with transaction.atomic(using=db.alias), db.cursor() as cursor:
-        if db.vendor == "postgresql":
-            cursor.execute(f"LOCK TABLE {THREAD} IN SHARE ROW EXCLUSIVE MODE")
-            for event, body in _PG_BODIES.items():
-                cursor.execute(
-                    f"CREATE OR REPLACE FUNCTION thread_coverage_{event}() RETURNS trigger "
-                    f"LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$"
-                )
-                cursor.execute(
-                    f"CREATE OR REPLACE TRIGGER thread_coverage_{event} AFTER {event.upper()} "
-                    f"ON {THREAD} REFERENCING {_PG_REFERENCING[event]} FOR EACH STATEMENT "
-                    f"EXECUTE FUNCTION thread_coverage_{event}()"
-                )
-        else:
-            for sql in _SQLITE.values():
-                cursor.execute(sql)
-        cursor.execute(f"DELETE FROM {TALLY}")
-        cursor.execute(
-            f"INSERT INTO {TALLY} (listed, export_state, succeeded, count) "
-            f"SELECT listed, export_state, status = 'succeeded', count(*) FROM {THREAD} "
-            "GROUP BY 1, 2, 3"
-        )
-    return True
-
-
-def drop(db: BaseDatabaseWrapper = connection) -> None:
-    with db.cursor() as cursor:
-        for name in TRIGGERS:
-            cursor.execute(
-                f"DROP TRIGGER IF EXISTS {name} ON {THREAD}"
-                if db.vendor == "postgresql"
-                else f"DROP TRIGGER IF EXISTS {name}"
-            )
+COVERAGE_TRIGGERS = ThreadTriggers("thread_coverage", _PG_BODIES, _SQLITE, _recount)
+installed = COVERAGE_TRIGGERS.installed
+install = COVERAGE_TRIGGERS.install
+drop = COVERAGE_TRIGGERS.drop
+TRIGGERS = COVERAGE_TRIGGERS.names
 
 
 def on_post_migrate(sender: Any, using: str = "default", **kwargs: Any) -> None:

@@ -33,7 +33,6 @@ THREAD = "migrations_app_thread"
 STATUS = "migrations_app_statustally"
 FAILURE = "migrations_app_failuretally"
 SUCCESS = "migrations_app_successtally"
-TRIGGERS = ("thread_tally_insert", "thread_tally_update", "thread_tally_delete")
 SUCCESS_KEPT = timedelta(hours=2)  # the chart shows the last hour
 
 # --- PostgreSQL: one function per event, each over the statement's transition tables ----------
@@ -76,26 +75,6 @@ _PG_BODIES = {
         "WHERE w.status = 'succeeded' AND o.status <> 'succeeded'",
     ),
 }
-_PG_REFERENCING = {
-    "insert": "NEW TABLE AS new_rows",
-    "delete": "OLD TABLE AS old_rows",
-    "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
-}
-
-
-def _postgresql_install(cursor: Any) -> None:
-    for event, body in _PG_BODIES.items():
-        cursor.execute(
-            f"CREATE OR REPLACE FUNCTION thread_tally_{event}() RETURNS trigger "
-            f"LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$"
-        )
-        cursor.execute(
-            f"CREATE OR REPLACE TRIGGER thread_tally_{event} AFTER {event.upper()} ON {THREAD} "
-            f"REFERENCING {_PG_REFERENCING[event]} FOR EACH STATEMENT "
-            f"EXECUTE FUNCTION thread_tally_{event}()"
-        )
-
-
 # --- SQLite: row triggers ------------------------------------------------------------------------
 _MINUTE = "strftime('%Y-%m-%d %H:%M:00', {row}.updated_at)"
 _SQLITE = {
@@ -133,45 +112,7 @@ _SQLITE = {
 }
 
 
-def _sqlite_install(cursor: Any) -> None:
-    for name in TRIGGERS:  # replaced, not kept: an older body may count other columns
-        cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
-    for sql in _SQLITE.values():
-        cursor.execute(sql)
-
-
 # --- installing, checking, rebuilding ------------------------------------------------------------
-def installed(db: BaseDatabaseWrapper = connection) -> bool:
-    with db.cursor() as cursor:
-        if db.vendor == "postgresql":
-            cursor.execute(
-                "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = ANY(%s)",
-                [THREAD, list(TRIGGERS)],
-            )
-        else:
-            cursor.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s "
-                "AND name IN (%s, %s, %s)",
-                [THREAD, *TRIGGERS],
-            )
-        return cursor.fetchone()[0] == len(TRIGGERS)
-
-
-def install(db: BaseDatabaseWrapper = connection, *, force: bool = False) -> bool:
-    """Create the triggers if any is missing (or `force`), and count every thread again in the
-    same transaction, with the thread table locked against writes. True if it did."""
-    if db.vendor not in ("postgresql", "sqlite") or (installed(db) and not force):
-        return False
-    with transaction.atomic(using=db.alias), db.cursor() as cursor:
-        if db.vendor == "postgresql":
-            cursor.execute(f"LOCK TABLE {THREAD} IN SHARE ROW EXCLUSIVE MODE")
-            _postgresql_install(cursor)
-        else:
-            _sqlite_install(cursor)
-        _recount(cursor, db)
-    return True
-
-
 def _recount(cursor: Any, db: BaseDatabaseWrapper) -> None:
     for table in (STATUS, FAILURE, SUCCESS):
         cursor.execute(f"DELETE FROM {table}")
@@ -195,6 +136,92 @@ def _recount(cursor: Any, db: BaseDatabaseWrapper) -> None:
         "WHERE status = 'succeeded' AND updated_at >= %s GROUP BY 1",
         [timezone.now() - SUCCESS_KEPT],
     )
+
+
+class ThreadTriggers:
+    """A set of triggers on the thread table (insert, update, delete) that keep a tally, as this
+    module and coverage.py do: checked, installed with a recount in one transaction (the thread
+    table locked against writes), dropped."""
+
+    REFERENCING = {
+        "insert": "NEW TABLE AS new_rows",
+        "delete": "OLD TABLE AS old_rows",
+        "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+    }
+
+    def __init__(
+        self,
+        prefix: str,
+        postgresql_bodies: dict[str, str],
+        sqlite_statements: dict[str, str],
+        recount: Callable[[Any, BaseDatabaseWrapper], None],
+    ) -> None:
+        self.prefix = prefix
+        self.postgresql_bodies = postgresql_bodies
+        self.sqlite_statements = sqlite_statements
+        self.recount = recount
+        self.names = tuple(f"{prefix}_{event}" for event in ("insert", "update", "delete"))
+
+    def installed(self, db: BaseDatabaseWrapper = connection) -> bool:
+        with db.cursor() as cursor:
+            if db.vendor == "postgresql":
+                cursor.execute(
+                    "SELECT count(*) FROM pg_trigger "
+                    "WHERE tgrelid = %s::regclass AND tgname = ANY(%s)",
+                    [THREAD, list(self.names)],
+                )
+            else:
+                cursor.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s "
+                    "AND name IN (%s, %s, %s)",
+                    [THREAD, *self.names],
+                )
+            return cursor.fetchone()[0] == len(self.names)
+
+    def install(self, db: BaseDatabaseWrapper = connection, *, force: bool = False) -> bool:
+        """Create the triggers if any is missing (or `force`), and count every thread again in
+        the same transaction, with the thread table locked against writes. True if it did."""
+        if db.vendor not in ("postgresql", "sqlite") or (self.installed(db) and not force):
+            return False
+        with transaction.atomic(using=db.alias), db.cursor() as cursor:
+            if db.vendor == "postgresql":
+                cursor.execute(f"LOCK TABLE {THREAD} IN SHARE ROW EXCLUSIVE MODE")
+                self._create_postgresql(cursor)
+            else:
+                for name in self.names:  # replaced, not kept: an older body may count otherwise
+                    cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
+                for sql in self.sqlite_statements.values():
+                    cursor.execute(sql)
+            self.recount(cursor, db)
+        return True
+
+    def _create_postgresql(self, cursor: Any) -> None:
+        for event, body in self.postgresql_bodies.items():
+            name = f"{self.prefix}_{event}"
+            cursor.execute(
+                f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger "
+                f"LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$"
+            )
+            cursor.execute(
+                f"CREATE OR REPLACE TRIGGER {name} AFTER {event.upper()} ON {THREAD} "
+                f"REFERENCING {self.REFERENCING[event]} FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION {name}()"
+            )
+
+    def drop(self, db: BaseDatabaseWrapper = connection) -> None:
+        with db.cursor() as cursor:
+            for name in self.names:
+                cursor.execute(
+                    f"DROP TRIGGER IF EXISTS {name} ON {THREAD}"
+                    if db.vendor == "postgresql"
+                    else f"DROP TRIGGER IF EXISTS {name}"
+                )
+
+
+TALLY_TRIGGERS = ThreadTriggers("thread_tally", _PG_BODIES, _SQLITE, _recount)
+installed = TALLY_TRIGGERS.installed
+install = TALLY_TRIGGERS.install
+TRIGGERS = TALLY_TRIGGERS.names
 
 
 def on_post_migrate(sender: Any, using: str = "default", **kwargs: Any) -> None:
