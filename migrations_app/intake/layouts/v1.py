@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrations_app.intake.layouts.base import Item, Manifest, Note, Unread
-from migrations_app.intake.validation import THREAD_ID
+from migrations_app.intake.validation import THREAD_ID, type_name
 
 SCHEMA = "assistants-thread-export/v1"
 MANIFEST_SCHEMA = "assistants-export-manifest/v1"
@@ -47,18 +47,6 @@ MANIFEST_FIELDS = (
     "threads_requested",
     "threads_exported",
 )
-
-
-def _kind(value: Any) -> str:
-    return {
-        type(None): "null",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-    }.get(type(value), "a value")
 
 
 @dataclass
@@ -91,11 +79,12 @@ def _record_problem(record: dict) -> str | None:
         shown = repr(thread_id)[:60]
         return f"thread_id is {shown}: expected a thread id (thread_…, at most 64 characters)"
     if record.get("exported_at") is not None and not isinstance(record["exported_at"], str):
-        return f"exported_at is {_kind(record['exported_at'])}: expected the export's date as text"
+        exported_at = type_name(record["exported_at"])
+        return f"exported_at is {exported_at}: expected the export's date as text"
     thread = record.get("thread")
     if thread is not None:
         if not isinstance(thread, dict):
-            return f"thread is {_kind(thread)}: expected the Thread object, or null"
+            return f"thread is {type_name(thread)}: expected the Thread object, or null"
         if thread.get("id") != thread_id:
             return f"thread.id {thread.get('id')!r} is not the record's thread_id {thread_id!r}"
     for key, kind, expected in (
@@ -105,16 +94,16 @@ def _record_problem(record: dict) -> str | None:
     ):
         value = record.get(key)
         if value is not None and not isinstance(value, kind):
-            return f"{key} is {_kind(value)}: expected {expected}"
+            return f"{key} is {type_name(value)}: expected {expected}"
     for index, run in enumerate(record.get("runs") or ()):
         if not isinstance(run, dict):
-            return f"runs[{index}] is {_kind(run)}: expected a Run object"
+            return f"runs[{index}] is {type_name(run)}: expected a Run object"
         steps = run.get("steps")
         if steps is not None and not isinstance(steps, list):
-            return f"runs[{index}].steps is {_kind(steps)}: expected a list of RunStep objects"
+            return f"runs[{index}].steps is {type_name(steps)}: expected a list of RunStep objects"
     for index, error in enumerate(record.get("errors") or ()):
         if not isinstance(error, dict):
-            return f"errors[{index}] is {_kind(error)}: expected an error object"
+            return f"errors[{index}] is {type_name(error)}: expected an error object"
     return None
 
 
@@ -211,7 +200,7 @@ class Reader:
         counts = self._counts(where)
         failed = manifest.get("threads_failed") or []
         if not isinstance(failed, list):
-            yield where, None, None, f"threads_failed is {_kind(failed)}: expected a list"
+            yield where, None, None, f"threads_failed is {type_name(failed)}: expected a list"
             failed = []
         summary = {key: manifest[key] for key in MANIFEST_FIELDS if key in manifest}
         summary["threads_failed"] = len(failed)
