@@ -138,3 +138,25 @@ def snapshot():
         )
         sessions = "\n".join(str(row) for row in cursor.fetchall())
     return f"threads by status: {statuses}\nsessions:\n{sessions}"
+
+
+# --- the processes of a cluster (its process group) ----------------------------------------------
+def session_pids(leader: int) -> set[int]:
+    """The live (not zombie) processes whose process group is `leader`."""
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == leader and fields[0] != "Z":
+            pids.add(int(pid))
+    return pids
+
+
+def describe(pids):
+    return [(pid, parent_of(pid), Path(f"/proc/{pid}/cmdline").read_bytes()[:60]) for pid in pids]
+
+
+def parent_of(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])

@@ -7,7 +7,6 @@ import re
 import signal
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -19,7 +18,15 @@ from migrations_app import actions, intake, states
 from migrations_app.models import Attempt, Thread, ThreadStatus
 from migrations_app.sandbox import SandboxServer, seeded_state
 from tests import checks
-from tests.cluster import CHAOS_FAULTS, ROOT, Cluster, wait_until
+from tests.cluster import (
+    CHAOS_FAULTS,
+    ROOT,
+    Cluster,
+    describe,
+    parent_of,
+    session_pids,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -360,23 +367,3 @@ def test_workers_whose_sentinel_was_killed_hand_their_threads_back_and_exit(worl
     assert not session_pids(group), f"left running: {describe(session_pids(group))}"
     held = Thread.objects.filter(status=ThreadStatus.RUNNING)
     assert not held.exists(), "its threads were handed back, not left under their leases"
-
-
-def session_pids(leader):
-    pids = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == leader and fields[0] != "Z":
-            pids.add(int(pid))
-    return pids
-
-
-def describe(pids):
-    return [(pid, parent_of(pid), Path(f"/proc/{pid}/cmdline").read_bytes()[:60]) for pid in pids]
-
-
-def parent_of(pid):
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])

@@ -28,12 +28,11 @@ import django  # noqa: E402
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
-from django_q.models import OrmQ  # noqa: E402
 
 from migrations_app import actions  # noqa: E402
-from migrations_app.models import Attempt, Conversation, Thread, ThreadStatus  # noqa: E402
+from migrations_app.models import Thread, ThreadStatus  # noqa: E402
 from migrations_app.sandbox import SandboxServer, seeded_state  # noqa: E402
-from tests.benchmarks.chaos_sigstop import audit, start_cluster  # noqa: E402
+from tests.benchmarks.chaos_sigstop import audit, start_afresh, start_cluster  # noqa: E402
 from tests.cluster import CHAOS_FAULTS  # noqa: E402
 
 THREADS = int(os.environ.get("CHAOS_THREADS", 200))
@@ -53,11 +52,7 @@ def settled():
 
 
 def main():
-    call_command("migrate", verbosity=0)
-    Conversation.objects.all().delete()
-    Attempt.objects.all().delete()
-    Thread.objects.all().delete()
-    OrmQ.objects.all().delete()
+    start_afresh()
     with SandboxServer(state=seeded_state(seed=13, thread_count=THREADS)) as sandbox:
         sandbox.state.configure_faults(**CHAOS_FAULTS, retry_after_seconds=1, latency_ms=30, seed=9)
         ids = Path("/tmp/chaos-kill-ids.txt")

@@ -42,7 +42,7 @@ from migrations_app.models import (  # noqa: E402
 )
 from migrations_app.preview import preview_thread  # noqa: E402
 from migrations_app.sandbox import SandboxServer, seeded_state  # noqa: E402
-from tests.cluster import CHAOS_FAULTS  # noqa: E402
+from tests.cluster import CHAOS_FAULTS, session_pids  # noqa: E402
 
 THREADS = int(os.environ.get("CHAOS_THREADS", 150))
 LEASE = int(os.environ.get("CHAOS_LEASE", 20))
@@ -72,21 +72,9 @@ def start_cluster(sandbox, name):
     )
 
 
-def session_pids(leader):
-    pids = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == leader.pid:
-            pids.add(int(pid))
-    return pids
-
-
 def mid_thread_in(cluster):
     """Threads the cluster holds with part of their items uploaded."""
-    pids = session_pids(cluster)
+    pids = session_pids(cluster.pid)
     running = Thread.objects.filter(status=ThreadStatus.RUNNING, items_committed__gt=0)
     return [
         t for t, owner in running.values_list("thread_id", "lease_owner")
@@ -132,12 +120,17 @@ def audit(sandbox):
     return lost, duplicated, len(orphans)
 
 
-def main():
+def start_afresh():
+    """The test database migrated and emptied of an earlier run's threads and tasks."""
     call_command("migrate", verbosity=0)
     Conversation.objects.all().delete()
     Attempt.objects.all().delete()
     Thread.objects.all().delete()
     OrmQ.objects.all().delete()
+
+
+def main():
+    start_afresh()
     with SandboxServer(state=seeded_state(seed=11, thread_count=THREADS)) as sandbox:
         sandbox.state.configure_faults(
             **CHAOS_FAULTS,
