@@ -139,3 +139,25 @@ def make_worker(sandbox, slept):
         return upload.Worker(**options)
 
     return make
+
+
+@pytest.fixture
+def migrated(sandbox, make_worker):
+    """Threads of the sandbox's migrated into it, verified, with their assistants: `migrated(n)`
+    migrates n more and returns them."""
+    from migrations_app import intake, tallies, upload
+    from tests.engine import register
+
+    intake.sync_assistants()
+
+    def make(count=1):
+        made = []
+        for _ in range(count):
+            thread = register(sandbox, minimum=2, maximum=40)
+            assert upload.migrate_thread(thread.pk, make_worker()) == "succeeded"
+            thread.refresh_from_db()
+            made.append(thread)
+        tallies.compact()
+        return made
+
+    return make

@@ -13,10 +13,9 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from migrations_app import intake, openai_client, readiness, tallies, upload
+from migrations_app import openai_client, readiness
 from migrations_app.models import Assistant, Conversation, Thread
 from migrations_app.sandbox.state import item_tokens
-from tests.engine import register
 
 pytestmark = pytest.mark.django_db
 
@@ -106,21 +105,9 @@ def test_the_sandbox_refuses_a_count_without_a_model(sandbox, client_for):
 
 # --- counting migrated conversations ----------------------------------------------------------
 @pytest.fixture
-def migrated(sandbox, make_worker, settings):
+def migrated(migrated, settings):
     settings.API_REQUESTS_PER_MINUTE = 10**7  # the shared budget never makes the test wait
-    intake.sync_assistants()
-
-    def make(count=1):
-        made = []
-        for _ in range(count):
-            thread = register(sandbox, minimum=2, maximum=40)
-            assert upload.migrate_thread(thread.pk, make_worker()) == "succeeded"
-            thread.refresh_from_db()
-            made.append(thread)
-        tallies.compact()
-        return made
-
-    return make
+    return migrated
 
 
 def test_a_migrated_conversation_is_counted_for_its_assistants_model(migrated, sandbox):

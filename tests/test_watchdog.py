@@ -10,11 +10,10 @@ from django.db import connection
 from django.utils import timezone
 from django_q.models import Schedule
 
-from migrations_app import actions, intake, readiness, states, tallies, upload, watchdog
+from migrations_app import actions, readiness, states, tallies, watchdog
 from migrations_app.models import Attempt, Conversation, ErrorKind, Thread, ThreadStatus
 from migrations_app.ratelimit import SharedRateLimiter
 from tests import factories
-from tests.engine import register
 
 pytestmark = pytest.mark.django_db
 
@@ -44,24 +43,6 @@ def reader(sandbox, limiter, slept):
         client=openai_client.destination_client(), limiter=limiter, sleeper=slept.append
     )
     return watchdog.Reader(counter)
-
-
-@pytest.fixture
-def migrated(sandbox, make_worker):
-    """Threads of the sandbox's migrated into it, verified, with their assistants."""
-    intake.sync_assistants()
-
-    def make(count=1):
-        made = []
-        for _ in range(count):
-            thread = register(sandbox, minimum=2, maximum=40)
-            assert upload.migrate_thread(thread.pk, make_worker()) == "succeeded"
-            thread.refresh_from_db()
-            made.append(thread)
-        tallies.compact()
-        return made
-
-    return make
 
 
 def live(thread):
