@@ -44,7 +44,7 @@ WINDOW = float(os.environ.get("BENCH_RATECAP_SECONDS", 60))
 WORKERS = int(os.environ.get("BENCH_WORKERS", 2))
 IN_FLIGHT = os.environ.get("BENCH_IN_FLIGHT", "")
 LATENCY_MS = 50
-PORT = 8766
+PORT = int(os.environ.get("BENCH_PORT", 8766))
 
 
 def requests_of(bundle: dict) -> int:
@@ -100,9 +100,10 @@ def run(cap: int) -> None:
         while sum(common.sandbox_state(PORT)["request_counts"].values()) == 0:
             time.sleep(0.2)
         time.sleep(WARMUP)
-        first = sample(PORT, workers.pid, server.pid)
-        time.sleep(WINDOW)
-        last = sample(PORT, workers.pid, server.pid)
+        with common.profiled(workers, f"ratecap-{cap}"):
+            first = sample(PORT, workers.pid, server.pid)
+            time.sleep(WINDOW)
+            last = sample(PORT, workers.pid, server.pid)
         left = Thread.objects.filter(status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]).count()
     finally:
         common.stop_group(workers)
