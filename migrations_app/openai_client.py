@@ -6,10 +6,14 @@ authenticates comes from `connections` (with no key and no Entra ID, the built-i
 
 import contextvars
 import functools
+import os
+import queue
+import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -30,7 +34,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Hooks = tuple[tuple[str, tuple[Callable[..., None], ...]], ...]  # hashable: clients are cached
 PAGE_SIZE = 100  # the largest page the list endpoints allow
-STEP_READS_IN_FLIGHT = 16
 
 
 # The check a request must pass just before its bytes leave (set per request by the upload): a
@@ -337,70 +340,203 @@ def _source_json(
     return orjson.loads(response.content)
 
 
-def _all_after(
-    client: openai.OpenAI, path: str, first_page: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
-    """Every object of a list whose first page is `first_page`, oldest first."""
-    yield from first_page["data"]
-    if first_page.get("has_more") and first_page["data"]:
-        yield from paginate(
-            lambda after: _source_json(client, path, after), first_page["data"][-1]["id"]
-        )
-
-
 def fetch_thread_bundle(client: openai.OpenAI, thread_id: str) -> dict[str, Any]:
     """The thread, all its messages and the run steps that carry tool calls, in export shape.
 
-    The thread and the first pages of its messages and runs are read at once; steps are listed
-    per run (the API has no other way), several at a time, and only for runs that have tools:
-    a run without tools cannot have made tool calls."""
+    Every read goes to the process's readers (`Reads`) as soon as it is known: the thread and
+    the first pages of its messages and runs at once, each next page as the one before it
+    comes back, and a run's steps as the page that lists the run does. Steps are listed per run
+    (the API has no other way), and only for runs that have tools: a run without tools cannot
+    have made tool calls."""
     base = f"/threads/{thread_id}"
-    thread, first_messages, first_runs = in_parallel(
-        [
-            lambda: _source_json(client, base, page=False),
-            lambda: _source_json(client, f"{base}/messages"),
-            lambda: _source_json(client, f"{base}/runs"),
-        ]
+    reads = Reads()
+    thread: dict[str, Any] = {}
+    messages: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    steps: dict[str, list[dict[str, Any]]] = {}  # by run, in the runs' order
+
+    def steps_of(page: list[dict[str, Any]]) -> None:
+        for run in page:
+            if run.get("tools"):
+                steps[run["id"]] = []
+                _list_into(reads, client, f"{base}/runs/{run['id']}/steps", steps[run["id"]])
+
+    reads.add(functools.partial(_source_json, client, base, page=False), thread.update)
+    _list_into(reads, client, f"{base}/messages", messages)
+    _list_into(reads, client, f"{base}/runs", runs, then=steps_of)
+    reads.run()
+    run_steps = [step for listed in steps.values() for step in listed if _tool_calls(step)]
+    return {"thread": thread, "messages": messages, "runs": runs, "run_steps": run_steps}
+
+
+def _tool_calls(step: dict[str, Any]) -> bool:
+    return step.get("type") == "tool_calls"
+
+
+def _list_into(
+    reads: "Reads",
+    client: openai.OpenAI,
+    path: str,
+    into: list[dict[str, Any]],
+    *,
+    then: Callable[[list[dict[str, Any]]], None] | None = None,
+    after: str | None = None,
+) -> None:
+    """Read a list into `into`, oldest first, a page at a time: each page's read is added to
+    `reads` once the page before it is back (ahead of the reads already waiting: the pages of a
+    list are a chain, the longest path of a fetch). `then(objects)` sees each page."""
+
+    def on_page(page: dict[str, Any]) -> None:
+        into.extend(page["data"])
+        if page.get("has_more") and page["data"]:
+            _list_into(reads, client, path, into, then=then, after=page["data"][-1]["id"])
+        if then is not None:
+            then(page["data"])
+
+    reads.add(
+        functools.partial(_source_json, client, path, after), on_page, first=after is not None
     )
-    messages = list(_all_after(client, f"{base}/messages", first_messages))
-    runs = list(_all_after(client, f"{base}/runs", first_runs))
-    with_tools = [run["id"] for run in runs if run.get("tools")]
-    per_run = in_parallel(
-        [functools.partial(_tool_call_steps, client, base, run_id) for run_id in with_tools]
-    )
-    steps = [step for run_steps in per_run for step in run_steps]
-    return {"thread": thread, "messages": messages, "runs": runs, "run_steps": steps}
+
+
+# --- reads handed to the process's reader threads -----------------------------------------------
+READS_IN_FLIGHT = 32  # one thread's reads in flight at once (a fetch's pages and steps, a check)
+READERS = 64  # the process's reader threads, shared by all its threads
+
+
+class _Readers:
+    """The process's reader threads. Daemons: a read in flight never holds the process's exit
+    (a stopping worker waits for its own threads, not for these). A thread hands a read over
+    only once it holds one of `free`, so a read never waits in the queue past its slot."""
+
+    def __init__(self, size: int) -> None:
+        self.pid = os.getpid()
+        self.free = threading.BoundedSemaphore(size)
+        self.jobs: queue.SimpleQueue[tuple[Future[Any], contextvars.Context, Callable[[], Any]]]
+        self.jobs = queue.SimpleQueue()
+        self.threads = {
+            threading.Thread(target=self._serve, name=f"reads_{index}", daemon=True)
+            for index in range(size)
+        }
+        for thread in self.threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            future, context, read = self.jobs.get()
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(context.run(_read_in, read))
+                    except BaseException as error:
+                        future.set_exception(error)
+            finally:
+                self.free.release()
+
+
+def _read_in(read: Callable[[], T]) -> T:
+    """A read on a reader thread, in the context of the thread that handed it over; a database
+    connection it had to open (a retry taking its own slot) is closed with it."""
+    from django.db import connections as databases
+
+    try:
+        return read()
+    finally:
+        for database in databases.all(initialized_only=True):
+            database.close()
+
+
+_readers_now: _Readers | None = None
+_readers_lock = threading.Lock()
+
+
+def _readers() -> _Readers:
+    global _readers_now
+    with _readers_lock:
+        if _readers_now is None or _readers_now.pid != os.getpid():
+            _readers_now = _Readers(READERS)
+        return _readers_now
+
+
+class Reads:
+    """Reads a thread hands to the process's readers, at most READS_IN_FLIGHT at once, each as
+    soon as it is known and a reader is free. This thread takes each read's slot in the source
+    budget and passes its lease check (`guarded_reads`) as it hands the read over, then sees
+    each answer in turn (`on_done`, which may add reads) and passes on the 429s the reads met:
+    the readers touch neither the budget nor the lease. The first failure stops the reads not
+    yet handed over, and is raised once those in flight are back."""
+
+    def __init__(self) -> None:
+        self.limiter = _source_limiter()
+        self.check = (_read_guard.get() or (None, None))[0]
+        self.waiting: deque[tuple[Callable[[], Any], Callable[[Any], None]]] = deque()
+        self.in_flight: dict[Future[Any], Callable[[Any], None]] = {}
+        self.throttled: list[float] = []
+
+    def add(self, read: Callable[[], T], on_done: Callable[[T], None], first: bool = False) -> None:
+        (self.waiting.appendleft if first else self.waiting.append)((read, on_done))
+
+    def run(self) -> None:
+        if threading.current_thread() in _readers().threads:  # a read that reads: no nesting
+            while self.waiting:
+                read, on_done = self.waiting.popleft()
+                on_done(read())
+            return
+        readers, failure = _readers(), None
+        try:
+            while self.waiting or self.in_flight:
+                while failure is None and self.waiting and len(self.in_flight) < READS_IN_FLIGHT:
+                    if not readers.free.acquire(blocking=not self.in_flight):
+                        break
+                    try:
+                        self._hand_over(readers, *self.waiting.popleft())
+                    except BaseException as error:
+                        readers.free.release()
+                        failure = error
+                if failure is not None:
+                    self.waiting.clear()
+                    if not self.in_flight:
+                        break
+                done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    on_done = self.in_flight.pop(future)
+                    self._pass_on_429s()
+                    if failure is None:
+                        try:
+                            on_done(future.result())
+                        except BaseException as error:
+                            failure = error
+        finally:
+            self._pass_on_429s()
+        if failure is not None:
+            raise failure
+
+    def _hand_over(
+        self, readers: _Readers, read: Callable[[], Any], on_done: Callable[[Any], None]
+    ) -> None:
+        wait = self.limiter.reserve()
+        if self.check is not None:
+            self.check(wait)
+        context = contextvars.copy_context()
+        context.run(_read_slot.set, [self.limiter.clock() + wait])
+        context.run(_read_throttled.set, self.throttled)
+        future: Future[Any] = Future()
+        self.in_flight[future] = on_done
+        readers.jobs.put((future, context, read))
+
+    def _pass_on_429s(self) -> None:
+        while self.throttled:
+            self.limiter.slow_down(self.throttled.pop())
 
 
 def in_parallel(reads: list[Callable[[], T]]) -> list[T]:
-    """Run the reads STEP_READS_IN_FLIGHT at a time; their results in order. For each group this
-    thread takes the slots in the source budget and passes its lease check for the latest of
-    them, then hands each read over with its slot, and passes on the 429s they met once the
-    group is done: the helpers touch neither the budget nor the lease (the pages after a list's
-    first, if any, take their own slots)."""
+    """Run the reads on the process's readers (`Reads`); their results in order."""
     if len(reads) <= 1:
         return [read() for read in reads]
-    limiter = _source_limiter()
-    check, _ = _read_guard.get() or (None, None)
-    results: list[T] = []
-    with ThreadPoolExecutor(STEP_READS_IN_FLIGHT, thread_name_prefix="reads") as pool:
-        for start in range(0, len(reads), STEP_READS_IN_FLIGHT):
-            group = reads[start : start + STEP_READS_IN_FLIGHT]
-            waits = [limiter.reserve() for _ in group]
-            if check is not None:
-                check(max(waits))
-            now, throttled = limiter.clock(), list[float]()
-            contexts = []
-            for wait in waits:
-                context = contextvars.copy_context()
-                context.run(_read_slot.set, [now + wait])
-                context.run(_read_throttled.set, throttled)
-                contexts.append(context)
-            try:
-                results += pool.map(lambda context, read: context.run(read), contexts, group)
-            finally:
-                for seconds in throttled:
-                    limiter.slow_down(seconds)
+    results: list[Any] = [None] * len(reads)
+    handed = Reads()
+    for index, read in enumerate(reads):
+        handed.add(read, functools.partial(results.__setitem__, index))
+    handed.run()
     return results
 
 
@@ -414,21 +550,26 @@ def delta_bundle(
     client: openai.OpenAI, thread_id: str, first_page: dict[str, Any]
 ) -> dict[str, Any]:
     """The messages of a thread from `first_page` on (a `messages_after` answer) and the
-    tool-call steps of the runs that made them, read a few at a time: the part of the thread a
-    sync appends. A run whose reply has not appeared yet is left for the next sync."""
+    tool-call steps of the runs that made them, each run's as soon as a page names it (see
+    `Reads`): the part of the thread a sync appends. A run whose reply has not appeared yet is
+    left for the next sync."""
     base = f"/threads/{thread_id}"
-    messages = list(_all_after(client, f"{base}/messages", first_page))
-    run_ids = sorted({m["run_id"] for m in messages if m.get("run_id")})
-    per_run = in_parallel(
-        [functools.partial(_tool_call_steps, client, base, run_id) for run_id in run_ids]
-    )
-    return {"messages": messages, "run_steps": [step for steps in per_run for step in steps]}
+    reads = Reads()
+    messages = list(first_page["data"])
+    steps: dict[str, list[dict[str, Any]]] = {}
 
+    def steps_of(page: list[dict[str, Any]]) -> None:
+        for run_id in {m["run_id"] for m in page if m.get("run_id")} - steps.keys():
+            steps[run_id] = []
+            _list_into(reads, client, f"{base}/runs/{run_id}/steps", steps[run_id])
 
-def _tool_call_steps(client: openai.OpenAI, base: str, run_id: str) -> list[dict[str, Any]]:
-    path = f"{base}/runs/{run_id}/steps"
-    first = _source_json(client, path)
-    return [step for step in _all_after(client, path, first) if step.get("type") == "tool_calls"]
+    steps_of(first_page["data"])
+    if first_page.get("has_more") and first_page["data"]:
+        after = first_page["data"][-1]["id"]
+        _list_into(reads, client, f"{base}/messages", messages, then=steps_of, after=after)
+    reads.run()
+    run_steps = [step for run_id in sorted(steps) for step in steps[run_id] if _tool_calls(step)]
+    return {"messages": messages, "run_steps": run_steps}
 
 
 def add_items(
