@@ -8,6 +8,7 @@ import contextvars
 import functools
 import os
 import queue
+import random
 import threading
 import time
 import warnings
@@ -18,12 +19,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 import httpcore2
 import httpx2
 import openai
 import orjson
 from django.conf import settings
+from openai._constants import INITIAL_RETRY_DELAY, MAX_RETRY_AFTER_DELAY, MAX_RETRY_DELAY
 
 from migrations_app import azure_auth, connections
 from migrations_app.models import ErrorKind
@@ -329,15 +332,117 @@ def _source_json(
     client: openai.OpenAI, path: str, after: str | None = None, *, page: bool = True
 ) -> Any:
     """GET a source object or one page of a list (100 objects, oldest first, after the id
-    `after`), as the API's JSON. Sent with the client's documented generic `get`: the beta
-    resources' methods cost a deprecation-warnings context and the SDK's param transform per
-    call, the CPU of a fetch, for JSON the mirror keeps whole anyway."""
-    params = {"order": "asc", "limit": PAGE_SIZE} if page else {}
+    `after`), as the API's JSON (`send`: the beta resources' methods cost a deprecation-warnings
+    context, the SDK's param transform and its models per call, the CPU of a fetch, for JSON the
+    mirror keeps whole anyway)."""
+    params: dict[str, Any] = {"order": "asc", "limit": PAGE_SIZE} if page else {}
     if after:
         params["after"] = after
-    options: Any = {"headers": ASSISTANTS_BETA, "params": params}  # the SDK's RequestOptions
-    response = client.get(path, options=options, cast_to=httpx2.Response)
-    return orjson.loads(response.content)
+    return orjson.loads(send(client, "GET", path, params=params, headers=ASSISTANTS_BETA).content)
+
+
+# --- the requests of the engine's hot path ------------------------------------------------------
+# The SDK builds a request from per-call options (a pydantic model copied for each attempt, the
+# URL parsed four times, the headers merged anew), which cost as much CPU as httpx's own send: on
+# the engine's hot path (the reads of a fetch or a check, the create, the writes, the listings)
+# that was half of a request's CPU. `send` sends what the SDK would, through the SDK's own httpx
+# client (so every request hook, the send guard, the source's pacing and the deadline apply as
+# before), with the SDK's headers, credentials, default query, timeout and retry policy, and
+# raises the SDK's exceptions.
+@dataclass(frozen=True)
+class _Wire:
+    http: httpx2.Client
+    base: str  # the base URL, ending in "/"
+    headers: tuple[tuple[str, str], ...]  # the SDK's default headers, credentials left out
+    query: tuple[tuple[str, str], ...]  # the default query (an API version)
+    timeout: dict[str, float | None]
+    key: Callable[[], str] | None  # an Entra ID token provider, asked before every request
+    bearer: str  # else the key, sent as a bearer token (an api-key's placeholder: a hook drops it)
+
+
+@functools.lru_cache(maxsize=32)
+def _wire(client: openai.OpenAI) -> _Wire:
+    headers = {
+        name: value
+        for name, value in client.default_headers.items()
+        if isinstance(value, str) and name.lower() != "authorization"
+    }
+    query = {name: str(value) for name, value in client.default_query.items()}
+    return _Wire(
+        http=client._client,
+        base=str(client.base_url),
+        headers=tuple(headers.items()),
+        query=tuple(query.items()),
+        timeout=httpx2.Timeout(client.timeout).as_dict(),
+        key=client._api_key_provider,
+        bearer=client.api_key,
+    )
+
+
+def send(
+    client: openai.OpenAI,
+    method: str,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> httpx2.Response:
+    """One request as the SDK sends it, retried as the SDK retries it (`client.max_retries`: the
+    source's reads; the destination's are 0); returns the answer, or raises what the SDK raises
+    (a status error by its own mapping, APITimeoutError, APIConnectionError), an exception of a
+    request hook as it is."""
+    wire = _wire(client)
+    query = [*wire.query, *_query(params or {})]
+    url = wire.base + path.lstrip("/") + ("?" + urlencode(query) if query else "")
+    content = None if body is None else orjson.dumps(body)
+    for retry in range(client.max_retries + 1):
+        fields = [*wire.headers, *(headers or {}).items()]
+        if content is None:
+            fields = [field for field in fields if field[0].lower() != "content-type"]
+        key = wire.key() if wire.key is not None else wire.bearer
+        fields += [("Authorization", f"Bearer {key}"), ("x-stainless-retry-count", str(retry))]
+        request = httpx2.Request(method, url, headers=fields, content=content,
+                                 extensions={"timeout": wire.timeout})  # fmt: skip
+        last = retry == client.max_retries
+        try:
+            response = wire.http.send(request)
+        except httpx2.TimeoutException as error:
+            if last:
+                raise openai.APITimeoutError(request=request) from error
+            time.sleep(_retry_delay(client, retry, None))
+            continue
+        except httpx2.RequestError as error:
+            if last:
+                raise openai.APIConnectionError(request=request) from error
+            time.sleep(_retry_delay(client, retry, None))
+            continue
+        if response.is_success:
+            return response
+        if last or not client._should_retry(response):
+            raise client._make_status_error_from_response(response)
+        time.sleep(_retry_delay(client, retry, response.headers))
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _query(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Parameters as the SDK encodes them: lists as `name[]` (OpenAI's array format)."""
+    pairs = []
+    for name, value in params.items():
+        if isinstance(value, list | tuple):
+            pairs += [(f"{name}[]", str(item)) for item in value]
+        else:
+            pairs.append((name, str(value)))
+    return pairs
+
+
+def _retry_delay(client: openai.OpenAI, retry: int, headers: httpx2.Headers | None) -> float:
+    """The SDK's wait before its next attempt: the server's Retry-After (up to two minutes), else
+    exponential backoff from half a second, at most 8 s, less up to a quarter of jitter."""
+    after = client._parse_retry_after_header(headers)
+    if after is not None and 0 < after <= MAX_RETRY_AFTER_DELAY:
+        return after
+    return min(INITIAL_RETRY_DELAY * 2.0**retry, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
 
 
 def fetch_thread_bundle(client: openai.OpenAI, thread_id: str) -> dict[str, Any]:
@@ -577,22 +682,22 @@ def add_items(
 ) -> list[str]:
     """POST /conversations/{id}/items; returns the new items' server ids, in order.
 
-    Sent through the client's documented generic `post`, not `conversations.items.create`: the
-    items are already in wire shape (the conversion's tests validate them against the SDK's
-    params and the spec), and the resource method's per-call param transform costs ~20 ms of
-    CPU per 20-item batch, most of a worker's CPU. Errors raise the same SDK exceptions.
+    Sent by `send`, not `conversations.items.create`: the items are already in wire shape (the
+    conversion's tests validate them against the SDK's params and the spec), and the resource
+    method's per-call param transform costs ~20 ms of CPU per 20-item batch, most of a worker's
+    CPU. Errors raise the same SDK exceptions.
     """
-    response = client.post(
-        f"/conversations/{conversation_id}/items", body={"items": items}, cast_to=httpx2.Response
+    response = send(
+        client, "POST", f"/conversations/{conversation_id}/items", body={"items": items}
     )
     return [item["id"] for item in orjson.loads(response.content)["data"]]
 
 
 def create_conversation(client: openai.OpenAI, metadata: dict[str, str]) -> str:
-    """POST /conversations with metadata only (an empty conversation); returns its id. Through
-    the generic `post`, as add_items: the resource method's transform and response model cost
-    more CPU than the request."""
-    response = client.post("/conversations", body={"metadata": metadata}, cast_to=httpx2.Response)
+    """POST /conversations with metadata only (an empty conversation); returns its id. By `send`,
+    as add_items: the resource method's transform and response model cost more CPU than the
+    request."""
+    response = send(client, "POST", "/conversations", body={"metadata": metadata})
     return orjson.loads(response.content)["id"]
 
 
@@ -603,16 +708,13 @@ def items_page(
     include: Sequence[str] = (),
 ) -> Any:
     """GET /conversations/{id}/items: one page of up to 100 items, oldest first, after the id
-    `after`, as the API's JSON (the generic `get`: no page model built)."""
+    `after`, as the API's JSON (by `send`: no page model built)."""
     params = {"order": "asc", "limit": PAGE_SIZE, **({"after": after} if after else {})}
     if include:
         params["include"] = list(include)
-    response = client.get(
-        f"/conversations/{conversation_id}/items",
-        options={"params": params},
-        cast_to=httpx2.Response,
+    return orjson.loads(
+        send(client, "GET", f"/conversations/{conversation_id}/items", params=params).content
     )
-    return orjson.loads(response.content)
 
 
 def count_input_tokens(client: openai.OpenAI, model: str, conversation_id: str) -> int:
