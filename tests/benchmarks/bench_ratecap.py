@@ -125,7 +125,7 @@ def run(cap: int) -> None:
         f"({limited_share:.2%}); CPU-s per s: cluster {cpu['cluster']:.2f}, sandbox "
         f"{cpu['sandbox']:.2f}, PostgreSQL {cpu['postgres']:.2f} (of {os.cpu_count()} cores); "
         f"{len(bundles)} threads loaded, {left} still queued or running at the end; "
-        f"{finished} threads verified in the window: cluster CPU {cpu_per_1000:.0f} s per 1,000",
+        f"{finished} threads verified in the window: cluster CPU {cpu_per_1000:.1f} s per 1,000",
         flush=True,
     )
     if left == 0:
@@ -140,7 +140,7 @@ def run(cap: int) -> None:
         common.row(
             f"cluster CPU per 1,000 threads, upload phase, steady at {cap:,}/min",
             "≤ 20 CPU-s",
-            f"{cpu_per_1000:.0f} CPU-s",
+            f"{cpu_per_1000:.1f} CPU-s",
             cpu_per_1000 <= 20,
         )
 
