@@ -6,20 +6,27 @@ authenticates comes from `connections` (with no key and no Entra ID, the built-i
 
 import contextvars
 import functools
+import os
+import queue
+import random
+import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 import httpcore2
 import httpx2
 import openai
 import orjson
 from django.conf import settings
+from openai._constants import INITIAL_RETRY_DELAY, MAX_RETRY_AFTER_DELAY, MAX_RETRY_DELAY
 
 from migrations_app import azure_auth, connections
 from migrations_app.models import ErrorKind
@@ -30,7 +37,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Hooks = tuple[tuple[str, tuple[Callable[..., None], ...]], ...]  # hashable: clients are cached
 PAGE_SIZE = 100  # the largest page the list endpoints allow
-STEP_READS_IN_FLIGHT = 16
 
 
 # The check a request must pass just before its bytes leave (set per request by the upload): a
@@ -326,81 +332,316 @@ def _source_json(
     client: openai.OpenAI, path: str, after: str | None = None, *, page: bool = True
 ) -> Any:
     """GET a source object or one page of a list (100 objects, oldest first, after the id
-    `after`), as the API's JSON. Sent with the client's documented generic `get`: the beta
-    resources' methods cost a deprecation-warnings context and the SDK's param transform per
-    call, the CPU of a fetch, for JSON the mirror keeps whole anyway."""
-    params = {"order": "asc", "limit": PAGE_SIZE} if page else {}
+    `after`), as the API's JSON (`send`: the beta resources' methods cost a deprecation-warnings
+    context, the SDK's param transform and its models per call, the CPU of a fetch, for JSON the
+    mirror keeps whole anyway)."""
+    params: dict[str, Any] = {"order": "asc", "limit": PAGE_SIZE} if page else {}
     if after:
         params["after"] = after
-    options: Any = {"headers": ASSISTANTS_BETA, "params": params}  # the SDK's RequestOptions
-    response = client.get(path, options=options, cast_to=httpx2.Response)
-    return orjson.loads(response.content)
+    return orjson.loads(send(client, "GET", path, params=params, headers=ASSISTANTS_BETA).content)
 
 
-def _all_after(
-    client: openai.OpenAI, path: str, first_page: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
-    """Every object of a list whose first page is `first_page`, oldest first."""
-    yield from first_page["data"]
-    if first_page.get("has_more") and first_page["data"]:
-        yield from paginate(
-            lambda after: _source_json(client, path, after), first_page["data"][-1]["id"]
-        )
+# --- the requests of the engine's hot path ------------------------------------------------------
+# The SDK builds a request from per-call options (a pydantic model copied for each attempt, the
+# URL parsed four times, the headers merged anew), which cost as much CPU as httpx's own send: on
+# the engine's hot path (the reads of a fetch or a check, the create, the writes, the listings)
+# that was half of a request's CPU. `send` sends what the SDK would, through the SDK's own httpx
+# client (so every request hook, the send guard, the source's pacing and the deadline apply as
+# before), with the SDK's headers, credentials, default query, timeout and retry policy, and
+# raises the SDK's exceptions.
+@dataclass(frozen=True)
+class _Wire:
+    http: httpx2.Client
+    base: str  # the base URL, ending in "/"
+    headers: tuple[tuple[str, str], ...]  # the SDK's default headers, credentials left out
+    query: tuple[tuple[str, str], ...]  # the default query (an API version)
+    timeout: dict[str, float | None]
+    key: Callable[[], str] | None  # an Entra ID token provider, asked before every request
+    bearer: str  # else the key, sent as a bearer token (an api-key's placeholder: a hook drops it)
+
+
+@functools.lru_cache(maxsize=32)
+def _wire(client: openai.OpenAI) -> _Wire:
+    headers = {
+        name: value
+        for name, value in client.default_headers.items()
+        if isinstance(value, str) and name.lower() != "authorization"
+    }
+    query = {name: str(value) for name, value in client.default_query.items()}
+    return _Wire(
+        http=client._client,
+        base=str(client.base_url),
+        headers=tuple(headers.items()),
+        query=tuple(query.items()),
+        timeout=httpx2.Timeout(client.timeout).as_dict(),
+        key=client._api_key_provider,
+        bearer=client.api_key,
+    )
+
+
+def send(
+    client: openai.OpenAI,
+    method: str,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> httpx2.Response:
+    """One request as the SDK sends it, retried as the SDK retries it (`client.max_retries`: the
+    source's reads; the destination's are 0); returns the answer, or raises what the SDK raises
+    (a status error by its own mapping, APITimeoutError, APIConnectionError), an exception of a
+    request hook as it is."""
+    wire = _wire(client)
+    query = [*wire.query, *_query(params or {})]
+    url = wire.base + path.lstrip("/") + ("?" + urlencode(query) if query else "")
+    content = None if body is None else orjson.dumps(body)
+    for retry in range(client.max_retries + 1):
+        fields = [*wire.headers, *(headers or {}).items()]
+        if content is None:
+            fields = [field for field in fields if field[0].lower() != "content-type"]
+        key = wire.key() if wire.key is not None else wire.bearer
+        fields += [("Authorization", f"Bearer {key}"), ("x-stainless-retry-count", str(retry))]
+        request = httpx2.Request(method, url, headers=fields, content=content,
+                                 extensions={"timeout": wire.timeout})  # fmt: skip
+        last = retry == client.max_retries
+        try:
+            response = wire.http.send(request)
+        except httpx2.TimeoutException as error:
+            if last:
+                raise openai.APITimeoutError(request=request) from error
+            time.sleep(_retry_delay(client, retry, None))
+            continue
+        except httpx2.RequestError as error:
+            if last:
+                raise openai.APIConnectionError(request=request) from error
+            time.sleep(_retry_delay(client, retry, None))
+            continue
+        if response.is_success:
+            return response
+        if last or not client._should_retry(response):
+            raise client._make_status_error_from_response(response)
+        time.sleep(_retry_delay(client, retry, response.headers))
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _query(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """Parameters as the SDK encodes them: lists as `name[]` (OpenAI's array format)."""
+    pairs = []
+    for name, value in params.items():
+        if isinstance(value, list | tuple):
+            pairs += [(f"{name}[]", str(item)) for item in value]
+        else:
+            pairs.append((name, str(value)))
+    return pairs
+
+
+def _retry_delay(client: openai.OpenAI, retry: int, headers: httpx2.Headers | None) -> float:
+    """The SDK's wait before its next attempt: the server's Retry-After (up to two minutes), else
+    exponential backoff from half a second, at most 8 s, less up to a quarter of jitter."""
+    after = client._parse_retry_after_header(headers)
+    if after is not None and 0 < after <= MAX_RETRY_AFTER_DELAY:
+        return after
+    return min(INITIAL_RETRY_DELAY * 2.0**retry, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
 
 
 def fetch_thread_bundle(client: openai.OpenAI, thread_id: str) -> dict[str, Any]:
     """The thread, all its messages and the run steps that carry tool calls, in export shape.
 
-    The thread and the first pages of its messages and runs are read at once; steps are listed
-    per run (the API has no other way), several at a time, and only for runs that have tools:
-    a run without tools cannot have made tool calls."""
+    Every read goes to the process's readers (`Reads`) as soon as it is known: the thread and
+    the first pages of its messages and runs at once, each next page as the one before it
+    comes back, and a run's steps as the page that lists the run does. Steps are listed per run
+    (the API has no other way), and only for runs that have tools: a run without tools cannot
+    have made tool calls."""
     base = f"/threads/{thread_id}"
-    thread, first_messages, first_runs = in_parallel(
-        [
-            lambda: _source_json(client, base, page=False),
-            lambda: _source_json(client, f"{base}/messages"),
-            lambda: _source_json(client, f"{base}/runs"),
-        ]
+    reads = Reads()
+    thread: dict[str, Any] = {}
+    messages: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    steps: dict[str, list[dict[str, Any]]] = {}  # by run, in the runs' order
+
+    def steps_of(page: list[dict[str, Any]]) -> None:
+        for run in page:
+            if run.get("tools"):
+                steps[run["id"]] = []
+                _list_into(reads, client, f"{base}/runs/{run['id']}/steps", steps[run["id"]])
+
+    reads.add(functools.partial(_source_json, client, base, page=False), thread.update)
+    _list_into(reads, client, f"{base}/messages", messages)
+    _list_into(reads, client, f"{base}/runs", runs, then=steps_of)
+    reads.run()
+    run_steps = [step for listed in steps.values() for step in listed if _tool_calls(step)]
+    return {"thread": thread, "messages": messages, "runs": runs, "run_steps": run_steps}
+
+
+def _tool_calls(step: dict[str, Any]) -> bool:
+    return step.get("type") == "tool_calls"
+
+
+def _list_into(
+    reads: "Reads",
+    client: openai.OpenAI,
+    path: str,
+    into: list[dict[str, Any]],
+    *,
+    then: Callable[[list[dict[str, Any]]], None] | None = None,
+    after: str | None = None,
+) -> None:
+    """Read a list into `into`, oldest first, a page at a time: each page's read is added to
+    `reads` once the page before it is back (ahead of the reads already waiting: the pages of a
+    list are a chain, the longest path of a fetch). `then(objects)` sees each page."""
+
+    def on_page(page: dict[str, Any]) -> None:
+        into.extend(page["data"])
+        if page.get("has_more") and page["data"]:
+            _list_into(reads, client, path, into, then=then, after=page["data"][-1]["id"])
+        if then is not None:
+            then(page["data"])
+
+    reads.add(
+        functools.partial(_source_json, client, path, after), on_page, first=after is not None
     )
-    messages = list(_all_after(client, f"{base}/messages", first_messages))
-    runs = list(_all_after(client, f"{base}/runs", first_runs))
-    with_tools = [run["id"] for run in runs if run.get("tools")]
-    per_run = in_parallel(
-        [functools.partial(_tool_call_steps, client, base, run_id) for run_id in with_tools]
-    )
-    steps = [step for run_steps in per_run for step in run_steps]
-    return {"thread": thread, "messages": messages, "runs": runs, "run_steps": steps}
+
+
+# --- reads handed to the process's reader threads -----------------------------------------------
+READS_IN_FLIGHT = 32  # one thread's reads in flight at once (a fetch's pages and steps, a check)
+READERS = 64  # the process's reader threads, shared by all its threads
+
+
+class _Readers:
+    """The process's reader threads. Daemons: a read in flight never holds the process's exit
+    (a stopping worker waits for its own threads, not for these). A thread hands a read over
+    only once it holds one of `free`, so a read never waits in the queue past its slot."""
+
+    def __init__(self, size: int) -> None:
+        self.pid = os.getpid()
+        self.free = threading.BoundedSemaphore(size)
+        self.jobs: queue.SimpleQueue[tuple[Future[Any], contextvars.Context, Callable[[], Any]]]
+        self.jobs = queue.SimpleQueue()
+        self.threads = {
+            threading.Thread(target=self._serve, name=f"reads_{index}", daemon=True)
+            for index in range(size)
+        }
+        for thread in self.threads:
+            thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            future, context, read = self.jobs.get()
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(context.run(_read_in, read))
+                    except BaseException as error:
+                        future.set_exception(error)
+            finally:
+                self.free.release()
+
+
+def _read_in(read: Callable[[], T]) -> T:
+    """A read on a reader thread, in the context of the thread that handed it over; a database
+    connection it had to open (a retry taking its own slot) is closed with it."""
+    from django.db import connections as databases
+
+    try:
+        return read()
+    finally:
+        for database in databases.all(initialized_only=True):
+            database.close()
+
+
+_readers_now: _Readers | None = None
+_readers_lock = threading.Lock()
+
+
+def _readers() -> _Readers:
+    global _readers_now
+    with _readers_lock:
+        if _readers_now is None or _readers_now.pid != os.getpid():
+            _readers_now = _Readers(READERS)
+        return _readers_now
+
+
+class Reads:
+    """Reads a thread hands to the process's readers, at most READS_IN_FLIGHT at once, each as
+    soon as it is known and a reader is free. This thread takes each read's slot in the source
+    budget and passes its lease check (`guarded_reads`) as it hands the read over, then sees
+    each answer in turn (`on_done`, which may add reads) and passes on the 429s the reads met:
+    the readers touch neither the budget nor the lease. The first failure stops the reads not
+    yet handed over, and is raised once those in flight are back."""
+
+    def __init__(self) -> None:
+        self.limiter = _source_limiter()
+        self.check = (_read_guard.get() or (None, None))[0]
+        self.waiting: deque[tuple[Callable[[], Any], Callable[[Any], None]]] = deque()
+        self.in_flight: dict[Future[Any], Callable[[Any], None]] = {}
+        self.throttled: list[float] = []
+
+    def add(self, read: Callable[[], T], on_done: Callable[[T], None], first: bool = False) -> None:
+        (self.waiting.appendleft if first else self.waiting.append)((read, on_done))
+
+    def run(self) -> None:
+        if threading.current_thread() in _readers().threads:  # a read that reads: no nesting
+            while self.waiting:
+                read, on_done = self.waiting.popleft()
+                on_done(read())
+            return
+        readers, failure = _readers(), None
+        try:
+            while self.waiting or self.in_flight:
+                while failure is None and self.waiting and len(self.in_flight) < READS_IN_FLIGHT:
+                    if not readers.free.acquire(blocking=not self.in_flight):
+                        break
+                    try:
+                        self._hand_over(readers, *self.waiting.popleft())
+                    except BaseException as error:
+                        readers.free.release()
+                        failure = error
+                if failure is not None:
+                    self.waiting.clear()
+                    if not self.in_flight:
+                        break
+                done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    on_done = self.in_flight.pop(future)
+                    self._pass_on_429s()
+                    if failure is None:
+                        try:
+                            on_done(future.result())
+                        except BaseException as error:
+                            failure = error
+        finally:
+            self._pass_on_429s()
+        if failure is not None:
+            raise failure
+
+    def _hand_over(
+        self, readers: _Readers, read: Callable[[], Any], on_done: Callable[[Any], None]
+    ) -> None:
+        wait = self.limiter.reserve()
+        if self.check is not None:
+            self.check(wait)
+        context = contextvars.copy_context()
+        context.run(_read_slot.set, [self.limiter.clock() + wait])
+        context.run(_read_throttled.set, self.throttled)
+        future: Future[Any] = Future()
+        self.in_flight[future] = on_done
+        readers.jobs.put((future, context, read))
+
+    def _pass_on_429s(self) -> None:
+        while self.throttled:
+            self.limiter.slow_down(self.throttled.pop())
 
 
 def in_parallel(reads: list[Callable[[], T]]) -> list[T]:
-    """Run the reads STEP_READS_IN_FLIGHT at a time; their results in order. For each group this
-    thread takes the slots in the source budget and passes its lease check for the latest of
-    them, then hands each read over with its slot, and passes on the 429s they met once the
-    group is done: the helpers touch neither the budget nor the lease (the pages after a list's
-    first, if any, take their own slots)."""
+    """Run the reads on the process's readers (`Reads`); their results in order."""
     if len(reads) <= 1:
         return [read() for read in reads]
-    limiter = _source_limiter()
-    check, _ = _read_guard.get() or (None, None)
-    results: list[T] = []
-    with ThreadPoolExecutor(STEP_READS_IN_FLIGHT, thread_name_prefix="reads") as pool:
-        for start in range(0, len(reads), STEP_READS_IN_FLIGHT):
-            group = reads[start : start + STEP_READS_IN_FLIGHT]
-            waits = [limiter.reserve() for _ in group]
-            if check is not None:
-                check(max(waits))
-            now, throttled = limiter.clock(), list[float]()
-            contexts = []
-            for wait in waits:
-                context = contextvars.copy_context()
-                context.run(_read_slot.set, [now + wait])
-                context.run(_read_throttled.set, throttled)
-                contexts.append(context)
-            try:
-                results += pool.map(lambda context, read: context.run(read), contexts, group)
-            finally:
-                for seconds in throttled:
-                    limiter.slow_down(seconds)
+    results: list[Any] = [None] * len(reads)
+    handed = Reads()
+    for index, read in enumerate(reads):
+        handed.add(read, functools.partial(results.__setitem__, index))
+    handed.run()
     return results
 
 
@@ -414,21 +655,26 @@ def delta_bundle(
     client: openai.OpenAI, thread_id: str, first_page: dict[str, Any]
 ) -> dict[str, Any]:
     """The messages of a thread from `first_page` on (a `messages_after` answer) and the
-    tool-call steps of the runs that made them, read a few at a time: the part of the thread a
-    sync appends. A run whose reply has not appeared yet is left for the next sync."""
+    tool-call steps of the runs that made them, each run's as soon as a page names it (see
+    `Reads`): the part of the thread a sync appends. A run whose reply has not appeared yet is
+    left for the next sync."""
     base = f"/threads/{thread_id}"
-    messages = list(_all_after(client, f"{base}/messages", first_page))
-    run_ids = sorted({m["run_id"] for m in messages if m.get("run_id")})
-    per_run = in_parallel(
-        [functools.partial(_tool_call_steps, client, base, run_id) for run_id in run_ids]
-    )
-    return {"messages": messages, "run_steps": [step for steps in per_run for step in steps]}
+    reads = Reads()
+    messages = list(first_page["data"])
+    steps: dict[str, list[dict[str, Any]]] = {}
 
+    def steps_of(page: list[dict[str, Any]]) -> None:
+        for run_id in {m["run_id"] for m in page if m.get("run_id")} - steps.keys():
+            steps[run_id] = []
+            _list_into(reads, client, f"{base}/runs/{run_id}/steps", steps[run_id])
 
-def _tool_call_steps(client: openai.OpenAI, base: str, run_id: str) -> list[dict[str, Any]]:
-    path = f"{base}/runs/{run_id}/steps"
-    first = _source_json(client, path)
-    return [step for step in _all_after(client, path, first) if step.get("type") == "tool_calls"]
+    steps_of(first_page["data"])
+    if first_page.get("has_more") and first_page["data"]:
+        after = first_page["data"][-1]["id"]
+        _list_into(reads, client, f"{base}/messages", messages, then=steps_of, after=after)
+    reads.run()
+    run_steps = [step for run_id in sorted(steps) for step in steps[run_id] if _tool_calls(step)]
+    return {"messages": messages, "run_steps": run_steps}
 
 
 def add_items(
@@ -436,22 +682,22 @@ def add_items(
 ) -> list[str]:
     """POST /conversations/{id}/items; returns the new items' server ids, in order.
 
-    Sent through the client's documented generic `post`, not `conversations.items.create`: the
-    items are already in wire shape (the conversion's tests validate them against the SDK's
-    params and the spec), and the resource method's per-call param transform costs ~20 ms of
-    CPU per 20-item batch, most of a worker's CPU. Errors raise the same SDK exceptions.
+    Sent by `send`, not `conversations.items.create`: the items are already in wire shape (the
+    conversion's tests validate them against the SDK's params and the spec), and the resource
+    method's per-call param transform costs ~20 ms of CPU per 20-item batch, most of a worker's
+    CPU. Errors raise the same SDK exceptions.
     """
-    response = client.post(
-        f"/conversations/{conversation_id}/items", body={"items": items}, cast_to=httpx2.Response
+    response = send(
+        client, "POST", f"/conversations/{conversation_id}/items", body={"items": items}
     )
     return [item["id"] for item in orjson.loads(response.content)["data"]]
 
 
 def create_conversation(client: openai.OpenAI, metadata: dict[str, str]) -> str:
-    """POST /conversations with metadata only (an empty conversation); returns its id. Through
-    the generic `post`, as add_items: the resource method's transform and response model cost
-    more CPU than the request."""
-    response = client.post("/conversations", body={"metadata": metadata}, cast_to=httpx2.Response)
+    """POST /conversations with metadata only (an empty conversation); returns its id. By `send`,
+    as add_items: the resource method's transform and response model cost more CPU than the
+    request."""
+    response = send(client, "POST", "/conversations", body={"metadata": metadata})
     return orjson.loads(response.content)["id"]
 
 
@@ -462,16 +708,13 @@ def items_page(
     include: Sequence[str] = (),
 ) -> Any:
     """GET /conversations/{id}/items: one page of up to 100 items, oldest first, after the id
-    `after`, as the API's JSON (the generic `get`: no page model built)."""
+    `after`, as the API's JSON (by `send`: no page model built)."""
     params = {"order": "asc", "limit": PAGE_SIZE, **({"after": after} if after else {})}
     if include:
         params["include"] = list(include)
-    response = client.get(
-        f"/conversations/{conversation_id}/items",
-        options={"params": params},
-        cast_to=httpx2.Response,
+    return orjson.loads(
+        send(client, "GET", f"/conversations/{conversation_id}/items", params=params).content
     )
-    return orjson.loads(response.content)
 
 
 def count_input_tokens(client: openai.OpenAI, model: str, conversation_id: str) -> int:

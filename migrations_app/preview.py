@@ -1,10 +1,15 @@
 """The one preview: a mirrored thread as the exact items, warnings and API calls its upload will
 use. The admin preview, the dry run and the upload all call `preview_thread`."""
 
+import json
+from typing import Any
+
+import orjson
 from django.conf import settings
 
+from migrations_app import sql
 from migrations_app.conversion import Conversion, Options, convert_thread
-from migrations_app.models import Thread
+from migrations_app.models import Message, RunStep, Thread
 
 
 class ThreadNotMirrored(Exception):
@@ -19,9 +24,7 @@ def preview_thread(thread: Thread, options: Options | None = None) -> Conversion
     """The thread's conversion with `options` (default: the current settings)."""
     if thread.data is None:
         raise ThreadNotMirrored(f"{thread.thread_id} has not been fetched from the source yet")
-    # Source order; convert_thread sorts by created_at and breaks ties by this order.
-    messages = list(thread.messages.order_by("position").values_list("data", flat=True))
-    steps = list(thread.run_steps.order_by("created_at", "pk").values_list("data", flat=True))
+    messages, steps = mirrored(thread.pk)
     return convert_thread(
         thread.data,
         messages,
@@ -34,3 +37,28 @@ def preview_thread(thread: Thread, options: Options | None = None) -> Conversion
 def export_errors(thread: Thread) -> list[dict]:
     """What the export the thread's mirror came from could not hold (see Thread.export_info)."""
     return list((thread.export_info or {}).get("errors") or [])
+
+
+def mirrored(thread_pk: int) -> tuple[list[Any], list[Any]]:
+    """The thread's mirrored messages, in source order (convert_thread sorts by created_at and
+    breaks ties by this order), and run steps. Read in SQL and decoded by orjson: every upload
+    reads them, and the ORM's query building and json decoding were a tenth of a worker's CPU."""
+    messages = sql.rows(
+        f"SELECT data FROM {sql.table(Message)} WHERE thread_id = %s ORDER BY position", [thread_pk]
+    )
+    steps = sql.rows(
+        f"SELECT data FROM {sql.table(RunStep)} WHERE thread_id = %s ORDER BY created_at, id",
+        [thread_pk],
+    )
+    return [_decoded(row[0]) for row in messages], [_decoded(row[0]) for row in steps]
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON column's value: text from PostgreSQL (as Django has psycopg load it) and SQLite;
+    what orjson refuses (an integer past 64 bits) is left to the json module, as the ORM would."""
+    if not isinstance(value, str | bytes):
+        return value
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return json.loads(value)

@@ -39,13 +39,13 @@ from django.db.models import (
     F,
     OuterRef,
     Q,
-    Subquery,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, Now
+from django.db.models.functions import Now
 from django.utils import timezone
 
+from migrations_app import sql
 from migrations_app.models import (
     Attempt,
     Conversation,
@@ -275,13 +275,15 @@ def remedy(thread: Thread, *, source: bool = True) -> str:
 @dataclass
 class Lease:
     """A worker's hold on one thread. `valid_until` is by the worker's own clock and errs early:
-    it is counted from before the statement that set the lease, which the database timed later."""
+    it is counted from before the statement that set the lease, which the database timed later.
+    `thread`: the row as the take left it, when the take read it back."""
 
     thread_pk: int
     owner: str
     seconds: float
     valid_until: float
     clock: Clock = time.monotonic
+    thread: Thread | None = None
 
     def remaining(self) -> float:
         return self.valid_until - self.clock()
@@ -310,7 +312,11 @@ def take(thread_pk: int, owner: str, seconds: float, clock: Clock = time.monoton
         "queued_task": None,
         "updated_at": Now(),
     }
-    if Thread.objects.filter(pk=thread_pk, status=ThreadStatus.QUEUED).update(**fields):
+    if sql.returning():
+        lease.thread = _take_queued(thread_pk, owner, seconds)
+        if lease.thread is not None:
+            return lease
+    elif Thread.objects.filter(pk=thread_pk, status=ThreadStatus.QUEUED).update(**fields):
         return lease
     with transaction.atomic():
         expired = _lock_leases_ended(Q(pk=thread_pk, lease_expires_at__lt=Now()), skip_locked=False)
@@ -319,6 +325,26 @@ def take(thread_pk: int, owner: str, seconds: float, clock: Clock = time.monoton
         Thread.objects.filter(pk=thread_pk).update(**fields)
         _close_open_attempts(Q(thread_id=thread_pk), "its lease expired and was taken over")
     return lease
+
+
+def _take_queued(thread_pk: int, owner: str, seconds: float) -> Thread | None:
+    """The take of a queued thread, read back in the same statement (see sql.py)."""
+    thread, until = sql.table(Thread), sql.now_plus(seconds)
+    rows = sql.rows(
+        f"UPDATE {thread} SET status = %s, lease_owner = %s, lease_expires_at = {until[0]}, "
+        f"attempts = attempts + 1, queued_task = NULL, updated_at = {sql.now()} "
+        f"WHERE id = %s AND status = %s RETURNING {sql.columns(Thread)}",
+        [ThreadStatus.RUNNING, owner, *until[1], thread_pk, ThreadStatus.QUEUED],
+    )
+    return sql.instance(Thread, rows[0]) if rows else None
+
+
+# The fence of every statement a worker makes under its lease (`_worker_filter`), in SQL.
+LEASE_FENCE = "id = %s AND status = %s AND lease_owner = %s"
+
+
+def _fence(lease: Lease) -> list[Any]:
+    return [lease.thread_pk, ThreadStatus.RUNNING, lease.owner]
 
 
 # What a lease that ended without its owner may have left in flight: the next batch, written
@@ -389,23 +415,31 @@ def start_conversation(
     that moves the thread on (with the thread's `items_total` and `warning_count`, if given).
     Raises LeaseLost: the empty conversation is then left behind."""
     assert set(totals) <= {"items_total", "warning_count"}, totals
+    values, params = sql.assignments(
+        Thread, {"conversation_id": conversation_id, "items_committed": 0, "last_item_id": "",
+                 **totals}
+    )  # fmt: skip
     with transaction.atomic():
-        if not Thread.objects.filter(_worker_filter(lease), conversation_id="").update(
-            conversation_id=conversation_id,
-            items_committed=0,
-            last_item_id="",
-            updated_at=Now(),
-            **totals,
+        if not sql.run(
+            f"UPDATE {sql.table(Thread)} SET {values}, updated_at = {sql.now()} "
+            f"WHERE {LEASE_FENCE} AND conversation_id = ''",
+            [*params, *_fence(lease)],
         ):
             raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
-        return Conversation.objects.create(
-            thread_id=lease.thread_pk, conversation_id=conversation_id, options=options
+        return sql.insert(
+            Conversation,
+            {"thread_id": lease.thread_pk, "conversation_id": conversation_id, "options": options},
         )
 
 
 def record_progress(lease: Lease, committed: int, last_item_id: str) -> None:
     """The items the live conversation holds: stored after every write, before anything else."""
-    _fenced_update(lease, items_committed=committed, last_item_id=last_item_id)
+    if not sql.run(
+        f"UPDATE {sql.table(Thread)} SET items_committed = %s, last_item_id = %s, "
+        f"updated_at = {sql.now()} WHERE {LEASE_FENCE}",
+        [committed, last_item_id, *_fence(lease)],
+    ):
+        raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
 
 
 @dataclass(frozen=True)
@@ -500,34 +534,33 @@ def succeed(
     thread's, read in the statement). `claim_seq`: the thread's claim count the verification
     listed with; if a claim was recorded since (a late write announced after that listing),
     nothing changes and ClaimsChanged is raised (LeaseLost if the lease is gone)."""
-    fence = {} if claim_seq is None else {"claim_seq": claim_seq}
-    # The last source message the verified conversation now holds: the next sync lists after it.
-    last_message = Subquery(
-        Message.objects.filter(thread_id=lease.thread_pk)
-        .order_by("-position")
-        .values("message_id")[:1]
+    thread, conversation, now = sql.table(Thread), sql.table(Conversation), sql.now()
+    cleared, cleared_params = sql.assignments(
+        Thread, {"status": ThreadStatus.SUCCEEDED, "requested_action": "", **RELEASE, **CLEAR_ERROR}
     )
+    fence, fence_params = LEASE_FENCE, _fence(lease)
+    if claim_seq is not None:
+        fence, fence_params = f"{fence} AND claim_seq = %s", [*fence_params, claim_seq]
+    # The last source message the verified conversation now holds: the next sync lists after it.
+    last_message = (
+        f"(SELECT message_id FROM {sql.table(Message)} WHERE thread_id = %s "
+        "ORDER BY position DESC LIMIT 1)"
+    )
+    last_item = "%s" if last_item_id else f"(SELECT last_item_id FROM {thread} WHERE id = %s)"
     with transaction.atomic():
-        if not Thread.objects.filter(_worker_filter(lease), **fence).update(
-            status=ThreadStatus.SUCCEEDED,
-            updated_at=Now(),
-            synced_message_id=Coalesce(last_message, Value("")),
-            synced_at=Now(),
-            requested_action="",
-            **RELEASE,
-            **CLEAR_ERROR,
+        if not sql.run(
+            f"UPDATE {thread} SET {cleared}, updated_at = {now}, synced_at = {now}, "
+            f"synced_message_id = COALESCE({last_message}, '') WHERE {fence}",
+            [*cleared_params, lease.thread_pk, *fence_params],
         ):
-            if fence and Thread.objects.filter(_worker_filter(lease)).exists():
+            if claim_seq is not None and Thread.objects.filter(_worker_filter(lease)).exists():
                 raise ClaimsChanged(f"thread {lease.thread_pk}: a write was announced")
             raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
-        last_item: str | Subquery = last_item_id or Subquery(
-            Thread.objects.filter(pk=lease.thread_pk).values("last_item_id")[:1]
-        )
-        Conversation.objects.live().filter(thread_id=lease.thread_pk).update(
-            verified_at=Now(),
-            verified_item_count=verified_count,
-            items_committed=verified_count,
-            last_item_id=last_item,
+        sql.run(
+            f"UPDATE {conversation} SET verified_at = {now}, verified_item_count = %s, "
+            f"items_committed = %s, last_item_id = {last_item} "
+            "WHERE thread_id = %s AND replaced_at IS NULL",
+            [verified_count, verified_count, last_item_id or lease.thread_pk, lease.thread_pk],
         )
         _close_attempt(attempt_pk, Attempt.Outcome.SUCCEEDED, **attempt)
 
@@ -596,20 +629,26 @@ def open_attempt(
     if attempt_number is None:
         attempts = Thread.objects.filter(pk=lease.thread_pk).values_list("attempts", flat=True)
         attempt_number = attempts.first() or 0
-    return Attempt.objects.create(
-        thread_id=lease.thread_pk,
-        action=action,
-        outcome=Attempt.Outcome.STARTED,
-        actor_label=actor_label,
-        attempt_number=attempt_number,
-        lease_owner=lease.owner,
+    return sql.insert(
+        Attempt,
+        {
+            "thread_id": lease.thread_pk,
+            "action": action,
+            "outcome": Attempt.Outcome.STARTED,
+            "actor_label": actor_label,
+            "attempt_number": attempt_number,
+            "lease_owner": lease.owner,
+        },
     )
 
 
 def _close_attempt(attempt_pk: int, outcome: str, **fields: Any) -> bool:
+    values, params = sql.assignments(Attempt, {"outcome": outcome, **fields})
     return bool(
-        Attempt.objects.filter(pk=attempt_pk, outcome=Attempt.Outcome.STARTED).update(
-            outcome=outcome, finished_at=Now(), **fields
+        sql.run(
+            f"UPDATE {sql.table(Attempt)} SET {values}, finished_at = {sql.now()} "
+            "WHERE id = %s AND outcome = %s",
+            [*params, attempt_pk, Attempt.Outcome.STARTED],
         )
     )
 

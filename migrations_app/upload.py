@@ -686,7 +686,7 @@ def migrate_thread(
         on_taken()
     if lease is None:
         return Attempt.Outcome.SKIPPED
-    thread = Thread.objects.get(pk=thread_pk)
+    thread = lease.thread or Thread.objects.get(pk=thread_pk)
     action = thread.requested_action or Attempt.Action.MIGRATE
     if action == Attempt.Action.SYNC:
         from migrations_app import sync

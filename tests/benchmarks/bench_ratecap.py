@@ -44,7 +44,7 @@ WINDOW = float(os.environ.get("BENCH_RATECAP_SECONDS", 60))
 WORKERS = int(os.environ.get("BENCH_WORKERS", 2))
 IN_FLIGHT = os.environ.get("BENCH_IN_FLIGHT", "")
 LATENCY_MS = 50
-PORT = 8766
+PORT = int(os.environ.get("BENCH_PORT", 8766))
 
 
 def requests_of(bundle: dict) -> int:
@@ -100,9 +100,10 @@ def run(cap: int) -> None:
         while sum(common.sandbox_state(PORT)["request_counts"].values()) == 0:
             time.sleep(0.2)
         time.sleep(WARMUP)
-        first = sample(PORT, workers.pid, server.pid)
-        time.sleep(WINDOW)
-        last = sample(PORT, workers.pid, server.pid)
+        with common.profiled(workers, f"ratecap-{cap}"):
+            first = sample(PORT, workers.pid, server.pid)
+            time.sleep(WINDOW)
+            last = sample(PORT, workers.pid, server.pid)
         left = Thread.objects.filter(status__in=[ThreadStatus.QUEUED, ThreadStatus.RUNNING]).count()
     finally:
         common.stop_group(workers)
@@ -124,7 +125,7 @@ def run(cap: int) -> None:
         f"({limited_share:.2%}); CPU-s per s: cluster {cpu['cluster']:.2f}, sandbox "
         f"{cpu['sandbox']:.2f}, PostgreSQL {cpu['postgres']:.2f} (of {os.cpu_count()} cores); "
         f"{len(bundles)} threads loaded, {left} still queued or running at the end; "
-        f"{finished} threads verified in the window: cluster CPU {cpu_per_1000:.0f} s per 1,000",
+        f"{finished} threads verified in the window: cluster CPU {cpu_per_1000:.1f} s per 1,000",
         flush=True,
     )
     if left == 0:
@@ -139,7 +140,7 @@ def run(cap: int) -> None:
         common.row(
             f"cluster CPU per 1,000 threads, upload phase, steady at {cap:,}/min",
             "≤ 20 CPU-s",
-            f"{cpu_per_1000:.0f} CPU-s",
+            f"{cpu_per_1000:.1f} CPU-s",
             cpu_per_1000 <= 20,
         )
 

@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,87 @@ def machine() -> str:
     cores = os.cpu_count()
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return f"{cores} cores, load average {load} (1/5/15 min) at start"
+
+
+# --- profiles -----------------------------------------------------------------------------------
+PROFILE_DIR = os.environ.get("BENCH_PROFILE", "")  # a folder: py-spy profiles of the cluster
+
+
+@contextmanager
+def profiled(process: subprocess.Popen, name: str) -> Iterator[None]:
+    """With BENCH_PROFILE set: py-spy samples `process` and its children (the whole cluster)
+    while the block runs, then the profile's top lines are printed (the raw profile is kept in
+    the folder, for flamegraph.pl)."""
+    if not PROFILE_DIR:
+        yield
+        return
+    Path(PROFILE_DIR).mkdir(parents=True, exist_ok=True)
+    output = Path(PROFILE_DIR) / f"{name}.txt"
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(process.pid),
+         "--subprocesses", "--gil", "--nonblocking", "--rate", "50", "--format", "raw",
+         "-o", str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+        print_profile(output)
+
+
+def _function(frame: str) -> str:
+    """`name (path:line)` as `name (short path)`."""
+    name, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", "python3.11/", "python3.12/", "python3.13/", str(ROOT) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({path})"
+
+
+def _package(frame: str) -> str:
+    path = _function(frame).rsplit(" (", 1)[-1].rstrip(")")
+    return path.split("/", 1)[0] if "/" in path else path
+
+
+def print_profile(path: Path, top: int = 12) -> None:
+    """The top lines of a py-spy raw profile: samples by the package running (the stack's last
+    frame), the functions running, and the console's own functions with what they called."""
+    if not path.exists():
+        print(f"  profile: {path} was not written", flush=True)
+        return
+    own: dict[str, int] = {}
+    by_package: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [frame for frame in stack.split(";")[1:] if " (" in frame]
+        if not frames:
+            continue
+        total += count
+        leaf = _function(frames[-1])
+        own[leaf] = own.get(leaf, 0) + count
+        package = _package(frames[-1])
+        by_package[package] = by_package.get(package, 0) + count
+        for function in {_function(frame) for frame in frames}:
+            if "migrations_app/" in function or "django_q/" in function:
+                inclusive[function] = inclusive.get(function, 0) + count
+
+    def lines(counts: dict[str, int], limit: int) -> str:
+        ranked = sorted(counts.items(), key=lambda item: -item[1])[:limit]
+        return "\n".join(f"    {count / total:6.1%}  {name}" for name, count in ranked)
+
+    print(f"  profile {path.name}: {total} samples of threads holding the GIL (py-spy --gil, 50/s)")
+    print(f"  by package running:\n{lines(by_package, top)}")
+    print(f"  functions running (self):\n{lines(own, top)}")
+    print(f"  the console's and django-q2's functions (inclusive):\n{lines(inclusive, 2 * top)}",
+          flush=True)  # fmt: skip

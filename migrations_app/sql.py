@@ -1,0 +1,145 @@
+"""What the worker's per-thread statements need to be written as SQL: the pieces Django writes.
+
+A worker runs about a dozen statements for every thread it migrates (take, record its progress,
+start its conversation, succeed, its history row). Built by the ORM, each cost about 0.4 ms of
+CPU in query building alone, more than PostgreSQL took to run it: at 10,000 requests a minute
+they were the largest share of the cluster's CPU (issue 22's profile). `states.py` writes those
+statements once, with the same fences as before; this module gives it quoted names, the
+database's clock as Django writes it (`Now()`, `Now() + interval`), values prepared by their
+own fields, and rows read back as model instances. PostgreSQL and SQLite alike.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from django.db import connection, models
+from django.db.models import NOT_PROVIDED
+from django.db.models.functions import Now
+from django.db.models.sql import Query
+
+M = TypeVar("M", bound=models.Model)
+
+
+def table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _field(model: type[models.Model], name: str) -> models.Field[Any, Any]:
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field), name
+    return field
+
+
+def column(model: type[models.Model], name: str) -> str:
+    return connection.ops.quote_name(_field(model, name).column)
+
+
+def _compiled(expression: Any) -> tuple[str, list[Any]]:
+    query = Query(None)
+    sql, params = query.get_compiler(connection=connection).compile(
+        expression.resolve_expression(query)
+    )
+    return sql, list(params)
+
+
+@functools.cache
+def _now(vendor: str) -> str:
+    sql, params = _compiled(Now())
+    assert not params, params
+    return sql
+
+
+def now() -> str:
+    """The database's clock in a statement, as `Now()` writes it."""
+    return _now(connection.vendor)
+
+
+def now_plus(seconds: float) -> tuple[str, list[Any]]:
+    """`Now() + timedelta(seconds=…)` as SQL and its parameters."""
+    return _compiled(Now() + timedelta(seconds=seconds))
+
+
+def run(statement: str, params: Sequence[Any]) -> int:
+    """Execute; the number of rows it changed."""
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.rowcount
+
+
+def rows(statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchall()
+
+
+def returning() -> bool:
+    """Whether the database answers UPDATE … RETURNING (PostgreSQL; SQLite from 3.35)."""
+    return bool(connection.features.can_return_columns_from_insert)
+
+
+def assignments(model: type[models.Model], values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """`col = %s, …` for plain values, each prepared by its field as the ORM would save it."""
+    parts, params = [], []
+    for name, value in values.items():
+        field = _field(model, name)
+        parts.append(f"{connection.ops.quote_name(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    return ", ".join(parts), params
+
+
+def insert(model: type[M], values: dict[str, Any]) -> M:
+    """INSERT one row: `values` by attname (`thread_id`), every other field's default (a field
+    with a database default is left to the database, as the ORM does); returns the instance with
+    its pk, as `objects.create` would."""
+    fields = [
+        field
+        for field in model._meta.concrete_fields
+        if not field.primary_key and (field.attname in values or field.db_default is NOT_PROVIDED)
+    ]
+    given = {field.attname: values[field.attname] if field.attname in values
+             else field.get_default() for field in fields}  # fmt: skip
+    names = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    params = [field.get_db_prep_save(given[field.attname], connection) for field in fields]
+    statement = f"INSERT INTO {table(model)} ({names}) VALUES ({marks})"
+    pk = model._meta.pk
+    assert pk is not None
+    with connection.cursor() as cursor:
+        if returning():
+            cursor.execute(f"{statement} RETURNING {connection.ops.quote_name(pk.column)}", params)
+            key = cursor.fetchone()[0]
+        else:
+            cursor.execute(statement, params)
+            key = connection.ops.last_insert_id(cursor, model._meta.db_table, pk.column)
+    unknown = set(values) - set(given)
+    assert not unknown, f"{model.__name__} has no columns {unknown} (give attnames: thread_id)"
+    instance = model(**given)
+    instance.pk = key
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
+
+
+def columns(model: type[models.Model]) -> str:
+    """Every concrete column of the model, for a RETURNING or SELECT list (see `instance`)."""
+    return ", ".join(
+        connection.ops.quote_name(field.column) for field in model._meta.concrete_fields
+    )
+
+
+def instance(model: type[M], row: Iterable[Any]) -> M:
+    """A row of `columns(model)` as an instance, its values converted as the ORM's own reads
+    convert them (JSON decoded; on SQLite, times parsed)."""
+    query = Query(model)
+    compiler = query.get_compiler(connection=connection)
+    fields = model._meta.concrete_fields
+    cols = [field.get_col(model._meta.db_table) for field in fields]
+    converters = compiler.get_converters(cols)
+    values = list(row)
+    if converters:
+        values = list(next(iter(compiler.apply_converters([values], converters))))
+    return model.from_db(connection.alias, [field.attname for field in fields], values)
