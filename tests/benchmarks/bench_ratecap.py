@@ -6,9 +6,10 @@ API counts) and the console's cluster is given the same budget (API_REQUESTS_PER
 Threads come from an export (the mirror is loaded first), the sandbox answers after 50 ms. For
 each cap the cluster runs a warm-up, then the steady part is measured: requests the sandbox
 accepted per minute as a share of the cap, and the share of all requests it answered 429.
-Targets (issue 10): ≥ 90 % of 1,200, 3,000 and 10,000 per minute, < 1 % answered 429.
-Also printed: CPU seconds per second of the cluster, the sandbox and PostgreSQL in the window
-(what limits the rate on a 2-core machine).
+Targets (issue 10): ≥ 90 % of 1,200, 3,000 and 10,000 per minute, < 1 % answered 429; (issue 22)
+≤ 6 CPU-s of the cluster per 1,000 threads at 10,000 per minute. The 30,000 cap has no target:
+it shows the share this 2-core machine fills with the sandbox on it. Also printed: CPU seconds
+per second of the cluster, the sandbox and PostgreSQL in the window (what limits the rate).
 
 Knobs: BENCH_CAPS (default 1200,3000,10000), BENCH_RATECAP_WARMUP (s, default 20),
 BENCH_RATECAP_SECONDS (the measured window, default 60), BENCH_WORKERS (default 2),
@@ -38,13 +39,15 @@ from migrations_app.models import Conversation, RateLimit, Thread, ThreadStatus 
 from migrations_app.sandbox import generate_dataset  # noqa: E402
 from tests.benchmarks import common  # noqa: E402
 
-CAPS = [int(cap) for cap in os.environ.get("BENCH_CAPS", "1200,3000,10000").split(",")]
+CAPS = [int(cap) for cap in os.environ.get("BENCH_CAPS", "1200,3000,10000,30000").split(",")]
 WARMUP = float(os.environ.get("BENCH_RATECAP_WARMUP", 20))
 WINDOW = float(os.environ.get("BENCH_RATECAP_SECONDS", 60))
 WORKERS = int(os.environ.get("BENCH_WORKERS", 2))
 IN_FLIGHT = os.environ.get("BENCH_IN_FLIGHT", "")
 LATENCY_MS = 50
 PORT = int(os.environ.get("BENCH_PORT", 8766))
+# The cap with targets for the share and the CPU; higher caps are measured without one.
+TARGET_CAP = 10_000
 
 
 def requests_of(bundle: dict) -> int:
@@ -130,18 +133,20 @@ def run(cap: int) -> None:
     )
     if left == 0:
         print("  WARNING: the threads ran out before the window closed; the rate is too low")
+    busy = sum(cpu.values())
     common.row(
         f"share of a {cap:,}/min cap sustained, 429s",
-        "≥ 90 %, < 1 % 429",
-        f"{share:.1%}, {limited_share:.2%} 429",
-        share >= 0.9 and limited_share < 0.01,
+        "≥ 90 %, < 1 % 429" if cap <= TARGET_CAP else "none: what this machine fills",
+        f"{share:.1%}, {limited_share:.2%} 429"
+        + ("" if cap <= TARGET_CAP else f"; {busy:.2f} of {os.cpu_count()} cores busy"),
+        share >= 0.9 and limited_share < 0.01 if cap <= TARGET_CAP else None,
     )
-    if cap == max(CAPS):
+    if cap == TARGET_CAP:
         common.row(
             f"cluster CPU per 1,000 threads, upload phase, steady at {cap:,}/min",
-            "≤ 20 CPU-s",
+            "≤ 6 CPU-s",
             f"{cpu_per_1000:.1f} CPU-s",
-            cpu_per_1000 <= 20,
+            cpu_per_1000 <= 6,
         )
 
 

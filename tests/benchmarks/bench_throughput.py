@@ -13,8 +13,9 @@ Knobs: BENCH_TIMELINE=<folder> records every request the cluster sends (timeline
 and prints where each thread's time went (timeline.py); BENCH_PROFILE=<folder> samples the whole
 cluster with py-spy and prints the profile's top lines (common.profiled).
 
-Targets (issue 10, 150 threads, no cap): upload phase ≥ 10× the loop; fetch + upload ≥ 5× with
-requests/thread at the minimum the endpoints allow; ≤ 20 CPU-s per 1,000 threads uploaded.
+Targets (150 threads, no cap): upload phase ≥ 10× the loop (issue 10); fetch + upload ≥ 8× the
+loop (issue 22) with requests/thread at the minimum the endpoints allow; ≤ 20 CPU-s per 1,000
+threads uploaded (issue 10; the steady-state CPU target is bench_ratecap's).
 """
 
 import os
@@ -255,10 +256,10 @@ def main():
             else:
                 common.row(
                     "fetch + upload vs. the same loop, requests/thread",
-                    "≥ 5×, ≤ the minimum",
+                    "≥ 8×, ≤ the minimum",
                     f"{rate / base_rate:.1f}×, {requests:.2f} requests/thread "
                     f"(minimum {least:.2f})",
-                    rate / base_rate >= 5 and requests <= least + 0.005,
+                    rate / base_rate >= 8 and requests <= least + 0.005,
                 )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
