@@ -25,6 +25,11 @@ M = TypeVar("M", bound=models.Model)
 
 
 def table(model: type[models.Model]) -> str:
+    return _table(model, connection.vendor)
+
+
+@functools.cache
+def _table(model: type[models.Model], vendor: str) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
@@ -60,7 +65,14 @@ def now() -> str:
 
 def now_plus(seconds: float) -> tuple[str, list[Any]]:
     """`Now() + timedelta(seconds=…)` as SQL and its parameters."""
-    return _compiled(Now() + timedelta(seconds=seconds))
+    sql, params = _now_plus(connection.vendor, seconds)
+    return sql, list(params)
+
+
+@functools.lru_cache(maxsize=64)
+def _now_plus(vendor: str, seconds: float) -> tuple[str, tuple[Any, ...]]:
+    sql, params = _compiled(Now() + timedelta(seconds=seconds))
+    return sql, tuple(params)
 
 
 def run(statement: str, params: Sequence[Any]) -> int:
@@ -91,21 +103,30 @@ def assignments(model: type[models.Model], values: dict[str, Any]) -> tuple[str,
     return ", ".join(parts), params
 
 
+@functools.cache
+def _insert_plan(
+    model: type[models.Model], vendor: str, given: frozenset[str]
+) -> tuple[tuple[models.Field[Any, Any], ...], str]:
+    """The fields an INSERT of `given` attnames writes (every other field's default, a field with
+    a database default left to the database, as the ORM does) and its statement's head."""
+    fields = tuple(
+        field
+        for field in model._meta.concrete_fields
+        if not field.primary_key and (field.attname in given or field.db_default is NOT_PROVIDED)
+    )
+    names = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    return fields, f"INSERT INTO {table(model)} ({names}) VALUES ({marks})"
+
+
 def insert(model: type[M], values: dict[str, Any]) -> M:
     """INSERT one row: `values` by attname (`thread_id`), every other field's default (a field
     with a database default is left to the database, as the ORM does); returns the instance with
     its pk, as `objects.create` would."""
-    fields = [
-        field
-        for field in model._meta.concrete_fields
-        if not field.primary_key and (field.attname in values or field.db_default is NOT_PROVIDED)
-    ]
+    fields, statement = _insert_plan(model, connection.vendor, frozenset(values))
     given = {field.attname: values[field.attname] if field.attname in values
              else field.get_default() for field in fields}  # fmt: skip
-    names = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    marks = ", ".join(["%s"] * len(fields))
     params = [field.get_db_prep_save(given[field.attname], connection) for field in fields]
-    statement = f"INSERT INTO {table(model)} ({names}) VALUES ({marks})"
     pk = model._meta.pk
     assert pk is not None
     with connection.cursor() as cursor:
@@ -126,20 +147,30 @@ def insert(model: type[M], values: dict[str, Any]) -> M:
 
 def columns(model: type[models.Model]) -> str:
     """Every concrete column of the model, for a RETURNING or SELECT list (see `instance`)."""
+    return _columns(model, connection.vendor)
+
+
+@functools.cache
+def _columns(model: type[models.Model], vendor: str) -> str:
     return ", ".join(
         connection.ops.quote_name(field.column) for field in model._meta.concrete_fields
     )
 
 
+@functools.cache
+def _reading(model: type[models.Model], vendor: str) -> tuple[Any, Any, list[str]]:
+    """How a row of `columns(model)` is converted on this database, as the ORM's own reads do."""
+    compiler = Query(model).get_compiler(connection=connection)
+    fields = model._meta.concrete_fields
+    converters = compiler.get_converters([field.get_col(model._meta.db_table) for field in fields])
+    return compiler, converters, [field.attname for field in fields]
+
+
 def instance(model: type[M], row: Iterable[Any]) -> M:
     """A row of `columns(model)` as an instance, its values converted as the ORM's own reads
     convert them (JSON decoded; on SQLite, times parsed)."""
-    query = Query(model)
-    compiler = query.get_compiler(connection=connection)
-    fields = model._meta.concrete_fields
-    cols = [field.get_col(model._meta.db_table) for field in fields]
-    converters = compiler.get_converters(cols)
+    compiler, converters, attnames = _reading(model, connection.vendor)
     values = list(row)
     if converters:
         values = list(next(iter(compiler.apply_converters([values], converters))))
-    return model.from_db(connection.alias, [field.attname for field in fields], values)
+    return model.from_db(connection.alias, attnames, values)
