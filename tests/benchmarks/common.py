@@ -88,12 +88,14 @@ def _stat(pid: str) -> list[str] | None:
 
 
 def session_usage(session_id: int) -> tuple[float, float]:
-    """(CPU seconds, resident MB) summed over every live process of a session."""
+    """(CPU seconds, resident MB) summed over every live process of a session; the CPU includes
+    that of the processes they waited for (a worker that ended inside a window would otherwise
+    take its CPU with it, and the window's figure could even come out negative)."""
     cpu, rss = 0.0, 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         fields = _stat(pid)
         if fields and int(fields[3]) == session_id:
-            cpu += (int(fields[11]) + int(fields[12])) / TICKS
+            cpu += sum(int(tick) for tick in fields[11:15]) / TICKS
             rss += int(fields[21]) * PAGE
     return cpu, rss / 1e6
 
