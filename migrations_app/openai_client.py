@@ -504,8 +504,10 @@ def _list_into(
 
 
 # --- reads handed to the process's reader threads -----------------------------------------------
-READS_IN_FLIGHT = 32  # one thread's reads in flight at once (a fetch's pages and steps, a check)
-READERS = 64  # the process's reader threads, shared by all its threads
+READS_IN_FLIGHT = 16  # one thread's reads in flight at once (a fetch's pages and steps, a check)
+# The process's reader threads, shared by all its threads. 64 cost more CPU for the same wall
+# time: httpcore's pool looks at every connection for each request, and more threads switch more.
+READERS = 32
 
 
 class _Readers:
