@@ -242,14 +242,10 @@ def supervisors():
     ]
 
 
-@pytest.mark.parametrize("signum, group, grace", supervisors())
-def test_a_cluster_stops_within_seconds_however_it_is_stopped_and_hands_threads_back(
-    world, clusters, signum, group, grace
-):
-    """Issue 20, finding 12: SIGTERM to the whole process group (systemd's KillMode default)
-    left the main process hanging. Every way stops it within seconds, and the threads it was
-    running go back to the queue at once rather than waiting out their leases."""
-    register_all(world, 40)
+def cluster_mid_upload(world, clusters, count):
+    """`count` threads migrating on a cluster whose leases outlive the test (150 ms a request),
+    returned once some thread is mid-upload."""
+    register_all(world, count)
     world.state.configure_faults(latency_ms=150)
     actions.apply("migrate", Thread.objects.all(), actor_label="test")
     cluster = clusters(MIGRATION_LEASE_SECONDS=600, API_TIMEOUT_SECONDS=20)
@@ -257,6 +253,17 @@ def test_a_cluster_stops_within_seconds_however_it_is_stopped_and_hands_threads_
         lambda: Thread.objects.filter(status=ThreadStatus.RUNNING, items_committed__gt=0).exists(),
         what="threads mid-upload",
     )
+    return cluster
+
+
+@pytest.mark.parametrize("signum, group, grace", supervisors())
+def test_a_cluster_stops_within_seconds_however_it_is_stopped_and_hands_threads_back(
+    world, clusters, signum, group, grace
+):
+    """Issue 20, finding 12: SIGTERM to the whole process group (systemd's KillMode default)
+    left the main process hanging. Every way stops it within seconds, and the threads it was
+    running go back to the queue at once rather than waiting out their leases."""
+    cluster = cluster_mid_upload(world, clusters, 40)
     cluster.send(signum, group=group)
     seconds = min(grace, 20)  # within seconds, well inside the supervisor's grace
     assert cluster.stopped_within(seconds), f"running {seconds} s later:\n{cluster.output()}"
@@ -350,14 +357,7 @@ def test_syncing_threads_while_messages_keep_arriving_under_faults_and_a_killed_
 def test_workers_whose_sentinel_was_killed_hand_their_threads_back_and_exit(world, clusters):
     """A sentinel killed outright (the OOM killer) left its workers waiting for tasks forever,
     holding their threads and their database connections. They notice within seconds."""
-    register_all(world, 30)
-    world.state.configure_faults(latency_ms=150)
-    actions.apply("migrate", Thread.objects.all(), actor_label="test")
-    cluster = clusters(MIGRATION_LEASE_SECONDS=600, API_TIMEOUT_SECONDS=20)
-    wait_until(
-        lambda: Thread.objects.filter(status=ThreadStatus.RUNNING, items_committed__gt=0).exists(),
-        what="threads mid-upload",
-    )
+    cluster = cluster_mid_upload(world, clusters, 30)
     group = cluster.process.pid
     sentinel = next(pid for pid in session_pids(group) if parent_of(pid) == group)
     os.kill(sentinel, signal.SIGKILL)
