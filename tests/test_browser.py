@@ -128,13 +128,16 @@ def test_an_operator_imports_migrates_watches_compares_and_retries(
         batch = intake.ImportBatch.objects.get()
         assert batch.new_count == 12
 
-        # The first conversation create is refused once: that thread will fail with a reason.
+        # One thread's conversation create is refused once: it will fail with a reason. A thread
+        # with messages, so that its page has both sides to compare (one of the 12 has none).
+        doomed = next(t for t in world.state.threads if len(world.state.messages[t]) > 1)
         world.state.configure_faults(
             scripted=[
                 {
                     "kind": "auth_error",
                     "method": "POST",
                     "path_contains": "/v1/conversations",
+                    "body_contains": doomed,
                     "times": 1,
                 }
             ]
@@ -154,6 +157,7 @@ def test_an_operator_imports_migrates_watches_compares_and_retries(
 
         wait_for_the_cluster()
         failed = Thread.objects.get(status=ThreadStatus.FAILED)
+        assert failed.thread_id == doomed
 
         # The dashboard shows the failure group with its reason.
         page.goto(f"{live_server.url}/admin/migrations_app/thread/dashboard/")

@@ -392,7 +392,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             )
             self._pending = (413, error.body, {})
             return "too_large"
-        fault = self.state.choose_fault(method, path)
+        fault = self.state.choose_fault(method, path, self._body)
         if fault == "slow":  # a request that takes long, then is answered as usual
             time.sleep(faults.slow_seconds)
             return None

@@ -41,7 +41,8 @@ class FaultConfig:
     max_body_bytes: int = 0  # a larger request body is refused with 413 (0: no limit)
     slow_seconds: float = 5  # how long a scripted "slow" fault holds its request before answering
     seed: int = 0
-    # Scripted faults for deterministic tests: [{"kind", "method", "path_contains", "times"}].
+    # Scripted faults for deterministic tests:
+    # [{"kind", "method", "path_contains", "body_contains", "times"}].
     scripted: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -191,7 +192,7 @@ class SandboxState:
             self.faults = FaultConfig(**config)
             self._rng = random.Random(self.faults.seed)
 
-    def choose_fault(self, method: str, path: str) -> str | None:
+    def choose_fault(self, method: str, path: str, body: bytes = b"") -> str | None:
         """The fault to inject for this request, or None. Scripted faults come first."""
         with self.lock:
             for script in self.faults.scripted:
@@ -200,6 +201,8 @@ class SandboxState:
                 if script.get("method", method) != method:
                     continue
                 if script.get("path_contains", "") not in path:
+                    continue
+                if script.get("body_contains", "").encode() not in body:
                     continue
                 script["times"] = script.get("times", 1) - 1
                 return script["kind"]
