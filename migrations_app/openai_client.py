@@ -445,14 +445,19 @@ def _retry_delay(client: openai.OpenAI, retry: int, headers: httpx2.Headers | No
     return min(INITIAL_RETRY_DELAY * 2.0**retry, MAX_RETRY_DELAY) * (1 - 0.25 * random.random())
 
 
-def fetch_thread_bundle(client: openai.OpenAI, thread_id: str) -> dict[str, Any]:
+def fetch_thread_bundle(
+    client: openai.OpenAI,
+    thread_id: str,
+    on_thread: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """The thread, all its messages and the run steps that carry tool calls, in export shape.
 
     Every read goes to the process's readers (`Reads`) as soon as it is known: the thread and
     the first pages of its messages and runs at once, each next page as the one before it
     comes back, and a run's steps as the page that lists the run does. Steps are listed per run
     (the API has no other way), and only for runs that have tools: a run without tools cannot
-    have made tool calls."""
+    have made tool calls. `on_thread(thread)` runs on this thread as soon as the thread object
+    is back and the reads known by then are under way (`Reads.later`)."""
     base = f"/threads/{thread_id}"
     reads = Reads()
     thread: dict[str, Any] = {}
@@ -466,7 +471,12 @@ def fetch_thread_bundle(client: openai.OpenAI, thread_id: str) -> dict[str, Any]
                 steps[run["id"]] = []
                 _list_into(reads, client, f"{base}/runs/{run['id']}/steps", steps[run["id"]])
 
-    reads.add(functools.partial(_source_json, client, base, page=False), thread.update)
+    def thread_read(got: dict[str, Any]) -> None:
+        thread.update(got)
+        if on_thread is not None:
+            reads.later(functools.partial(on_thread, thread))
+
+    reads.add(functools.partial(_source_json, client, base, page=False), thread_read)
     _list_into(reads, client, f"{base}/messages", messages)
     _list_into(reads, client, f"{base}/runs", runs, then=steps_of)
     reads.run()
@@ -578,19 +588,28 @@ class Reads:
         self.waiting: deque[tuple[Callable[[], Any], Callable[[Any], None]]] = deque()
         self.in_flight: dict[Future[Any], Callable[[Any], None]] = {}
         self.throttled: list[float] = []
+        self.deferred: deque[Callable[[], None]] = deque()
 
     def add(self, read: Callable[[], T], on_done: Callable[[T], None], first: bool = False) -> None:
         (self.waiting.appendleft if first else self.waiting.append)((read, on_done))
 
+    def later(self, work: Callable[[], None]) -> None:
+        """Run `work` on this thread once the reads known now are handed over, so that it goes
+        on while they are in flight. It must not raise: it keeps its own outcome."""
+        self.deferred.append(work)
+
     def run(self) -> None:
         if threading.current_thread() in _readers().threads:  # a read that reads: no nesting
-            while self.waiting:
-                read, on_done = self.waiting.popleft()
-                on_done(read())
+            while self.waiting or self.deferred:
+                if self.waiting:
+                    read, on_done = self.waiting.popleft()
+                    on_done(read())
+                else:
+                    self.deferred.popleft()()
             return
         readers, failure = _readers(), None
         try:
-            while self.waiting or self.in_flight:
+            while self.waiting or self.in_flight or self.deferred:
                 while failure is None and self.waiting and len(self.in_flight) < READS_IN_FLIGHT:
                     if not readers.free.acquire(blocking=not self.in_flight):
                         break
@@ -601,8 +620,13 @@ class Reads:
                         failure = error
                 if failure is not None:
                     self.waiting.clear()
+                    self.deferred.clear()
                     if not self.in_flight:
                         break
+                while self.deferred:
+                    self.deferred.popleft()()
+                if not self.in_flight:
+                    continue
                 done, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     on_done = self.in_flight.pop(future)
@@ -633,6 +657,22 @@ class Reads:
     def _pass_on_429s(self) -> None:
         while self.throttled:
             self.limiter.slow_down(self.throttled.pop())
+
+
+def concurrently(calls: list[Callable[[], T]]) -> list[T]:
+    """Run the calls on the process's readers, each as a reader is free, and return their
+    results in order (the first failure is raised once all are back). Unlike `Reads`, no source
+    budget is taken: each call paces itself (a destination read through `call_api`)."""
+    if len(calls) <= 1 or threading.current_thread() in _readers().threads:
+        return [call() for call in calls]
+    readers, futures = _readers(), []
+    for call in calls:
+        readers.free.acquire()
+        future: Future[T] = Future()
+        readers.jobs.put((future, contextvars.copy_context(), call))
+        futures.append(future)
+    wait(futures)
+    return [future.result() for future in futures]
 
 
 def in_parallel(reads: list[Callable[[], T]]) -> list[T]:

@@ -25,7 +25,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,7 +39,12 @@ from django.utils import timezone
 
 from migrations_app import intake, openai_client, ratelimit, states
 from migrations_app.alignment import Aligner, Alignment, Claim
-from migrations_app.conversion import MAX_ITEMS_PER_CALL, Options, batches
+from migrations_app.conversion import (
+    MAX_ITEMS_PER_CALL,
+    Options,
+    batches,
+    conversation_metadata,
+)
 from migrations_app.models import (
     Attempt,
     Conversation,
@@ -138,6 +143,17 @@ class Worker:
 
 
 @dataclass
+class EarlyCreate:
+    """The conversation a fetch creates as soon as the thread object is back, while the rest of
+    the thread is still being read (one round less per thread). Empty, and not yet the thread's:
+    it is recorded once the mirror is stored (`ensure_conversation`), else deleted."""
+
+    metadata: dict[str, str]
+    conversation_id: str = ""
+    error: Exception | None = None
+
+
+@dataclass
 class Run:
     """One worker's attempt at one thread, while it holds the lease."""
 
@@ -157,6 +173,7 @@ class Run:
     announced: list[str] = field(default_factory=list)
     claims: tuple[int, list[Claim]] | None = None  # (claim_seq, claims) last read
     replaced: str = ""  # the conversation a re-migrate replaced as it started
+    early: EarlyCreate | None = None  # a conversation created while the thread was fetched
     synced: dict[str, int] | None = None  # what a sync added: new messages, items
 
     def hold(self, wait: float = 0.0) -> None:
@@ -281,15 +298,32 @@ def _classified(error: Exception, source: bool) -> ApiFailure:
     )
 
 
-def item_pages(run: Run, conversation_id: str, after: str | None) -> Iterator[list[dict[str, Any]]]:
+def item_pages(
+    run: Run, conversation_id: str, after: str | None, ahead: Sequence[str] = ()
+) -> Iterator[list[dict[str, Any]]]:
     """The conversation's items after `after` (or from the start), oldest first, a page at a
-    time, each page paced, under the lease and retried (`call_api`)."""
-    client = run.worker.client
+    time, each page paced, under the lease and retried (`call_api`).
+
+    `ahead`: the ids that should end the first pages (items this worker wrote). Those pages are
+    read at once, and each is used only if the page before it ended at its cursor: the listing
+    is the same as one read page after page, in one round instead of one per page."""
+
+    def page_after(cursor: str | None) -> Any:
+        read = partial(openai_client.items_page, run.worker.client, conversation_id, cursor,
+                       ITEM_INCLUDE)  # fmt: skip
+        return call_api(run, read)
+
+    read_ahead = openai_client.concurrently([partial(page_after, c) for c in [after, *ahead]])
+    for page, cursor in zip(read_ahead, [*ahead, None], strict=True):
+        if page["data"]:
+            yield page["data"]
+        if not page.get("has_more") or not page["data"]:
+            return
+        after = page["data"][-1]["id"]
+        if after != cursor:  # the chain broke here: the rest one page after another
+            break
     while True:
-        page = call_api(
-            run,
-            partial(openai_client.items_page, client, conversation_id, after, ITEM_INCLUDE),
-        )
+        page = page_after(after)
         if page["data"]:
             yield page["data"]
         if not page.get("has_more") or not page["data"]:
@@ -305,10 +339,17 @@ def ensure_mirrored(run: Run) -> None:
     the mirror is written only while this worker holds the lease."""
     if run.thread.data is not None:
         return
+    early = not run.thread.conversation_id and (
+        run.thread.requested_action != Attempt.Action.REMIGRATE
+    )
 
     def fetch() -> dict[str, Any]:
         with openai_client.guarded_reads(run.hold, run.worker.sleeper):
-            return openai_client.fetch_thread_bundle(run.worker.source_client, run.thread.thread_id)
+            return openai_client.fetch_thread_bundle(
+                run.worker.source_client,
+                run.thread.thread_id,
+                on_thread=partial(create_early, run) if early else None,
+            )
 
     try:
         bundle = call_api(run, fetch, source=True)
@@ -342,20 +383,64 @@ def conversion_for(thread: Thread) -> tuple[Any, Options]:
     return preview_thread(thread, options), options
 
 
-def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
-    """Create the conversation, empty, unless the thread has a live one; True if it had."""
-    if run.thread.conversation_id:
-        return True
+def create_conversation(run: Run, metadata: dict[str, str]) -> str:
+    """Create an empty conversation (retried as any write; a create whose answer was lost may
+    leave an empty one behind, counted)."""
 
     def create() -> str:
         try:
-            return openai_client.create_conversation(run.worker.client, conversion.metadata)
+            return openai_client.create_conversation(run.worker.client, metadata)
         except Exception as error:
             if openai_client.is_ambiguous(error):
                 run.ambiguous_creates += 1
             raise
 
-    conversation_id = call_api(run, create)
+    return str(call_api(run, create))
+
+
+def create_early(run: Run, thread: dict[str, Any]) -> None:
+    """Create the conversation while the rest of the thread is read (`EarlyCreate`); once per
+    attempt, however often the fetch is retried. Keeps its outcome: it runs inside the fetch."""
+    if run.early is not None:
+        return
+    run.early = EarlyCreate(conversation_metadata(thread, conversion_options())[0])
+    try:
+        run.early.conversation_id = create_conversation(run, run.early.metadata)
+    except Exception as error:
+        run.early.error = error
+
+
+def take_early(run: Run, metadata: dict[str, str]) -> str:
+    """The conversation created early, if it was made with this metadata; "" if there is none.
+    A create that failed fails the thread as it would have later."""
+    early, run.early = run.early, None
+    if early is None:
+        return ""
+    if early.error is not None:
+        raise early.error
+    if early.metadata != metadata:  # the stored thread converts otherwise: not ours to use
+        withdraw_early(run, early)
+        return ""
+    return early.conversation_id
+
+
+def withdraw_early(run: Run, early: EarlyCreate | None) -> None:
+    """Delete a conversation created early and not taken up (the attempt stopped first): it is
+    empty, and no one but this worker knows of it."""
+    if early is not None and early.conversation_id:
+        withdraw(
+            run,
+            partial(openai_client.delete_conversation, run.worker.client, early.conversation_id),
+        )
+
+
+def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
+    """Create the conversation, empty, unless the thread has a live one; True if it had."""
+    if run.thread.conversation_id:
+        return True
+    conversation_id = take_early(run, conversion.metadata) or create_conversation(
+        run, conversion.metadata
+    )
     try:
         states.start_conversation(
             run.lease,
@@ -429,11 +514,11 @@ class CursorGone(Exception):
 
 
 def align(run: Run, items: list[dict[str, Any]], *, after: str | None, start: int,
-          anchors: dict[str, int]) -> Alignment:  # fmt: skip
+          anchors: dict[str, int], ahead: Sequence[str] = ()) -> Alignment:  # fmt: skip
     """Line the conversation (after `after`, or whole) up with the thread's items, a page at a
-    time. Raises CursorGone if `after` no longer exists."""
+    time (`ahead`: see item_pages). Raises CursorGone if `after` no longer exists."""
     aligner = Aligner(items, start=start, anchors=anchors, claims=_claims(run))
-    pages = item_pages(run, run.thread.conversation_id, after)
+    pages = item_pages(run, run.thread.conversation_id, after, ahead)
     try:
         first = next(pages, [])
     except ThreadFailed as failed:
@@ -575,7 +660,8 @@ def verify(run: Run, items: list[dict[str, Any]]) -> int:
     if run.last_item_id and run.committed:
         anchors[run.last_item_id] = run.committed - 1
     for _ in range(VERIFY_ROUNDS):
-        alignment = align(run, items, after=None, start=0, anchors=anchors)
+        ahead = page_ends(anchors, len(items))
+        alignment = align(run, items, after=None, start=0, anchors=anchors, ahead=ahead)
         if alignment.conflict or alignment.matched != len(items):
             raise _conflict(run, alignment, len(items), "Verification failed")
         if not alignment.copies:
@@ -587,6 +673,18 @@ def verify(run: Run, items: list[dict[str, Any]]) -> int:
         f"Copies kept appearing in conversation {run.thread.conversation_id} while it was "
         "verified; retry once the workers that lost their leases have stopped.",
     )
+
+
+def page_ends(anchors: dict[str, int], total: int) -> list[str]:
+    """The ids that end the pages of a listing from the start, for as long as this worker wrote
+    them (the last item ends no page that has one after it)."""
+    by_index = {index: item_id for item_id, index in anchors.items()}
+    ends = []
+    for index in range(openai_client.PAGE_SIZE - 1, total - 1, openai_client.PAGE_SIZE):
+        if index not in by_index:
+            break
+        ends.append(by_index[index])
+    return ends
 
 
 def verify_and_succeed(run: Run, items: list[dict[str, Any]]) -> None:
@@ -723,10 +821,13 @@ def run_attempt(
 
 
 def _migrate(run: Run) -> list[dict[str, Any]]:
-    ensure_mirrored(run)
-    if run.thread.requested_action == Attempt.Action.REMIGRATE:
-        _begin_remigrate(run)
-    return resume_upload(run)
+    try:
+        ensure_mirrored(run)
+        if run.thread.requested_action == Attempt.Action.REMIGRATE:
+            _begin_remigrate(run)
+        return resume_upload(run)
+    finally:
+        withdraw_early(run, run.early)  # created early, and the attempt stopped before using it
 
 
 def resume_upload(run: Run) -> list[dict[str, Any]]:

@@ -1,13 +1,15 @@
 """The migration engine against the sandbox, in-process. Every result is checked against the
 sandbox's own state, not the console's counters."""
 
+import threading
+
 import openai
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import OrmQ
 
-from migrations_app import actions, states, upload
+from migrations_app import actions, openai_client, states, upload
 from migrations_app.models import Attempt, ErrorKind, RateLimit, Thread, ThreadStatus
 from migrations_app.preview import preview_thread
 from migrations_app.ratelimit import SharedRateLimiter
@@ -371,3 +373,108 @@ def test_a_fetch_that_finds_no_thread_fails_at_once(sandbox, make_worker):
     thread.refresh_from_db()
     assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.NOT_FOUND)
     assert thread.error_message.startswith("Fetching from the source failed: The API does not")
+
+
+# --- one round less: the conversation created during the fetch, the listing read ahead ---------
+def sized_thread(sandbox, count, thread_id="thread_sized"):
+    sandbox.state.threads[thread_id] = source_thread(thread_id)
+    sandbox.state.messages[thread_id] = [
+        source_message(f"msg_{i:04d}", thread_id, f"m{i}", created_at=i) for i in range(count)
+    ]
+    sandbox.state.runs[thread_id] = []
+    return register(sandbox, thread_id=thread_id, fetched=False)
+
+
+def test_a_conversation_created_during_the_fetch_becomes_the_threads_own(
+    sandbox, make_worker, monkeypatch
+):
+    thread = register(sandbox, minimum=3, fetched=False)
+    fetching, created_while = threading.Event(), []
+    real_fetch, real_create = openai_client.fetch_thread_bundle, openai_client.create_conversation
+
+    def fetch(*args, **kwargs):
+        fetching.set()
+        try:
+            return real_fetch(*args, **kwargs)
+        finally:
+            fetching.clear()
+
+    def create(*args, **kwargs):
+        created_while.append(fetching.is_set())
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(openai_client, "fetch_thread_bundle", fetch)
+    monkeypatch.setattr(openai_client, "create_conversation", create)
+    assert upload.migrate_thread(thread.pk, make_worker()) == Attempt.Outcome.SUCCEEDED
+    assert created_while == [True]
+    assert_migrated_exactly_once(sandbox, thread)
+    assert sandbox.state.request_counts["POST create_conversation"] == 1
+    assert sandbox.state.request_counts["DELETE delete_conversation"] == 0
+
+
+def test_a_fetch_refused_after_the_early_create_deletes_that_conversation(sandbox, make_worker):
+    thread = sized_thread(sandbox, 5)
+    # The source answers with another thread: the fetch is refused once it is complete, after
+    # the conversation was created from the thread object.
+    sandbox.state.threads[thread.thread_id] = source_thread("thread_someone_else")
+    assert upload.migrate_thread(thread.pk, make_worker()) == Attempt.Outcome.FAILED
+    thread.refresh_from_db()
+    assert thread.error_kind == ErrorKind.INVALID
+    assert thread.conversation_id == ""
+    assert not thread.conversations.exists()
+    counts = sandbox.state.request_counts
+    assert (counts["POST create_conversation"], counts["DELETE delete_conversation"]) == (1, 1)
+    assert set(sandbox.state.conversations) == set(), "the empty conversation was deleted"
+
+
+def test_a_failed_early_create_fails_the_thread_with_its_reason(sandbox, make_worker):
+    thread = register(sandbox, minimum=3, fetched=False)
+    script(sandbox, {"kind": "auth_error", "path_contains": "/v1/conversations"})
+    assert upload.migrate_thread(thread.pk, make_worker()) == Attempt.Outcome.FAILED
+    thread.refresh_from_db()
+    assert "HTTP 401" in thread.error_message
+    assert thread.data is not None, "the fetch went on: the mirror is there to compare"
+
+
+def test_a_long_conversation_is_verified_in_one_round_of_listings(
+    sandbox, make_worker, monkeypatch
+):
+    thread = sized_thread(sandbox, 250)
+    cursors, readers = [], set()
+    real = openai_client.items_page
+
+    def listed(client, conversation_id, after=None, include=()):
+        cursors.append(after)
+        readers.add(threading.current_thread().name)
+        return real(client, conversation_id, after, include)
+
+    monkeypatch.setattr(openai_client, "items_page", listed)
+    assert upload.migrate_thread(thread.pk, make_worker()) == Attempt.Outcome.SUCCEEDED
+    assert_migrated_exactly_once(sandbox, thread)
+    items = sandbox.state.conversations[thread.conversation_id]["items"]
+    assert sorted(cursors, key=str) == sorted([None, items[99]["id"], items[199]["id"]], key=str)
+    assert len(readers) == 3, "the three pages were read at once, each by a reader of its own"
+
+
+def test_an_item_someone_added_mid_upload_is_named_not_hidden_by_the_read_ahead(
+    sandbox, make_worker, monkeypatch
+):
+    """A foreign item in the first page shifts every page end: the pages read ahead are set
+    aside and the listing goes on page after page, so the item is named, and nothing is missed."""
+    thread = sized_thread(sandbox, 250)
+    real = states.record_progress
+
+    def someone_adds(lease, committed, last_item_id):
+        real(lease, committed, last_item_id)
+        if committed == 60:
+            conversation_id = Thread.objects.get(pk=thread.pk).conversation_id
+            sandbox.state.add_items(
+                conversation_id, [{"type": "message", "role": "user", "content": "not ours"}]
+            )
+
+    monkeypatch.setattr(states, "record_progress", someone_adds)
+    upload.migrate_thread(thread.pk, make_worker())
+    thread.refresh_from_db()
+    assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.CONFLICT)
+    assert "holds 1 item(s) the console did not write" in thread.error_message
+    assert "missing" not in thread.error_message
