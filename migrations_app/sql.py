@@ -88,6 +88,12 @@ def rows(statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
+def one_statement() -> bool:
+    """Whether writes to several tables can go as one statement (data-modifying WITH): PostgreSQL.
+    Elsewhere they go in one transaction, statement after statement."""
+    return connection.vendor == "postgresql"
+
+
 def returning() -> bool:
     """Whether the database answers UPDATE … RETURNING (PostgreSQL; SQLite from 3.35)."""
     return bool(connection.features.can_return_columns_from_insert)
@@ -123,16 +129,34 @@ def insert(model: type[M], values: dict[str, Any]) -> M:
     """INSERT one row: `values` by attname (`thread_id`), every other field's default (a field
     with a database default is left to the database, as the ORM does); returns the instance with
     its pk, as `objects.create` would."""
+    inserted = insert_if(model, values)
+    assert inserted is not None
+    return inserted
+
+
+def insert_if(
+    model: type[M], values: dict[str, Any], given_that: tuple[str, Sequence[Any]] | None = None
+) -> M | None:
+    """`insert`, or with `given_that` (a data-modifying `WITH done AS (…)` and its parameters,
+    PostgreSQL only) one statement that inserts the row only if `done` returned a row: the
+    statement before it and the insert commit together, in one round trip. None if not."""
     fields, statement = _insert_plan(model, connection.vendor, frozenset(values))
     given = {field.attname: values[field.attname] if field.attname in values
              else field.get_default() for field in fields}  # fmt: skip
     params = [field.get_db_prep_save(given[field.attname], connection) for field in fields]
     pk = model._meta.pk
     assert pk is not None
+    if given_that is not None:
+        head, marks = statement.split(" VALUES ")
+        statement = f"{given_that[0]} {head} SELECT {marks[1:-1]} FROM done"
+        params = [*given_that[1], *params]
     with connection.cursor() as cursor:
         if returning():
             cursor.execute(f"{statement} RETURNING {connection.ops.quote_name(pk.column)}", params)
-            key = cursor.fetchone()[0]
+            found = cursor.fetchone()
+            if found is None:
+                return None
+            key = found[0]
         else:
             cursor.execute(statement, params)
             key = connection.ops.last_insert_id(cursor, model._meta.db_table, pk.column)

@@ -419,17 +419,21 @@ def start_conversation(
         Thread, {"conversation_id": conversation_id, "items_committed": 0, "last_item_id": "",
                  **totals}
     )  # fmt: skip
-    with transaction.atomic():
-        if not sql.run(
-            f"UPDATE {sql.table(Thread)} SET {values}, updated_at = {sql.now()} "
-            f"WHERE {LEASE_FENCE} AND conversation_id = ''",
-            [*params, *_fence(lease)],
-        ):
+    update = (
+        f"UPDATE {sql.table(Thread)} SET {values}, updated_at = {sql.now()} "
+        f"WHERE {LEASE_FENCE} AND conversation_id = ''"
+    )
+    row = {"thread_id": lease.thread_pk, "conversation_id": conversation_id, "options": options}
+    if sql.one_statement():
+        given_that = (f"WITH done AS ({update} RETURNING id)", [*params, *_fence(lease)])
+        started = sql.insert_if(Conversation, row, given_that)
+        if started is None:
             raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
-        return sql.insert(
-            Conversation,
-            {"thread_id": lease.thread_pk, "conversation_id": conversation_id, "options": options},
-        )
+        return started
+    with transaction.atomic():
+        if not sql.run(update, [*params, *_fence(lease)]):
+            raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
+        return sql.insert(Conversation, row)
 
 
 def record_progress(lease: Lease, committed: int, last_item_id: str) -> None:
@@ -547,22 +551,35 @@ def succeed(
         "ORDER BY position DESC LIMIT 1)"
     )
     last_item = "%s" if last_item_id else f"(SELECT last_item_id FROM {thread} WHERE id = %s)"
-    with transaction.atomic():
-        if not sql.run(
-            f"UPDATE {thread} SET {cleared}, updated_at = {now}, synced_at = {now}, "
-            f"synced_message_id = COALESCE({last_message}, '') WHERE {fence}",
-            [*cleared_params, lease.thread_pk, *fence_params],
-        ):
-            if claim_seq is not None and Thread.objects.filter(_worker_filter(lease)).exists():
-                raise ClaimsChanged(f"thread {lease.thread_pk}: a write was announced")
-            raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
-        sql.run(
-            f"UPDATE {conversation} SET verified_at = {now}, verified_item_count = %s, "
-            f"items_committed = %s, last_item_id = {last_item} "
-            "WHERE thread_id = %s AND replaced_at IS NULL",
-            [verified_count, verified_count, last_item_id or lease.thread_pk, lease.thread_pk],
-        )
-        _close_attempt(attempt_pk, Attempt.Outcome.SUCCEEDED, **attempt)
+    done = (
+        f"UPDATE {thread} SET {cleared}, updated_at = {now}, synced_at = {now}, "
+        f"synced_message_id = COALESCE({last_message}, '') WHERE {fence}",
+        [*cleared_params, lease.thread_pk, *fence_params],
+    )
+    verified = (
+        f"UPDATE {conversation} SET verified_at = {now}, verified_item_count = %s, "
+        f"items_committed = %s, last_item_id = {last_item} "
+        "WHERE thread_id = %s AND replaced_at IS NULL",
+        [verified_count, verified_count, last_item_id or lease.thread_pk, lease.thread_pk],
+    )
+    closed = _closing(attempt_pk, Attempt.Outcome.SUCCEEDED, **attempt)
+    if sql.one_statement():  # the three in one round trip, each after the fenced one only
+        moved = sql.rows(
+            f"WITH done AS ({done[0]} RETURNING id), "
+            f"verified AS ({verified[0]} AND EXISTS (SELECT 1 FROM done)), "
+            f"closed AS ({closed[0]} AND EXISTS (SELECT 1 FROM done)) SELECT count(*) FROM done",
+            [*done[1], *verified[1], *closed[1]],
+        )[0][0]
+    else:
+        with transaction.atomic():
+            moved = sql.run(*done)
+            if moved:
+                sql.run(*verified)
+                sql.run(*closed)
+    if not moved:
+        if claim_seq is not None and Thread.objects.filter(_worker_filter(lease)).exists():
+            raise ClaimsChanged(f"thread {lease.thread_pk}: a write was announced")
+        raise LeaseLost(f"thread {lease.thread_pk}: the lease was taken over")
 
 
 def diverge(lease: Lease, attempt_pk: int, reason: str, **attempt: Any) -> None:
@@ -643,13 +660,15 @@ def open_attempt(
 
 
 def _close_attempt(attempt_pk: int, outcome: str, **fields: Any) -> bool:
+    return bool(sql.run(*_closing(attempt_pk, outcome, **fields)))
+
+
+def _closing(attempt_pk: int, outcome: str, **fields: Any) -> tuple[str, list[Any]]:
     values, params = sql.assignments(Attempt, {"outcome": outcome, **fields})
-    return bool(
-        sql.run(
-            f"UPDATE {sql.table(Attempt)} SET {values}, finished_at = {sql.now()} "
-            "WHERE id = %s AND outcome = %s",
-            [*params, attempt_pk, Attempt.Outcome.STARTED],
-        )
+    return (
+        f"UPDATE {sql.table(Attempt)} SET {values}, finished_at = {sql.now()} "
+        "WHERE id = %s AND outcome = %s",
+        [*params, attempt_pk, Attempt.Outcome.STARTED],
     )
 
 
