@@ -313,8 +313,20 @@ def item_pages(
                        ITEM_INCLUDE)  # fmt: skip
         return call_api(run, read)
 
-    read_ahead = openai_client.concurrently([partial(page_after, c) for c in [after, *ahead]])
+    def page_ahead(cursor: str) -> Any:
+        try:
+            return page_after(cursor)
+        except ThreadFailed as failed:  # its cursor is gone: read in turn, it is named there
+            if failed.failure.http_status in (400, 404):
+                return None
+            raise
+
+    read_ahead = openai_client.concurrently(
+        [partial(page_after, after), *(partial(page_ahead, cursor) for cursor in ahead)]
+    )
     for page, cursor in zip(read_ahead, [*ahead, None], strict=True):
+        if page is None:
+            break
         if page["data"]:
             yield page["data"]
         if not page.get("has_more") or not page["data"]:

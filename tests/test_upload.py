@@ -478,3 +478,24 @@ def test_an_item_someone_added_mid_upload_is_named_not_hidden_by_the_read_ahead(
     assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.CONFLICT)
     assert "holds 1 item(s) the console did not write" in thread.error_message
     assert "missing" not in thread.error_message
+
+
+def test_an_item_someone_deleted_where_a_page_was_to_start_is_named_missing(
+    sandbox, make_worker, monkeypatch
+):
+    """The page read ahead after that item is refused (its cursor is gone): it is set aside, and
+    the listing read in turn names the item as missing, as a sequential listing would."""
+    thread = sized_thread(sandbox, 250)
+    real = states.record_progress
+
+    def someone_deletes(lease, committed, last_item_id):
+        real(lease, committed, last_item_id)
+        if committed == 250:
+            conversation_id = Thread.objects.get(pk=thread.pk).conversation_id
+            del sandbox.state.conversations[conversation_id]["items"][99]
+
+    monkeypatch.setattr(states, "record_progress", someone_deletes)
+    upload.migrate_thread(thread.pk, make_worker())
+    thread.refresh_from_db()
+    assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.CONFLICT)
+    assert "1 of its recorded item(s) missing" in thread.error_message
