@@ -457,23 +457,27 @@ def test_a_long_conversation_is_verified_in_one_round_of_listings(
     assert sorted(cursors, key=str) == sorted([None, items[99]["id"], items[199]["id"]], key=str)
 
 
+def when_committed(monkeypatch, thread, count, change):
+    """Someone else `change`s the thread's conversation once the upload recorded `count` items."""
+    real = states.record_progress
+
+    def recorded(lease, committed, last_item_id):
+        real(lease, committed, last_item_id)
+        if committed == count:
+            change(Thread.objects.get(pk=thread.pk).conversation_id)
+
+    monkeypatch.setattr(states, "record_progress", recorded)
+
+
 def test_an_item_someone_added_mid_upload_is_named_not_hidden_by_the_read_ahead(
     sandbox, make_worker, monkeypatch
 ):
     """A foreign item in the first page shifts every page end: the pages read ahead are set
     aside and the listing goes on page after page, so the item is named, and nothing is missed."""
     thread = sized_thread(sandbox, 250)
-    real = states.record_progress
-
-    def someone_adds(lease, committed, last_item_id):
-        real(lease, committed, last_item_id)
-        if committed == 60:
-            conversation_id = Thread.objects.get(pk=thread.pk).conversation_id
-            sandbox.state.add_items(
-                conversation_id, [{"type": "message", "role": "user", "content": "not ours"}]
-            )
-
-    monkeypatch.setattr(states, "record_progress", someone_adds)
+    foreign = {"type": "message", "role": "user", "content": "not ours"}
+    when_committed(monkeypatch, thread, 60, lambda conversation: sandbox.state.add_items(
+        conversation, [foreign]))  # fmt: skip
     upload.migrate_thread(thread.pk, make_worker())
     thread.refresh_from_db()
     assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.CONFLICT)
@@ -487,15 +491,8 @@ def test_an_item_someone_deleted_where_a_page_was_to_start_is_named_missing(
     """The page read ahead after that item is refused (its cursor is gone): it is set aside, and
     the listing read in turn names the item as missing, as a sequential listing would."""
     thread = sized_thread(sandbox, 250)
-    real = states.record_progress
-
-    def someone_deletes(lease, committed, last_item_id):
-        real(lease, committed, last_item_id)
-        if committed == 250:
-            conversation_id = Thread.objects.get(pk=thread.pk).conversation_id
-            del sandbox.state.conversations[conversation_id]["items"][99]
-
-    monkeypatch.setattr(states, "record_progress", someone_deletes)
+    when_committed(monkeypatch, thread, 250, lambda conversation: sandbox.state.conversations[
+        conversation]["items"].pop(99))  # fmt: skip
     upload.migrate_thread(thread.pk, make_worker())
     thread.refresh_from_db()
     assert (thread.status, thread.error_kind) == (ThreadStatus.FAILED, ErrorKind.CONFLICT)
