@@ -147,6 +147,7 @@ def insert_if(
     pk = model._meta.pk
     assert pk is not None
     if given_that is not None:
+        assert one_statement(), "a data-modifying WITH is PostgreSQL's"
         head, marks = statement.split(" VALUES ")
         statement = f"{given_that[0]} {head} SELECT {marks[1:-1]} FROM done"
         params = [*given_that[1], *params]

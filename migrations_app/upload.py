@@ -436,14 +436,24 @@ def take_early(run: Run, metadata: dict[str, str]) -> str:
     return early.conversation_id
 
 
+def delete_empty(run: Run, conversation_id: str) -> bool:
+    """Delete a conversation this worker created and never wrote to (`withdraw`: no lease
+    needed); True if it is gone."""
+    return withdraw(
+        run, partial(openai_client.delete_conversation, run.worker.client, conversation_id)
+    )
+
+
 def withdraw_early(run: Run, early: EarlyCreate | None) -> None:
     """Delete a conversation created early and not taken up (the attempt stopped first): it is
-    empty, and no one but this worker knows of it."""
-    if early is not None and early.conversation_id:
-        withdraw(
-            run,
-            partial(openai_client.delete_conversation, run.worker.client, early.conversation_id),
-        )
+    empty, and no one but this worker knows of it. Whatever stopped the attempt is what gets
+    recorded: a delete that fails leaves the empty conversation, as a killed worker would."""
+    if early is None or not early.conversation_id:
+        return
+    try:
+        delete_empty(run, early.conversation_id)
+    except Exception:
+        log.exception("deleting the unused conversation %s failed", early.conversation_id)
 
 
 def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
@@ -462,9 +472,7 @@ def ensure_conversation(run: Run, conversion: Any, options: Options) -> bool:
             warning_count=len(conversion.warnings),
         )
     except LeaseLost:
-        taken_back = withdraw(
-            run, lambda: openai_client.delete_conversation(run.worker.client, conversation_id)
-        )
+        taken_back = delete_empty(run, conversation_id)
         raise LeaseLost(
             f"the lease was taken over after conversation {conversation_id} was created; "
             + ("it was deleted (it was empty)" if taken_back else "it is left empty")
